@@ -1,0 +1,33 @@
+// Private hook between the backend factory and the CUDA backend. kernels/ implements it when the CUDA
+// toolkit is found; otherwise host/cuda_stub.cpp answers "not compiled".
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "convergent/backend.hpp"
+
+namespace convergent::detail {
+
+bool cuda_backend_compiled();
+// Whether a device is usable, and its name or the reason it is not. Never throws.
+BackendStatus cuda_backend_status(const BackendOptions& options);
+// Throws Error when not compiled or when no device is usable.
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
+
+}  // namespace convergent::detail
+
+namespace convergent::detail {
+
+// What bench_corr compares the CUDA backend against, measured on the device with CUDA events after a
+// warm-up: a bare cuBLAS product of the batch's shape on data already on the device, and the
+// host-to-device copy rate from pinned memory.
+struct CudaCeiling {
+  std::string device_name;
+  double product_gflops = 0.0;   // (rows x units)^T (rows x units), 2 * rows * units^2 flops per product
+  double host_to_device_gbps = 0.0;
+};
+CudaCeiling measure_cuda_ceiling(std::int64_t rows, std::int64_t units, Precision precision);
+
+}  // namespace convergent::detail

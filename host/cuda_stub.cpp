@@ -1,0 +1,25 @@
+// Stands in for the CUDA backend in builds without the CUDA toolkit.
+#include "convergent/error.hpp"
+#include "cuda_backend.hpp"
+
+namespace convergent::detail {
+
+bool cuda_backend_compiled() { return false; }
+
+BackendStatus cuda_backend_status(const BackendOptions&) {
+  return {BackendKind::cuda, false, false, "not compiled (configured without the CUDA toolkit)"};
+}
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions&) {
+  throw Error("CUDA backend not compiled: rebuild with the CUDA toolkit and -DCONVERGENT_CUDA=ON");
+}
+
+}  // namespace convergent::detail
+
+namespace convergent::detail {
+
+CudaCeiling measure_cuda_ceiling(std::int64_t, std::int64_t, Precision) {
+  throw Error("CUDA backend not compiled: rebuild with the CUDA toolkit and -DCONVERGENT_CUDA=ON");
+}
+
+}  // namespace convergent::detail

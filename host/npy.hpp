@@ -1,0 +1,57 @@
+// Reading and writing numpy's .npy format. Reading memory-maps the file so that arrays larger than RAM
+// stream through; writing goes through the caller's temporary path (see outputs.hpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "convergent/activation.hpp"
+
+namespace convergent {
+
+struct NpyHeader {
+  DType dtype = DType::float32;
+  bool fortran_order = false;
+  std::vector<std::int64_t> shape;
+  std::int64_t data_offset = 0;  // bytes from the start of the file to the first element
+
+  std::int64_t elements() const;
+};
+
+// Parses the header at the start of `bytes` (the whole file, `size` bytes long) and checks that the data
+// that follows has exactly the size the header announces. Errors name `path`.
+NpyHeader parse_npy_header(const std::string& path, const unsigned char* bytes, std::int64_t size);
+
+// A read-only memory map of an .npy file.
+class MappedNpy {
+ public:
+  explicit MappedNpy(std::string path);
+  ~MappedNpy();
+  MappedNpy(const MappedNpy&) = delete;
+  MappedNpy& operator=(const MappedNpy&) = delete;
+  MappedNpy(MappedNpy&& other) noexcept;
+  MappedNpy& operator=(MappedNpy&&) = delete;
+
+  const std::string& path() const { return path_; }
+  const NpyHeader& header() const { return header_; }
+  const unsigned char* data() const { return base_ + header_.data_offset; }
+  // Tells the kernel that a byte range of the data will not be read again, so that a file larger than
+  // RAM does not keep its pages resident.
+  void release(std::int64_t begin, std::int64_t end) const;
+
+ private:
+  std::string path_;
+  NpyHeader header_;
+  unsigned char* base_ = nullptr;
+  std::int64_t size_ = 0;
+};
+
+std::string shape_text(const std::vector<std::int64_t>& shape);  // "(3, 4)" as numpy prints it
+
+// Writes a C-order float64 or float32 array (version 1.0 header, as numpy.save writes).
+void write_npy(const std::string& path, const double* data, const std::vector<std::int64_t>& shape);
+void write_npy(const std::string& path, const float* data, const std::vector<std::int64_t>& shape);
+
+}  // namespace convergent

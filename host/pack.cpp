@@ -1,0 +1,70 @@
+// Reference packing of activations into float32 rows.
+#include "pack.hpp"
+
+#include <cstring>
+
+namespace convergent {
+namespace {
+
+template <class T>
+float to_float(T v) {
+  return static_cast<float>(v);
+}
+template <>
+float to_float<std::uint16_t>(std::uint16_t v) {
+  return half_to_float(v);
+}
+
+template <class T>
+void pack_typed(const ActivationBlock& b, MatrixView<float> out, std::int64_t col_offset) {
+  const T* src = static_cast<const T*>(b.data);
+  std::int64_t row = 0;
+  for (std::int64_t img = 0; img < b.images; ++img)
+    for (std::int64_t y = 0; y < b.height; ++y)
+      for (std::int64_t x = 0; x < b.width; ++x, ++row) {
+        const T* first = src + img * b.image_stride + y * b.y_stride + x * b.x_stride;
+        float* dst = out.row(row) + col_offset;
+        if (b.unit_stride == 1) {
+          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = to_float(first[u]);
+        } else {
+          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = to_float(first[u * b.unit_stride]);
+        }
+      }
+}
+
+}  // namespace
+
+float half_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  std::uint32_t exponent = (h >> 10) & 0x1fu;
+  std::uint32_t mantissa = h & 0x3ffu;
+  std::uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);  // inf or NaN
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {
+    // Subnormal half: shift until the implicit bit appears, adjusting the exponent.
+    exponent = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+void pack_block(const ActivationBlock& block, MatrixView<float> out, std::int64_t col_offset) {
+  switch (block.dtype) {
+    case DType::float16: pack_typed<std::uint16_t>(block, out, col_offset); break;
+    case DType::float32: pack_typed<float>(block, out, col_offset); break;
+    case DType::float64: pack_typed<double>(block, out, col_offset); break;
+  }
+}
+
+}  // namespace convergent

@@ -1,0 +1,10 @@
+// Everything public in one include.
+#pragma once
+
+#include "convergent/activation.hpp"
+#include "convergent/backend.hpp"
+#include "convergent/error.hpp"
+#include "convergent/lap.hpp"
+#include "convergent/matrix.hpp"
+#include "convergent/moments.hpp"
+#include "convergent/study.hpp"

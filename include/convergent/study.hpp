@@ -1,0 +1,72 @@
+// The main job: stream the activations of several nets once, then align every pair of nets by
+// correlation (semi-matching and one-to-one matching). Library form of `convergent align`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "convergent/activation.hpp"
+#include "convergent/backend.hpp"
+#include "convergent/lap.hpp"
+#include "convergent/matrix.hpp"
+#include "convergent/moments.hpp"
+
+namespace convergent {
+
+// Axis order of 4-D conv activations; every (image, y, x) position is one sample.
+enum class Layout { nchw, nhwc };
+
+struct NetSource {
+  std::string name;
+  std::string path;  // .npy file: 2-D (samples x units) or 4-D conv activations
+};
+
+struct StudyOptions {
+  Layout layout = Layout::nchw;
+  std::int64_t batch_rows = 0;  // sample rows per batch; 0 picks one from the unit count
+  bool skip_nonfinite_rows = false;
+  // A unit is dead when its std is at most this fraction of its largest |value| (or exactly 0): below
+  // that its variation is float32 rounding noise, not signal.
+  double dead_threshold = 1e-6;
+  Precision precision = Precision::fp32;
+  // Called after each batch with (rows done, rows in all); may be empty.
+  std::function<void(std::int64_t, std::int64_t)> progress;
+};
+
+struct NetInfo {
+  std::string name;
+  std::string path;
+  std::vector<std::int64_t> shape;
+  DType dtype = DType::float32;
+  std::int64_t units = 0;
+  std::int64_t offset = 0;  // first column of this net in the concatenated units
+};
+
+struct Study {
+  std::vector<NetInfo> nets;
+  Moments moments;
+  std::vector<bool> dead;  // per concatenated unit
+  Matrix correlation;      // concatenated units x concatenated units
+  std::int64_t skipped_rows = 0;
+  std::string backend;
+};
+
+// Opens and checks every file before any work, then makes one streaming pass. Throws Error naming the
+// file and the problem for bad input.
+Study run_study(Backend& backend, const std::vector<NetSource>& nets, const StudyOptions& options);
+
+struct PairAlignment {
+  std::vector<std::int64_t> semi_match;  // for each unit of A, its most correlated unit of B
+  Assignment matching;                   // one-to-one, maximising the total correlation
+  double semi_mean_corr = 0.0;
+  double matching_mean_corr = 0.0;
+  double matching_total_corr = 0.0;
+  double same_assignment_fraction = 0.0;  // share of A units whose semi-match is also their match
+};
+
+// Aligns the units of net A (rows) with those of net B (columns) of a correlation block.
+PairAlignment align_pair(Backend& backend, MatrixView<const double> corr_ab, int threads = 1);
+
+}  // namespace convergent
