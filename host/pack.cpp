@@ -6,28 +6,33 @@
 namespace convergent {
 namespace {
 
-template <class T>
-float to_float(T v) {
-  return static_cast<float>(v);
+// Plain casts, except that float16 arrives as raw bits.
+template <class Out, class T>
+Out convert(T v) {
+  return static_cast<Out>(v);
 }
 template <>
-float to_float<std::uint16_t>(std::uint16_t v) {
+float convert<float, std::uint16_t>(std::uint16_t v) {
+  return half_to_float(v);
+}
+template <>
+double convert<double, std::uint16_t>(std::uint16_t v) {
   return half_to_float(v);
 }
 
-template <class T>
-void pack_typed(const ActivationBlock& b, MatrixView<float> out, std::int64_t col_offset) {
+template <class T, class Out>
+void pack_typed(const ActivationBlock& b, MatrixView<Out> out, std::int64_t col_offset) {
   const T* src = static_cast<const T*>(b.data);
   std::int64_t row = 0;
   for (std::int64_t img = 0; img < b.images; ++img)
     for (std::int64_t y = 0; y < b.height; ++y)
       for (std::int64_t x = 0; x < b.width; ++x, ++row) {
         const T* first = src + img * b.image_stride + y * b.y_stride + x * b.x_stride;
-        float* dst = out.row(row) + col_offset;
+        Out* dst = out.row(row) + col_offset;
         if (b.unit_stride == 1) {
-          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = to_float(first[u]);
+          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u]);
         } else {
-          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = to_float(first[u * b.unit_stride]);
+          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u * b.unit_stride]);
         }
       }
 }
@@ -59,12 +64,21 @@ float half_to_float(std::uint16_t h) {
   return f;
 }
 
-void pack_block(const ActivationBlock& block, MatrixView<float> out, std::int64_t col_offset) {
+template <class Out>
+void pack_any(const ActivationBlock& block, MatrixView<Out> out, std::int64_t col_offset) {
   switch (block.dtype) {
     case DType::float16: pack_typed<std::uint16_t>(block, out, col_offset); break;
     case DType::float32: pack_typed<float>(block, out, col_offset); break;
     case DType::float64: pack_typed<double>(block, out, col_offset); break;
   }
+}
+
+void pack_block(const ActivationBlock& block, MatrixView<float> out, std::int64_t col_offset) {
+  pack_any(block, out, col_offset);
+}
+
+void pack_block(const ActivationBlock& block, MatrixView<double> out, std::int64_t col_offset) {
+  pack_any(block, out, col_offset);
 }
 
 }  // namespace convergent

@@ -138,10 +138,11 @@ class ReferenceBackend final : public Backend {
     for (std::int64_t i = 0; i < u; ++i) scale[i] = dead[i] ? 0.0 : 1.0 / std::sqrt(moments.comoment(i, i));
     Matrix corr(u, u);
     for (std::int64_t i = 0; i < u; ++i) {
-      for (std::int64_t j = 0; j < u; ++j)
+      for (std::int64_t j = i + 1; j < u; ++j)
         corr(i, j) = std::clamp(moments.comoment(i, j) * scale[i] * scale[j], -1.0, 1.0);
-      if (!dead[i]) corr(i, i) = 1.0;
+      corr(i, i) = dead[i] ? 0.0 : 1.0;
     }
+    fill_lower_triangle(corr);  // exactly symmetric, whatever the rounding of the products
     return corr;
   }
 

@@ -57,6 +57,9 @@ struct Study {
 // file and the problem for bad input.
 Study run_study(Backend& backend, const std::vector<NetSource>& nets, const StudyOptions& options);
 
+// The dead-unit rule of StudyOptions::dead_threshold, per concatenated unit.
+std::vector<bool> dead_units(const Moments& moments, double dead_threshold);
+
 struct PairAlignment {
   std::vector<std::int64_t> semi_match;  // for each unit of A, its most correlated unit of B
   Assignment matching;                   // one-to-one, maximising the total correlation

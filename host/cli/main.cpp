@@ -1,0 +1,181 @@
+// The `convergent` command line: align (the main job), match (a correlation matrix the user has) and
+// --version. The only place where an error becomes an exit code.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <regex>
+
+#include "convergent/convergent.hpp"
+#include "outputs.hpp"
+#include "report.hpp"
+
+namespace {
+
+using namespace convergent;
+
+constexpr const char* version = CONVERGENT_VERSION;
+
+// "NAME=PATH" names a net; a bare PATH is named by its file stem. Text before the first '=' is a name
+// only when it holds no '/', so paths that contain '=' still work.
+std::vector<NetSource> parse_net_arguments(const std::vector<std::string>& arguments) {
+  static const std::regex valid_name("[A-Za-z0-9_.-]+");
+  std::vector<NetSource> nets;
+  std::map<std::string, std::string> seen;  // name -> path
+  for (const std::string& argument : arguments) {
+    NetSource net;
+    const auto equals = argument.find('=');
+    if (equals != std::string::npos && argument.substr(0, equals).find('/') == std::string::npos) {
+      net.name = argument.substr(0, equals);
+      net.path = argument.substr(equals + 1);
+    } else {
+      net.path = argument;
+      net.name = std::filesystem::path(argument).stem().string();
+    }
+    if (!std::regex_match(net.name, valid_name))
+      throw Error(net.path + ": net name '" + net.name + "' must use only letters, digits, '_', '-' and '.'");
+    if (const auto it = seen.find(net.name); it != seen.end())
+      throw Error("two nets are named '" + net.name + "' (" + it->second + " and " + net.path +
+                  "); name them apart with NAME=PATH, e.g. net1=" + it->second);
+    seen[net.name] = net.path;
+    nets.push_back(net);
+  }
+  return nets;
+}
+
+// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+class ProgressBar {
+ public:
+  ProgressBar() : enabled_(::isatty(STDERR_FILENO) == 1), start_(std::chrono::steady_clock::now()) {}
+  void update(std::int64_t done, std::int64_t total) {
+    if (!enabled_) return;
+    const double fraction = total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const int width = 30, filled = static_cast<int>(fraction * width);
+    std::fprintf(stderr, "\r[%s%s] %5.1f%%  %lld/%lld rows  %.3g rows/s ", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), 100.0 * fraction, static_cast<long long>(done),
+                 static_cast<long long>(total), seconds > 0 ? static_cast<double>(done) / seconds : 0.0);
+    if (done >= total) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+void print_version() {
+  std::cout << "convergent " << version << "\nbackends:\n";
+  for (const BackendStatus& status : backend_status()) {
+    std::cout << "  " << to_string(status.kind) << ": " << (status.compiled ? "compiled" : "not compiled") << ", "
+              << (status.usable ? "usable" : "not usable") << " (" << status.detail << ")\n";
+  }
+}
+
+struct CommonOptions {
+  std::string out_dir;
+  int threads = 0;
+};
+
+int run_align(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
+              const std::string& backend_name, const std::string& precision) {
+  const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
+  if (nets.size() < 2) throw Error("align needs at least two nets");
+  options.precision = parse_precision(precision);
+  OutputDir out(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
+  const BackendChoice choice = backend_name == "cpu"    ? BackendChoice::cpu
+                               : backend_name == "cuda" ? BackendChoice::cuda
+                                                        : BackendChoice::automatic;
+  auto backend = make_backend(choice, {common.threads, 0});
+  ProgressBar progress;
+  options.progress = [&](std::int64_t done, std::int64_t total) { progress.update(done, total); };
+  const Study study = run_study(*backend, nets, options);
+  const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
+  stage_study_outputs(out, study, pairs, precision, version);
+  out.commit();
+  for (const PairReport& pair : pairs)
+    std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
+              << ": semi-matching mean corr " << pair.alignment.semi_mean_corr << ", matching mean corr "
+              << pair.alignment.matching_mean_corr << "\n";
+  std::cout << "wrote " << common.out_dir << "/summary.json (" << study.moments.samples << " samples, "
+            << study.backend << ")\n";
+  return 0;
+}
+
+int run_match(const std::string& corr_path, const CommonOptions& common, const std::string& name_a,
+              const std::string& name_b) {
+  OutputDir out(common.out_dir);
+  const Matrix corr = read_matrix_npy(corr_path);
+  auto backend = make_backend(BackendChoice::cpu, {common.threads, 0});
+  const PairAlignment alignment = align_pair(*backend, corr.view(), std::max(1, common.threads));
+  stage_match_outputs(out, corr_path, name_a, name_b, corr.view(), alignment, version);
+  out.commit();
+  std::cout << "semi-matching mean corr " << alignment.semi_mean_corr << ", matching mean corr "
+            << alignment.matching_mean_corr << "\nwrote " << common.out_dir << "/summary.json\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"convergent: do different neural networks learn the same features?"};
+  app.require_subcommand(0, 1);
+  bool show_version = false;
+  app.add_flag("--version", show_version, "List the compiled and usable backends");
+
+  CommonOptions common;
+  std::vector<std::string> net_arguments;
+  StudyOptions study_options;
+  std::string backend_name = "auto", precision = "fp32", layout = "nchw";
+  auto* align = app.add_subcommand("align", "Correlate the units of two or more nets and match them, all pairs");
+  align->add_option("nets", net_arguments, "[NAME=]PATH of each net's activations (.npy, 2-D or 4-D)")
+      ->required()
+      ->expected(2, -1);
+  align->add_option("--out", common.out_dir, "Output directory")->required();
+  align->add_option("--layout", layout, "Axis order of 4-D activations")->check(CLI::IsMember({"nchw", "nhwc"}));
+  align->add_option("--batch-rows", study_options.batch_rows, "Sample rows per batch (0: automatic)")
+      ->check(CLI::NonNegativeNumber);
+  align->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  align->add_option("--backend", backend_name, "Compute backend")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  align->add_option("--precision", precision, "Batch product precision (tf32/bf16 need CUDA)")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  align->add_flag("--skip-nonfinite", study_options.skip_nonfinite_rows,
+                  "Drop sample rows holding NaN or infinity instead of failing (the count is reported)");
+  align->add_option("--dead-threshold", study_options.dead_threshold,
+                    "A unit is dead when std <= this x max|value|")
+      ->check(CLI::NonNegativeNumber);
+
+  std::string corr_path, name_a = "a", name_b = "b";
+  auto* match = app.add_subcommand("match", "One-to-one and semi-matching of a correlation matrix you already have");
+  match->add_option("corr", corr_path, "CORR.npy: rows = units of net A, columns = units of net B")->required();
+  match->add_option("--out", common.out_dir, "Output directory")->required();
+  match->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  match->add_option("--name-a", name_a, "Name of the rows' net in file names");
+  match->add_option("--name-b", name_b, "Name of the columns' net in file names");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (show_version) {
+      print_version();
+      return 0;
+    }
+    if (align->parsed()) {
+      study_options.layout = layout == "nhwc" ? Layout::nhwc : Layout::nchw;
+      return run_align(net_arguments, common, study_options, backend_name, precision);
+    }
+    if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
+    std::cout << app.help();
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "convergent: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,144 @@
+// Output writers for align and match.
+#include "report.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "convergent/error.hpp"
+#include "npy.hpp"
+#include "pack.hpp"
+
+namespace convergent {
+namespace {
+
+using nlohmann::json;
+
+std::string number_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.17g", v);  // round-trips every double
+  return text;
+}
+
+// unit_a,unit_b,corr for each (a, b) with b >= 0.
+std::string pairs_csv(const std::vector<std::int64_t>& a_to_b, MatrixView<const double> corr) {
+  std::string text = "unit_a,unit_b,corr\n";
+  for (std::size_t a = 0; a < a_to_b.size(); ++a) {
+    const std::int64_t b = a_to_b[a];
+    if (b < 0) continue;
+    text += std::to_string(a) + "," + std::to_string(b) + "," + number_text(corr(static_cast<std::int64_t>(a), b)) + "\n";
+  }
+  return text;
+}
+
+json pair_json(const std::string& a, const std::string& b, const PairAlignment& p) {
+  return {{"a", a},
+          {"b", b},
+          {"semi_matching", {{"mean_corr", p.semi_mean_corr}}},
+          {"matching",
+           {{"mean_corr", p.matching_mean_corr},
+            {"total_corr", p.matching_total_corr},
+            {"pairs", std::min(p.matching.row_to_col.size(), p.matching.col_to_row.size())}}},
+          {"same_assignment_fraction", p.same_assignment_fraction}};
+}
+
+void stage_pair_tables(OutputDir& out, const std::string& a, const std::string& b, MatrixView<const double> corr,
+                       const PairAlignment& p) {
+  const std::string suffix = a + "_" + b + ".csv";
+  write_text_file(out.stage("matching_" + suffix), pairs_csv(p.matching.row_to_col, corr));
+  write_text_file(out.stage("semi_" + suffix), pairs_csv(p.semi_match, corr));
+}
+
+void stage_block_npy(OutputDir& out, const std::string& name, MatrixView<const double> block) {
+  std::vector<double> dense(static_cast<std::size_t>(block.rows * block.cols));
+  for (std::int64_t r = 0; r < block.rows; ++r)
+    std::copy(block.row(r), block.row(r) + block.cols, dense.data() + r * block.cols);
+  write_npy(out.stage(name), dense.data(), {block.rows, block.cols});
+}
+
+}  // namespace
+
+std::vector<PairReport> align_all_pairs(Backend& backend, const Study& study, int threads) {
+  std::vector<PairReport> pairs;
+  for (std::size_t a = 0; a < study.nets.size(); ++a)
+    for (std::size_t b = a + 1; b < study.nets.size(); ++b) {
+      const NetInfo& na = study.nets[a];
+      const NetInfo& nb = study.nets[b];
+      pairs.push_back({a, b, align_pair(backend, study.correlation.block(na.offset, nb.offset, na.units, nb.units),
+                                        threads)});
+    }
+  return pairs;
+}
+
+void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
+                         const std::string& precision, const std::string& version) {
+  const std::vector<double> sd = study.moments.stddev();
+  json nets = json::array();
+  for (const NetInfo& net : study.nets) {
+    const auto first = static_cast<std::ptrdiff_t>(net.offset);
+    const auto last = first + static_cast<std::ptrdiff_t>(net.units);
+    std::vector<std::int64_t> dead;
+    for (std::int64_t u = 0; u < net.units; ++u)
+      if (study.dead[net.offset + u]) dead.push_back(u);
+    nets.push_back({{"name", net.name},
+                    {"path", net.path},
+                    {"shape", net.shape},
+                    {"dtype", dtype_name(net.dtype)},
+                    {"units", net.units},
+                    {"mean", std::vector<double>(study.moments.mean.begin() + first, study.moments.mean.begin() + last)},
+                    {"std", std::vector<double>(sd.begin() + first, sd.begin() + last)},
+                    {"dead_units", dead}});
+    stage_block_npy(out, "corr_" + net.name + ".npy", study.correlation.block(net.offset, net.offset, net.units, net.units));
+  }
+  json pair_list = json::array();
+  for (const PairReport& pair : pairs) {
+    const NetInfo& a = study.nets[pair.a];
+    const NetInfo& b = study.nets[pair.b];
+    const auto corr = study.correlation.block(a.offset, b.offset, a.units, b.units);
+    pair_list.push_back(pair_json(a.name, b.name, pair.alignment));
+    stage_pair_tables(out, a.name, b.name, corr, pair.alignment);
+    stage_block_npy(out, "corr_" + a.name + "_" + b.name + ".npy", corr);
+  }
+  const json summary = {{"convergent_version", version},
+                        {"backend", study.backend},
+                        {"precision", precision},
+                        {"samples", study.moments.samples},
+                        {"skipped_rows", study.skipped_rows},
+                        {"nets", nets},
+                        {"pairs", pair_list}};
+  write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
+}
+
+Matrix read_matrix_npy(const std::string& path) {
+  const MappedNpy npy(path);
+  const auto& shape = npy.header().shape;
+  if (shape.size() != 2)
+    throw Error(path + ": shape " + shape_text(shape) + " is not a 2-D matrix (rows = units of net A, columns = net B)");
+  if (shape[0] == 0 || shape[1] == 0) throw Error(path + ": shape " + shape_text(shape) + " has no entries");
+  ActivationBlock block = row_major_block(npy.data(), npy.header().dtype, shape[0], shape[1]);
+  if (npy.header().fortran_order) {
+    block.image_stride = 1;
+    block.unit_stride = shape[0];
+  }
+  Matrix m(shape[0], shape[1]);
+  pack_block(block, m.view(), 0);
+  for (std::int64_t r = 0; r < m.rows(); ++r)
+    for (std::int64_t c = 0; c < m.cols(); ++c)
+      if (std::isnan(m(r, c)))
+        throw Error(path + ": NaN at row " + std::to_string(r) + ", column " + std::to_string(c) +
+                    "; a correlation matrix must be NaN-free (set dead units' correlations to 0)");
+  return m;
+}
+
+void stage_match_outputs(OutputDir& out, const std::string& corr_path, const std::string& name_a,
+                         const std::string& name_b, MatrixView<const double> corr, const PairAlignment& alignment,
+                         const std::string& version) {
+  stage_pair_tables(out, name_a, name_b, corr, alignment);
+  const json summary = {{"convergent_version", version},
+                        {"input", corr_path},
+                        {"shape", {corr.rows, corr.cols}},
+                        {"pairs", json::array({pair_json(name_a, name_b, alignment)})}};
+  write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
+}
+
+}  // namespace convergent

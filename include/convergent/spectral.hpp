@@ -1,0 +1,91 @@
+// Many-to-many alignment (the paper's section 6): spectral clustering of the units of all nets together
+// on an affinity made from their combined correlation matrix. Clusters that hold units of two or more
+// nets are shared subspaces.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "convergent/backend.hpp"
+#include "convergent/matrix.hpp"
+
+namespace convergent {
+
+// How a correlation c becomes an edge weight. The diagonal is always 1.
+enum class AffinityMode {
+  abs,       // |c|: a shared subspace does not care about the sign of a unit (the default)
+  positive,  // max(c, 0): anti-correlated units are unrelated
+  shifted,   // (1 + c) / 2: anti-correlated units are the least similar
+};
+const char* to_string(AffinityMode mode);
+AffinityMode parse_affinity_mode(const std::string& text);  // "abs", "positive", "shifted"; else Error
+
+// Which rule chose the number of clusters.
+enum class KRule { given, eigengap };
+const char* to_string(KRule rule);
+
+struct SpectralOptions {
+  // Number of clusters. Without it, the eigengap rule picks k (see max_k).
+  std::optional<std::int64_t> k;
+  AffinityMode affinity = AffinityMode::abs;
+  // Eigengap rule: with the smallest eigenvalues l_1 <= l_2 <= ... of the Laplacian over the live units,
+  // k = the j in [2, min(max_k, live - 1)] with the largest gap l_{j+1} - l_j (first such j on ties).
+  // j = 1 is left out on purpose: every |corr| is slightly positive, so the affinity graph is one dense
+  // component whose gap l_2 - l_1 dwarfs all others and would always answer "one cluster". With fewer
+  // than three live units, k = 1.
+  std::int64_t max_k = 64;
+  int restarts = 10;              // k-means++ runs; the lowest inertia wins (the earliest run on ties)
+  int max_iterations = 300;       // Lloyd iterations per run; a run also stops when no label changes
+  std::uint64_t seed = 0;         // same seed, same labels, on any thread count
+  int threads = 0;                // k-means threads, 0 = all cores; the result does not depend on it
+  // Units to leave out of the graph. Without it, a unit is dead when its diagonal entry is 0, which is
+  // how Backend::correlation marks units with zero variance.
+  std::optional<std::vector<bool>> dead;
+};
+
+struct SpectralResult {
+  std::vector<std::int64_t> labels;  // per unit, in [0, k); -1 for dead units
+  std::int64_t k = 0;
+  KRule k_rule = KRule::given;
+  // Eigenvalues of L = I - D^-1/2 A D^-1/2 over the live units, ascending: the k used for the embedding,
+  // or, with the eigengap rule, the min(max_k + 1, live) it looked at.
+  std::vector<double> eigenvalues;
+  // Sum over clusters C of cut(C, V \ C) / vol(C) on the affinity A over the live units, where
+  // vol(C) = sum over i in C of the degree d_i = sum_j A_ij (the unit diagonal included).
+  double normalized_cut = 0.0;
+  double inertia = 0.0;                        // k-means objective of the kept run (unit-length rows)
+  std::vector<std::int64_t> cluster_sizes;     // k
+  std::vector<std::vector<std::int64_t>> net_counts;  // [cluster][net]: units of that net in the cluster
+  std::vector<bool> mixed;                     // per cluster: units from two or more nets
+  double mixed_share = 0.0;                    // share of live units that sit in mixed clusters
+  std::vector<std::int64_t> dead_units;        // ascending
+  // order[p] = the unit at position p when units are sorted by cluster (clusters in label order, units
+  // ascending inside one), dead units last. permute_symmetric(corr, order) gives the block view.
+  std::vector<std::int64_t> order;
+};
+
+// Clusters the units of all nets. `correlation` is the combined U x U correlation matrix (nets
+// concatenated in the order of units_per_net, as Backend::correlation returns it); it must be
+// symmetric and finite on live units. Labels are canonical: cluster 0 holds the lowest live unit,
+// cluster 1 the lowest unit not in cluster 0, and so on. Throws Error when k is larger than the number
+// of live units, or on a malformed input. The affinity takes one dense live x live double matrix
+// (2 GiB at U = 16384), plus one more inside the backend when it uses a dense eigensolver.
+SpectralResult spectral_clustering(Backend& backend, MatrixView<const double> correlation,
+                                   const std::vector<std::int64_t>& units_per_net,
+                                   const SpectralOptions& options = {});
+
+// The affinity of one correlation value under `mode` (off-diagonal entries).
+double affinity_of(double correlation, AffinityMode mode);
+
+// Normalised cut of a labelling (labels in [0, k) or -1 for units left out) on the affinity that `mode`
+// makes from `correlation`, with the definition of SpectralResult::normalized_cut. Clusters without
+// units add nothing.
+double normalized_cut(MatrixView<const double> correlation, const std::vector<std::int64_t>& labels,
+                      AffinityMode mode = AffinityMode::abs);
+
+// m[order[i]][order[j]] at (i, j): the matrix with rows and columns in cluster order.
+Matrix permute_symmetric(MatrixView<const double> m, const std::vector<std::int64_t>& order);
+
+}  // namespace convergent

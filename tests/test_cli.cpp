@@ -1,0 +1,158 @@
+// The command line: outputs that numpy/pandas read, and bad input that exits non-zero with a message
+// naming the file and leaves no partial output behind.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "npy.hpp"
+#include "test_util.hpp"
+
+namespace convergent {
+namespace {
+
+using testing::files_in;
+using testing::run_cli;
+using testing::ScratchDir;
+
+void write_random(const std::string& path, std::int64_t rows, std::int64_t units, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(static_cast<std::size_t>(rows * units));
+  for (auto& x : v) x = normal(rng);
+  testing::write_array(path, v, {rows, units});
+}
+
+TEST(Cli, AlignWritesEveryOutputForThreeNets) {
+  ScratchDir dir;
+  write_random(dir.file("n1.npy"), 100, 4, 1);
+  write_random(dir.file("n2.npy"), 100, 5, 2);
+  write_random(dir.file("x.npy"), 100, 3, 3);
+  const auto r = run_cli("align " + dir.file("n1.npy") + " " + dir.file("n2.npy") + " third=" + dir.file("x.npy") +
+                         " --out " + dir.file("out") + " --batch-rows 33 --backend cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto summary = nlohmann::json::parse(std::ifstream(dir.file("out/summary.json")));
+  EXPECT_EQ(summary["samples"], 100);
+  ASSERT_EQ(summary["nets"].size(), 3u);
+  EXPECT_EQ(summary["nets"][2]["name"], "third");
+  EXPECT_EQ(summary["nets"][1]["units"], 5);
+  EXPECT_EQ(summary["nets"][1]["mean"].size(), 5u);
+  EXPECT_EQ(summary["pairs"].size(), 3u);  // n1-n2, n1-third, n2-third
+  EXPECT_EQ(summary["pairs"][1]["b"], "third");
+  EXPECT_EQ(summary["pairs"][0]["matching"]["pairs"], 4);
+  for (const char* name : {"corr_n1.npy", "corr_n2.npy", "corr_third.npy", "corr_n1_n2.npy", "corr_n1_third.npy",
+                           "corr_n2_third.npy", "matching_n1_n2.csv", "semi_n2_third.csv"})
+    EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("out/") + name))) << name;
+  MappedNpy corr(dir.file("out/corr_n1_n2.npy"));
+  EXPECT_EQ(corr.header().shape, (std::vector<std::int64_t>{4, 5}));
+  std::ifstream csv(dir.file("out/matching_n1_n2.csv"));
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "unit_a,unit_b,corr");
+  int lines = 0;
+  for (std::string line; std::getline(csv, line);) ++lines;
+  EXPECT_EQ(lines, 4);
+  // No temporary files are left behind.
+  for (const auto& name : files_in(dir.file("out"))) EXPECT_EQ(name.find(".partial"), std::string::npos) << name;
+}
+
+TEST(Cli, VersionListsBackends) {
+  const auto r = run_cli("--version");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("cpu: compiled, usable"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cuda: "), std::string::npos) << r.output;
+}
+
+TEST(Cli, MatchReadsACorrelationMatrix) {
+  ScratchDir dir;
+  // Fortran order, float64: rows = A units. Best one-to-one: (0,1), (1,0), (2,2).
+  const std::vector<double> column_major = {0.1, 0.9, 0.0, 0.8, 0.7, 0.0, 0.0, 0.0, 0.5};
+  testing::write_array(dir.file("corr.npy"), column_major, {3, 3}, true);
+  const auto r = run_cli("match " + dir.file("corr.npy") + " --out " + dir.file("m"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream csv(dir.file("m/matching_a_b.csv"));
+  std::string text((std::istreambuf_iterator<char>(csv)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "unit_a,unit_b,corr\n0,1,0.80000000000000004\n1,0,0.90000000000000002\n2,2,0.5\n");
+  const auto summary = nlohmann::json::parse(std::ifstream(dir.file("m/summary.json")));
+  EXPECT_DOUBLE_EQ(summary["pairs"][0]["matching"]["total_corr"].get<double>(), 2.2);
+}
+
+// Each bad input: non-zero exit, the message names the file and the problem, DIR holds nothing.
+struct BadInput {
+  std::string name;
+  std::string expected_message;
+};
+
+void PrintTo(const BadInput& input, std::ostream* os) { *os << input.name; }
+
+class CliBadInput : public ::testing::TestWithParam<BadInput> {};
+
+TEST_P(CliBadInput, FailsCleanly) {
+  ScratchDir dir;
+  write_random(dir.file("good.npy"), 50, 3, 1);
+  const std::string bad = dir.file("bad.npy");
+  const std::string& kind = GetParam().name;
+  std::string extra_args;
+  std::string out = dir.file("out");
+  std::vector<float> values(150, 1.0f);
+  if (kind == "missing") {
+    // bad.npy is never written
+  } else if (kind == "not_npy") {
+    std::ofstream(bad) << "1,2,3\n";
+  } else if (kind == "truncated") {
+    testing::write_raw_npy(bad, "<f4", false, "(50, 3)", values.data(), 100 * 4);
+  } else if (kind == "int_dtype") {
+    testing::write_raw_npy(bad, "<i8", false, "(50, 3)", values.data(), 150 * 4);
+  } else if (kind == "complex_dtype") {
+    testing::write_raw_npy(bad, "<c8", false, "(50, 3)", values.data(), 150 * 4);
+  } else if (kind == "object_dtype") {
+    testing::write_raw_npy(bad, "|O", false, "(50, 3)", values.data(), 150 * 4);
+  } else if (kind == "lying_header") {
+    testing::write_raw_npy(bad, "<f4", false, "(40, 3)", values.data(), 150 * 4);
+  } else if (kind == "sample_mismatch") {
+    testing::write_array(bad, std::vector<float>(49 * 3, 1.0f), {49, 3});
+  } else if (kind == "nan") {
+    values[3 * 17 + 2] = std::nanf("");
+    testing::write_array(bad, values, {50, 3});
+  } else if (kind == "one_sample") {
+    testing::write_array(bad, std::vector<float>(3, 1.0f), {1, 3});
+    testing::write_array(dir.file("good.npy"), std::vector<float>(3, 2.0f), {1, 3});
+  } else if (kind == "zero_units") {
+    testing::write_array(bad, std::vector<float>{}, {50, 0});
+  } else if (kind == "unwritable_out") {
+    testing::write_array(bad, values, {50, 3});
+    out = dir.file("good.npy") + "/out";  // a directory can't be made under a regular file, even by root
+  } else if (kind == "name_collision") {
+    write_random(dir.file("sub_good.npy"), 50, 3, 2);
+    std::filesystem::create_directories(dir.file("sub"));
+    std::filesystem::rename(dir.file("sub_good.npy"), dir.file("sub/good.npy"));
+    extra_args = " " + dir.file("sub/good.npy");
+  }
+  const std::string second = kind == "name_collision" ? "" : " " + bad;
+  const auto r = run_cli("align " + dir.file("good.npy") + second + extra_args + " --out " + out);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(GetParam().expected_message), std::string::npos)
+      << "expected '" << GetParam().expected_message << "' in: " << r.output;
+  EXPECT_TRUE(files_in(dir.file("out")).empty()) << "partial output left behind";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, CliBadInput,
+    ::testing::Values(BadInput{"missing", "bad.npy: cannot open: No such file or directory"},
+                      BadInput{"not_npy", "bad.npy: not an .npy file"},
+                      BadInput{"truncated", "bad.npy: truncated"},
+                      BadInput{"int_dtype", "bad.npy: unsupported dtype '<i8'"},
+                      BadInput{"complex_dtype", "bad.npy: unsupported dtype '<c8'"},
+                      BadInput{"object_dtype", "bad.npy: unsupported dtype '|O'"},
+                      BadInput{"lying_header", "bad.npy: header does not match the file"},
+                      BadInput{"sample_mismatch", "bad.npy: 49 samples, but"},
+                      BadInput{"nan", "bad.npy: NaN or infinity at sample row 17, unit 2"},
+                      BadInput{"one_sample", "1 sample(s); correlations need at least 2"},
+                      BadInput{"zero_units", "bad.npy: shape (50, 0) has zero units"},
+                      BadInput{"unwritable_out", "good.npy/out: cannot create the output directory"},
+                      BadInput{"name_collision", "two nets are named 'good'"}),
+    [](const ::testing::TestParamInfo<BadInput>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace convergent

@@ -1,0 +1,192 @@
+// run_study end to end on .npy files: planted structure, every dtype and layout, and bad inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+
+#include "convergent/convergent.hpp"
+#include "test_util.hpp"
+
+namespace convergent {
+namespace {
+
+using testing::ScratchDir;
+
+// Net A: `units` independent features (ReLU'd); net B: the same features permuted, rescaled and noisy.
+struct PlantedPair {
+  std::vector<double> a, b;  // rows x units, C order
+  std::vector<std::int64_t> permutation;  // unit a of A is unit permutation[a] of B
+};
+
+PlantedPair make_planted(std::int64_t rows, std::int64_t units, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  PlantedPair p;
+  p.permutation.resize(static_cast<std::size_t>(units));
+  std::iota(p.permutation.begin(), p.permutation.end(), 0);
+  std::shuffle(p.permutation.begin(), p.permutation.end(), rng);
+  p.a.resize(static_cast<std::size_t>(rows * units));
+  p.b.resize(p.a.size());
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t u = 0; u < units; ++u) {
+      const double feature = normal(rng);
+      p.a[r * units + u] = std::max(0.0, feature + 0.3 * normal(rng));
+      p.b[r * units + p.permutation[u]] = 2.0 * feature + 1.0 + 0.6 * normal(rng);
+    }
+  return p;
+}
+
+std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+
+TEST(Study, MatchingRecoversAPlantedPermutation) {
+  ScratchDir dir;
+  const std::int64_t rows = 3000, units = 40;
+  const PlantedPair p = make_planted(rows, units, 1);
+  testing::write_array(dir.file("a.npy"), to_float(p.a), {rows, units});
+  testing::write_array(dir.file("b.npy"), p.b, {rows, units});  // float64 file
+  auto backend = make_backend(BackendChoice::cpu);
+  StudyOptions options;
+  options.batch_rows = 257;  // does not divide the row count
+  const Study study = run_study(*backend, {{"a", dir.file("a.npy")}, {"b", dir.file("b.npy")}}, options);
+  EXPECT_EQ(study.moments.samples, rows);
+  const auto& n = study.nets;
+  const PairAlignment pair =
+      align_pair(*backend, study.correlation.block(n[0].offset, n[1].offset, n[0].units, n[1].units));
+  for (std::int64_t u = 0; u < units; ++u) {
+    EXPECT_EQ(pair.matching.row_to_col[u], p.permutation[u]);
+    EXPECT_EQ(pair.semi_match[u], p.permutation[u]);
+  }
+  EXPECT_DOUBLE_EQ(pair.same_assignment_fraction, 1.0);
+  EXPECT_GT(pair.matching_mean_corr, 0.7);  // planted signal: corr of relu(f + 0.3e) and 2f + 0.6e' ~ 0.75
+  EXPECT_NEAR(pair.matching_mean_corr * units, pair.matching_total_corr, 1e-9);
+  // Within-net correlations: symmetric with unit diagonal.
+  for (std::int64_t i = 0; i < 2 * units; ++i) {
+    EXPECT_EQ(study.correlation(i, i), 1.0);
+    for (std::int64_t j = 0; j < 2 * units; ++j) EXPECT_EQ(study.correlation(i, j), study.correlation(j, i));
+  }
+}
+
+// The same conv activations written as NCHW, NHWC, Fortran order, float16 and as plain 2-D rows give
+// the same correlations.
+TEST(Study, EveryLayoutAndDtypeGivesTheSameCorrelations) {
+  ScratchDir dir;
+  const std::int64_t images = 30, channels = 5, height = 3, width = 4;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> normal;
+  // Values on a float16-exact grid (multiples of 1/8 below 64) so that every dtype holds them exactly.
+  auto grid = [&] { return std::round(8.0 * (3.0 + normal(rng))) / 8.0; };
+  std::vector<double> rows2d(static_cast<std::size_t>(images * height * width * channels));
+  for (auto& v : rows2d) v = grid();
+  std::vector<float> nchw(rows2d.size()), nhwc(rows2d.size()), nchw_fortran(rows2d.size());
+  std::vector<std::uint16_t> nchw_half(rows2d.size());
+  for (std::int64_t i = 0; i < images; ++i)
+    for (std::int64_t c = 0; c < channels; ++c)
+      for (std::int64_t y = 0; y < height; ++y)
+        for (std::int64_t x = 0; x < width; ++x) {
+          const double v = rows2d[((i * height + y) * width + x) * channels + c];
+          nchw[((i * channels + c) * height + y) * width + x] = static_cast<float>(v);
+          nhwc[((i * height + y) * width + x) * channels + c] = static_cast<float>(v);
+          nchw_fortran[i + images * (c + channels * (y + height * x))] = static_cast<float>(v);
+          // float16 bits of a value on the grid: exact by construction.
+          const float f = static_cast<float>(v);
+          std::uint32_t bits;
+          std::memcpy(&bits, &f, 4);
+          const std::uint32_t sign = (bits >> 16) & 0x8000u;
+          const int exponent = static_cast<int>((bits >> 23) & 0xff) - 127 + 15;
+          nchw_half[((i * channels + c) * height + y) * width + x] =
+              f == 0.0f ? static_cast<std::uint16_t>(sign)
+                        : static_cast<std::uint16_t>(sign | (exponent << 10) | ((bits >> 13) & 0x3ffu));
+        }
+  const std::int64_t samples = images * height * width;
+  testing::write_array(dir.file("rows.npy"), rows2d, {samples, channels});
+  testing::write_array(dir.file("nchw.npy"), nchw, {images, channels, height, width});
+  testing::write_array(dir.file("nhwc.npy"), nhwc, {images, height, width, channels});
+  testing::write_array(dir.file("fortran.npy"), nchw_fortran, {images, channels, height, width}, true);
+  testing::write_raw_npy(dir.file("half.npy"), "<f2", false, testing::shape_tuple({images, channels, height, width}),
+                         nchw_half.data(), nchw_half.size() * 2);
+  auto backend = make_backend(BackendChoice::cpu);
+  StudyOptions options;
+  options.batch_rows = 25;  // rounds to whole images: 2 images of 12 pixels
+  const Study reference = run_study(*backend, {{"r", dir.file("rows.npy")}, {"n", dir.file("nchw.npy")}}, options);
+  // The same data twice: the between-net block equals the within-net block, and corr(u, u) = 1.
+  for (std::int64_t i = 0; i < channels; ++i) EXPECT_NEAR(reference.correlation(i, channels + i), 1.0, 1e-6);
+  for (const char* other : {"fortran.npy", "half.npy"}) {
+    const Study s = run_study(*backend, {{"r", dir.file("rows.npy")}, {"x", dir.file(other)}}, options);
+    for (std::int64_t i = 0; i < 2 * channels; ++i)
+      for (std::int64_t j = 0; j < 2 * channels; ++j)
+        EXPECT_NEAR(s.correlation(i, j), reference.correlation(i, j), 1e-6) << other;  // float32 products
+  }
+  options.layout = Layout::nhwc;
+  const Study s = run_study(*backend, {{"r", dir.file("rows.npy")}, {"x", dir.file("nhwc.npy")}}, options);
+  for (std::int64_t i = 0; i < 2 * channels; ++i)
+    for (std::int64_t j = 0; j < 2 * channels; ++j) EXPECT_NEAR(s.correlation(i, j), reference.correlation(i, j), 1e-6);
+}
+
+std::string study_error(const std::vector<NetSource>& nets, StudyOptions options = {}) {
+  auto backend = make_backend(BackendChoice::cpu);
+  try {
+    run_study(*backend, nets, options);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Study, MismatchedSampleCountsNameBothFiles) {
+  ScratchDir dir;
+  testing::write_array(dir.file("net1.npy"), std::vector<float>(20, 1.0f), {10, 2});
+  testing::write_array(dir.file("net2.npy"), std::vector<float>(18, 1.0f), {9, 2});
+  const std::string message = study_error({{"n1", dir.file("net1.npy")}, {"n2", dir.file("net2.npy")}});
+  EXPECT_NE(message.find("net2.npy: 9 samples, but"), std::string::npos) << message;
+  EXPECT_NE(message.find("net1.npy has 10"), std::string::npos) << message;
+}
+
+TEST(Study, NonFiniteValueNamesFileRowAndUnit) {
+  ScratchDir dir;
+  std::vector<float> good(40), bad(40);
+  for (int i = 0; i < 40; ++i) good[i] = bad[i] = static_cast<float>(i % 7);
+  // NCHW shape (5, 2, 2, 2): flat index 15 = image 1, channel 1, y 1, x 1 = sample row 4 + 2 + 1 = 7.
+  bad[15] = INFINITY;
+  testing::write_array(dir.file("good.npy"), good, {5, 2, 2, 2});
+  testing::write_array(dir.file("bad.npy"), bad, {5, 2, 2, 2});
+  StudyOptions options;
+  options.batch_rows = 4;
+  const std::string message = study_error({{"g", dir.file("good.npy")}, {"b", dir.file("bad.npy")}}, options);
+  EXPECT_NE(message.find("bad.npy: NaN or infinity at sample row 7 (image 1, y 1, x 1), unit 1"), std::string::npos)
+      << message;
+  options.skip_nonfinite_rows = true;
+  auto backend = make_backend(BackendChoice::cpu);
+  const Study s = run_study(*backend, {{"g", dir.file("good.npy")}, {"b", dir.file("bad.npy")}}, options);
+  EXPECT_EQ(s.skipped_rows, 1);
+  EXPECT_EQ(s.moments.samples, 19);
+}
+
+TEST(Study, TooFewSamplesAndZeroUnitsAreErrors) {
+  ScratchDir dir;
+  testing::write_array(dir.file("one.npy"), std::vector<float>(3, 1.0f), {1, 3});
+  EXPECT_NE(study_error({{"a", dir.file("one.npy")}, {"b", dir.file("one.npy")}}).find("at least 2"), std::string::npos);
+  testing::write_array(dir.file("none.npy"), std::vector<float>{}, {10, 0});
+  testing::write_array(dir.file("ok.npy"), std::vector<float>(10, 1.0f), {10, 1});
+  EXPECT_NE(study_error({{"a", dir.file("ok.npy")}, {"b", dir.file("none.npy")}}).find("none.npy: shape (10, 0) has zero units"),
+            std::string::npos);
+  testing::write_array(dir.file("three.npy"), std::vector<float>(8, 1.0f), {2, 2, 2});
+  EXPECT_NE(study_error({{"a", dir.file("three.npy")}, {"b", dir.file("ok.npy")}}).find("is 3-D"), std::string::npos);
+}
+
+TEST(Study, AlignPairOnRectangularBlocksMatchesTheSmallerSide) {
+  // 3 units of A, 2 of B: two pairs; unit 2 of A stays unmatched and counts as not the same.
+  const std::vector<double> corr = {0.9, 0.1, 0.2, 0.8, 0.85, 0.3};
+  auto backend = make_backend(BackendChoice::cpu);
+  const PairAlignment p = align_pair(*backend, MatrixView<const double>(corr.data(), 3, 2));
+  EXPECT_EQ(p.semi_match, (std::vector<std::int64_t>{0, 1, 0}));
+  EXPECT_EQ(p.matching.row_to_col, (std::vector<std::int64_t>{0, 1, -1}));
+  EXPECT_DOUBLE_EQ(p.matching_total_corr, 1.7);
+  EXPECT_DOUBLE_EQ(p.matching_mean_corr, 0.85);
+  EXPECT_DOUBLE_EQ(p.semi_mean_corr, (0.9 + 0.8 + 0.85) / 3);
+  EXPECT_DOUBLE_EQ(p.same_assignment_fraction, 2.0 / 3.0);
+}
+
+}  // namespace
+}  // namespace convergent

@@ -1,0 +1,94 @@
+// Helpers shared by the tests: scratch directories, hand-made .npy files (including malformed ones),
+// and running the CLI.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace convergent::testing {
+
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::random_device seed;
+    path_ = std::filesystem::temp_directory_path() /
+            ("convergent-test-" + std::to_string(::getpid()) + "-" + std::to_string(seed()));
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path_, std::filesystem::perms::owner_all, ec);
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Writes an .npy file with the given header fields and raw data bytes; nothing is checked, so tests can
+// make files whose header lies.
+inline void write_raw_npy(const std::string& path, const std::string& descr, bool fortran,
+                          const std::string& shape_tuple, const void* data, std::size_t bytes) {
+  std::string dict = "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") +
+                     ", 'shape': " + shape_tuple + ", }";
+  while ((10 + dict.size() + 1) % 64 != 0) dict.push_back(' ');
+  dict.push_back('\n');
+  std::ofstream out(path, std::ios::binary);
+  out.write("\x93NUMPY\x01\x00", 8);
+  const unsigned char len[2] = {static_cast<unsigned char>(dict.size() & 0xff), static_cast<unsigned char>(dict.size() >> 8)};
+  out.write(reinterpret_cast<const char*>(len), 2);
+  out << dict;
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+}
+
+inline std::string shape_tuple(const std::vector<std::int64_t>& shape) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + (shape.size() == 1 ? ",)" : ")");
+}
+
+// A C-order array of T (float or double) with the matching descr.
+template <class T>
+void write_array(const std::string& path, const std::vector<T>& values, const std::vector<std::int64_t>& shape,
+                 bool fortran = false) {
+  const std::string descr = sizeof(T) == 4 ? "<f4" : "<f8";
+  write_raw_npy(path, descr, fortran, shape_tuple(shape), values.data(), values.size() * sizeof(T));
+}
+
+struct CliResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the convergent CLI with `arguments` (already shell-quoted where needed).
+inline CliResult run_cli(const std::string& arguments) {
+  const std::string command = std::string(CONVERGENT_CLI_PATH) + " " + arguments + " 2>&1";
+  CliResult result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return result;
+  char buffer[4096];
+  std::size_t got;
+  while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, got);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+inline std::vector<std::string> files_in(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  if (!std::filesystem::exists(dir)) return names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  return names;
+}
+
+}  // namespace convergent::testing
