@@ -1,0 +1,379 @@
+// Tests of many-to-many alignment by spectral clustering: planted shared subspaces are recovered exactly,
+// the eigengap rule finds their number, results reproduce across runs and thread counts, dead units stay
+// out, the normalised cut matches a hand computation, and bad inputs raise convergent::Error.
+#include <gtest/gtest.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "convergent/backend.hpp"
+#include "convergent/error.hpp"
+#include "convergent/matrix.hpp"
+#include "convergent/spectral.hpp"
+
+namespace {
+
+using convergent::AffinityMode;
+using convergent::KRule;
+using convergent::Matrix;
+using convergent::SpectralOptions;
+using convergent::SpectralResult;
+
+// Gaussian draws from mt19937_64's raw output (fixed by the standard) through Box-Muller, so the planted
+// data are the same with every standard library.
+class Gaussian {
+ public:
+  explicit Gaussian(std::uint64_t seed) : rng_(seed) {}
+  double operator()() {
+    const double u1 = (static_cast<double>(rng_() >> 11) + 0.5) * 0x1.0p-53;
+    const double u2 = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+struct Planted {
+  std::vector<std::int64_t> units_per_net;
+  std::vector<std::int64_t> truth;  // planted subspace of each unit, -1 for a dead unit
+  Matrix correlation;
+};
+
+// Plain float64 Pearson correlation of the columns of `x` (samples x units); constant columns get 0
+// everywhere, their diagonal included, as Backend::correlation does.
+Matrix pearson(const Matrix& x) {
+  const std::int64_t n = x.rows(), u = x.cols();
+  std::vector<double> mean(u, 0.0), sd(u, 0.0);
+  for (std::int64_t s = 0; s < n; ++s)
+    for (std::int64_t i = 0; i < u; ++i) mean[i] += x(s, i) / static_cast<double>(n);
+  Matrix centred(n, u);
+  for (std::int64_t s = 0; s < n; ++s)
+    for (std::int64_t i = 0; i < u; ++i) centred(s, i) = x(s, i) - mean[i];
+  for (std::int64_t s = 0; s < n; ++s)
+    for (std::int64_t i = 0; i < u; ++i) sd[i] += centred(s, i) * centred(s, i);
+  for (auto& v : sd) v = std::sqrt(v);
+  for (std::int64_t i = 0; i < u; ++i) {  // constant columns exactly, whatever the rounding of the mean
+    bool constant = true;
+    for (std::int64_t s = 1; s < n; ++s) constant &= x(s, i) == x(0, i);
+    if (constant) sd[i] = 0.0;
+  }
+  Matrix corr(u, u);
+  for (std::int64_t i = 0; i < u; ++i)
+    for (std::int64_t j = i; j < u; ++j) {
+      if (sd[i] == 0.0 || sd[j] == 0.0) continue;
+      double s = 0.0;
+      for (std::int64_t r = 0; r < n; ++r) s += centred(r, i) * centred(r, j);
+      corr(i, j) = corr(j, i) = i == j ? 1.0 : s / (sd[i] * sd[j]);
+    }
+  return corr;
+}
+
+// Units of several nets, each a random mix of the 2 latent signals of its subspace plus independent
+// noise (signal share about 80%). `subspace_of[net]` lists the subspace of every unit of that net, so a
+// subspace can be shared by several nets or private to one. Units listed in `dead` are constant.
+Planted plant(const std::vector<std::vector<std::int64_t>>& subspace_of, std::int64_t samples, std::uint64_t seed,
+              const std::set<std::int64_t>& dead = {}) {
+  Planted p;
+  std::int64_t subspaces = 0;
+  for (const auto& net : subspace_of) {
+    p.units_per_net.push_back(static_cast<std::int64_t>(net.size()));
+    for (std::int64_t s : net) {
+      p.truth.push_back(s);
+      subspaces = std::max(subspaces, s + 1);
+    }
+  }
+  const std::int64_t u = static_cast<std::int64_t>(p.truth.size());
+  Gaussian g(seed);
+  Matrix latent(samples, 2 * subspaces);
+  for (std::int64_t s = 0; s < samples; ++s)
+    for (std::int64_t c = 0; c < 2 * subspaces; ++c) latent(s, c) = g();
+  Matrix x(samples, u);
+  for (std::int64_t i = 0; i < u; ++i) {
+    if (dead.count(i)) {
+      p.truth[i] = -1;
+      for (std::int64_t s = 0; s < samples; ++s) x(s, i) = 3.0;
+      continue;
+    }
+    const double w0 = g(), w1 = g();
+    const double noise = 0.5 * std::hypot(w0, w1);
+    for (std::int64_t s = 0; s < samples; ++s)
+      x(s, i) = w0 * latent(s, 2 * p.truth[i]) + w1 * latent(s, 2 * p.truth[i] + 1) + noise * g();
+  }
+  p.correlation = pearson(x);
+  return p;
+}
+
+// Round-robin subspaces for `units` units over subspaces [first, first + count).
+std::vector<std::int64_t> spread(std::int64_t units, std::int64_t first, std::int64_t count) {
+  std::vector<std::int64_t> s(units);
+  for (std::int64_t i = 0; i < units; ++i) s[i] = first + (i * 7 + i / count) % count;
+  return s;
+}
+
+// Two labellings describe the same partition (labels are compared up to renaming; -1 must match -1).
+bool same_partition(const std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b) {
+  if (a.size() != b.size()) return false;
+  std::map<std::int64_t, std::int64_t> ab, ba;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if ((a[i] < 0) != (b[i] < 0)) return false;
+    if (a[i] < 0) continue;
+    if (ab.emplace(a[i], b[i]).first->second != b[i]) return false;
+    if (ba.emplace(b[i], a[i]).first->second != a[i]) return false;
+  }
+  return true;
+}
+
+std::unique_ptr<convergent::Backend> cpu(int threads = 0) {
+  return convergent::make_backend(convergent::BackendChoice::cpu, convergent::BackendOptions{threads, 0});
+}
+
+SpectralOptions with_k(std::int64_t k) {
+  SpectralOptions o;
+  o.k = k;
+  return o;
+}
+
+TEST(Spectral, RecoversSubspacesSharedByTwoNets) {
+  const Planted p = plant({spread(60, 0, 6), spread(60, 0, 6)}, 1500, 11);
+  auto backend = cpu();
+  const SpectralResult r = convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net, with_k(6));
+  EXPECT_TRUE(same_partition(r.labels, p.truth));
+  EXPECT_EQ(r.k, 6);
+  EXPECT_EQ(r.k_rule, KRule::given);
+  EXPECT_EQ(r.labels[0], 0);  // canonical numbering: cluster 0 holds unit 0
+  ASSERT_EQ(r.net_counts.size(), 6u);
+  for (std::int64_t c = 0; c < 6; ++c) {
+    EXPECT_EQ(r.cluster_sizes[c], 20);
+    EXPECT_EQ(r.net_counts[c][0], 10);
+    EXPECT_EQ(r.net_counts[c][1], 10);
+    EXPECT_TRUE(r.mixed[c]);
+  }
+  EXPECT_DOUBLE_EQ(r.mixed_share, 1.0);
+  ASSERT_EQ(r.eigenvalues.size(), 6u);
+  EXPECT_NEAR(r.eigenvalues[0], 0.0, 1e-12);  // L always has 0, with D^1/2 1 as eigenvector; 1e-12 ~ 100 ulp of ||L||
+  EXPECT_TRUE(std::is_sorted(r.eigenvalues.begin(), r.eigenvalues.end()));
+}
+
+TEST(Spectral, RecoversSharedAndPrivateSubspacesOfThreeNets) {
+  // Subspaces 0-3 are shared by all three nets, 4 is private to net 0, 5 to net 2.
+  std::vector<std::int64_t> net0 = spread(40, 0, 4), net1 = spread(32, 0, 4), net2 = spread(36, 0, 4);
+  for (int i = 0; i < 8; ++i) net0.push_back(4), net2.push_back(5);
+  const Planted p = plant({net0, net1, net2}, 1500, 12);
+  auto backend = cpu();
+  const SpectralResult r = convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net, with_k(6));
+  ASSERT_TRUE(same_partition(r.labels, p.truth));
+  std::int64_t mixed = 0, private_clusters = 0;
+  for (std::int64_t c = 0; c < r.k; ++c) {
+    const auto& counts = r.net_counts[c];
+    EXPECT_EQ(std::accumulate(counts.begin(), counts.end(), std::int64_t{0}), r.cluster_sizes[c]);
+    if (r.mixed[c]) {
+      ++mixed;
+      EXPECT_EQ(r.cluster_sizes[c], 10 + 8 + 9);
+    } else {
+      ++private_clusters;
+      EXPECT_EQ(r.cluster_sizes[c], 8);
+    }
+  }
+  EXPECT_EQ(mixed, 4);
+  EXPECT_EQ(private_clusters, 2);
+  EXPECT_DOUBLE_EQ(r.mixed_share, 108.0 / 124.0);
+}
+
+TEST(Spectral, EigengapPicksThePlantedK) {
+  for (std::int64_t planted : {3, 5, 8}) {
+    const Planted p = plant({spread(12 * planted, 0, planted), spread(12 * planted, 0, planted)}, 1500, 20 + planted);
+    auto backend = cpu();
+    const SpectralResult r = convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net);
+    EXPECT_EQ(r.k_rule, KRule::eigengap);
+    EXPECT_EQ(r.k, planted);
+    // It looked at min(max_k + 1, live) = 65 eigenvalues (or all of them for a small problem).
+    EXPECT_EQ(static_cast<std::int64_t>(r.eigenvalues.size()), std::min<std::int64_t>(65, 24 * planted));
+    EXPECT_TRUE(same_partition(r.labels, p.truth));
+  }
+}
+
+TEST(Spectral, OrderIsAPermutationIntoClusterBlocks) {
+  const Planted p = plant({spread(30, 0, 3), spread(30, 0, 3)}, 1000, 13, {4, 33});
+  auto backend = cpu();
+  const SpectralResult r = convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net, with_k(3));
+  const std::int64_t u = p.correlation.rows();
+  std::vector<std::int64_t> sorted = r.order;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::int64_t> identity(u);
+  std::iota(identity.begin(), identity.end(), 0);
+  EXPECT_EQ(sorted, identity);
+  // Cluster labels never decrease along the order, and dead units come last.
+  for (std::int64_t i = 1; i < u; ++i) {
+    const std::int64_t a = r.labels[r.order[i - 1]], b = r.labels[r.order[i]];
+    EXPECT_TRUE(b < 0 || (a >= 0 && a <= b)) << "position " << i;
+  }
+  EXPECT_EQ(r.order[u - 2], 4);
+  EXPECT_EQ(r.order[u - 1], 33);
+  const Matrix permuted = convergent::permute_symmetric(p.correlation.view(), r.order);
+  std::vector<double> before(p.correlation.data(), p.correlation.data() + u * u);
+  std::vector<double> after(permuted.data(), permuted.data() + u * u);
+  for (std::int64_t i = 0; i < u; ++i)
+    for (std::int64_t j = 0; j < u; ++j) ASSERT_EQ(permuted(i, j), p.correlation(r.order[i], r.order[j]));
+  std::sort(before.begin(), before.end());
+  std::sort(after.begin(), after.end());
+  EXPECT_EQ(before, after);  // exact: entries are moved, not recomputed
+  EXPECT_THROW(convergent::permute_symmetric(p.correlation.view(), std::vector<std::int64_t>(u, 0)),
+               convergent::Error);
+}
+
+TEST(Spectral, SameSeedSameLabelsOnAnyThreadCount) {
+  // Noisy enough that k-means has real choices to make: 6 subspaces, k = 4.
+  const Planted p = plant({spread(45, 0, 6), spread(45, 0, 6)}, 400, 14);
+  SpectralOptions o = with_k(4);
+  o.seed = 99;
+  std::vector<SpectralResult> results;
+  for (int threads : {1, 2, 1, 2}) {
+    auto backend = cpu(threads);
+    o.threads = threads;
+    results.push_back(convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net, o));
+  }
+  for (const auto& r : results) {
+    EXPECT_EQ(r.labels, results[0].labels);
+    EXPECT_EQ(r.order, results[0].order);
+    // The eigensolver may round differently with another thread count; 1e-9 is far below any gap here.
+    EXPECT_NEAR(r.inertia, results[0].inertia, 1e-9);
+    EXPECT_NEAR(r.normalized_cut, results[0].normalized_cut, 1e-12);
+  }
+}
+
+TEST(Spectral, DeadUnitsStayOutOfTheGraph) {
+  const std::set<std::int64_t> dead = {0, 17, 50, 59};
+  const Planted p = plant({spread(30, 0, 3), spread(30, 0, 3)}, 1000, 15, dead);
+  auto backend = cpu();
+  const SpectralResult r = convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net, with_k(3));
+  EXPECT_EQ(r.dead_units, std::vector<std::int64_t>(dead.begin(), dead.end()));
+  for (std::int64_t i : dead) EXPECT_EQ(r.labels[i], -1);
+  EXPECT_TRUE(same_partition(r.labels, p.truth));
+  EXPECT_EQ(std::accumulate(r.cluster_sizes.begin(), r.cluster_sizes.end(), std::int64_t{0}), 56);
+  EXPECT_EQ(r.labels[1], 0);  // canonical numbering starts at the lowest live unit
+
+  // An explicit mask wins over the diagonal, and the masked units' rows are never read (NaN allowed).
+  Matrix poisoned = p.correlation;
+  SpectralOptions o = with_k(3);
+  o.dead = std::vector<bool>(60, false);
+  for (std::int64_t i : dead) {
+    (*o.dead)[i] = true;
+    for (std::int64_t j = 0; j < 60; ++j) poisoned(i, j) = poisoned(j, i) = std::nan("");
+  }
+  const SpectralResult masked = convergent::spectral_clustering(*backend, poisoned.view(), p.units_per_net, o);
+  EXPECT_EQ(masked.labels, r.labels);
+  // The live count is 56, so 57 clusters cannot be formed.
+  EXPECT_THROW(convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net, with_k(57)),
+               convergent::Error);
+  EXPECT_NO_THROW(convergent::spectral_clustering(*backend, p.correlation.view(), p.units_per_net, with_k(56)));
+}
+
+// Four units: {0, 1} and {2, 3} strongly tied, weak links across. Degrees with |corr| and the unit
+// diagonal: 1.9, 2.0, 1.7, 1.8; vol = 3.9 and 3.5; each cut is 0.1 + 0.2.
+Matrix four_units() {
+  Matrix c(4, 4);
+  const double upper[4][4] = {{1, 0.8, -0.1, 0}, {0, 1, 0, 0.2}, {0, 0, 1, 0.6}, {0, 0, 0, 1}};
+  for (int i = 0; i < 4; ++i)
+    for (int j = i; j < 4; ++j) c(i, j) = c(j, i) = upper[i][j];
+  return c;
+}
+
+TEST(Spectral, NormalizedCutOfAHandExample) {
+  const Matrix c = four_units();
+  const std::vector<std::int64_t> labels = {0, 0, 1, 1};
+  // Sums of a handful of doubles: 1e-14 allows a few ulp.
+  EXPECT_NEAR(convergent::normalized_cut(c.view(), labels), 0.3 / 3.9 + 0.3 / 3.5, 1e-14);
+  // positive: the -0.1 link is gone (degrees 1.8, 2.0, 1.6, 1.8).
+  EXPECT_NEAR(convergent::normalized_cut(c.view(), labels, AffinityMode::positive), 0.2 / 3.8 + 0.2 / 3.4, 1e-14);
+  // shifted: (1 + c) / 2, so 0.9 inside the first pair, 0.45 + 0.5 across from unit 0, and so on.
+  {
+    double vol0 = 0, vol1 = 0, cut = 0;
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) {
+        const double a = i == j ? 1.0 : (1.0 + c(i, j)) / 2.0;
+        (i < 2 ? vol0 : vol1) += a;
+        if ((i < 2) != (j < 2)) cut += a / 2.0;
+      }
+    EXPECT_NEAR(convergent::normalized_cut(c.view(), labels, AffinityMode::shifted), cut / vol0 + cut / vol1, 1e-14);
+  }
+  // Leaving unit 3 out: it neither counts in a volume nor in a cut.
+  EXPECT_NEAR(convergent::normalized_cut(c.view(), {0, 0, 1, -1}), 0.1 / 3.7 + 0.1 / 1.1, 1e-14);
+  // The clustering finds the two pairs and reports that same cut.
+  auto backend = cpu();
+  const SpectralResult r = convergent::spectral_clustering(*backend, c.view(), {2, 2}, with_k(2));
+  EXPECT_EQ(r.labels, labels);
+  EXPECT_NEAR(r.normalized_cut, 0.3 / 3.9 + 0.3 / 3.5, 1e-14);
+  EXPECT_FALSE(r.mixed[0]);
+  EXPECT_DOUBLE_EQ(r.mixed_share, 0.0);
+}
+
+TEST(Spectral, LargeProblemsUseAnEigensolverThatAgreesWithLapack) {
+  // Big enough for the backend's iterative path; compared with LAPACK's full decomposition.
+  const Planted p = plant({spread(600, 0, 12), spread(600, 0, 12)}, 300, 16);
+  const std::int64_t n = p.correlation.rows();
+  Matrix lap(n, n);
+  std::vector<double> scale(n);
+  for (std::int64_t i = 0; i < n; ++i) {
+    double d = 0;
+    for (std::int64_t j = 0; j < n; ++j) d += i == j ? 1.0 : std::abs(p.correlation(i, j));
+    scale[i] = 1.0 / std::sqrt(d);
+  }
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < n; ++j)
+      lap(i, j) = (i == j ? 1.0 : 0.0) - (i == j ? 1.0 : std::abs(p.correlation(i, j))) * scale[i] * scale[j];
+  auto backend = cpu();
+  const std::int64_t k = 16;
+  const convergent::Eigenpairs pairs = backend->smallest_eigenpairs(lap.view(), k);
+  Matrix full = lap;
+  std::vector<double> all(n);
+  ASSERT_EQ(LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', static_cast<lapack_int>(n), full.data(),
+                           static_cast<lapack_int>(n), all.data()),
+            0);
+  for (std::int64_t j = 0; j < k; ++j) {
+    // Eigenvalues in [0, 2]: both solvers are backward stable, 1e-10 leaves room for the iterative
+    // solver's residual tolerance (eigenvalue error ~ residual^2 / gap).
+    EXPECT_NEAR(pairs.values[j], all[j], 1e-10) << j;
+    // Residual of each returned pair, ||L v - lambda v||: 1e-7 bounds the iterative tolerance.
+    double res = 0, norm = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      double lv = 0;
+      for (std::int64_t m = 0; m < n; ++m) lv += lap(i, m) * pairs.vectors(m, j);
+      res += (lv - pairs.values[j] * pairs.vectors(i, j)) * (lv - pairs.values[j] * pairs.vectors(i, j));
+      norm += pairs.vectors(i, j) * pairs.vectors(i, j);
+    }
+    EXPECT_NEAR(norm, 1.0, 1e-10);
+    EXPECT_LT(std::sqrt(res), 1e-7) << j;
+  }
+}
+
+TEST(Spectral, BadInputsAreErrors) {
+  const Matrix c = four_units();
+  auto backend = cpu();
+  EXPECT_THROW(convergent::spectral_clustering(*backend, c.view(), {2, 1}, with_k(2)), convergent::Error);
+  EXPECT_THROW(convergent::spectral_clustering(*backend, c.view(), {2, 2}, with_k(0)), convergent::Error);
+  EXPECT_THROW(convergent::spectral_clustering(*backend, c.view(), {2, 2}, with_k(5)), convergent::Error);
+  Matrix asymmetric = c;
+  asymmetric(0, 1) = 0.5;
+  EXPECT_THROW(convergent::spectral_clustering(*backend, asymmetric.view(), {2, 2}, with_k(2)), convergent::Error);
+  Matrix nan = c;
+  nan(1, 2) = nan(2, 1) = std::nan("");
+  EXPECT_THROW(convergent::spectral_clustering(*backend, nan.view(), {2, 2}, with_k(2)), convergent::Error);
+  Matrix all_dead(3, 3);
+  EXPECT_THROW(convergent::spectral_clustering(*backend, all_dead.view(), {3}), convergent::Error);
+  SpectralOptions bad_mask = with_k(2);
+  bad_mask.dead = std::vector<bool>(3, false);
+  EXPECT_THROW(convergent::spectral_clustering(*backend, c.view(), {2, 2}, bad_mask), convergent::Error);
+  EXPECT_THROW(convergent::parse_affinity_mode("signed"), convergent::Error);
+  EXPECT_EQ(convergent::parse_affinity_mode("shifted"), AffinityMode::shifted);
+}
+
+}  // namespace
