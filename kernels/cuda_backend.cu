@@ -1,0 +1,481 @@
+// The CUDA backend: the accumulation pipeline, the other Backend operations, and the private hooks of
+// host/cuda_backend.hpp.
+//
+// Pipeline of one add(), with two slots used alternately so that batch k+1 is staged and copied while
+// the product of batch k runs:
+//   host:     wait copied[s]; fill pinned staging[s] (raw bytes of dense blocks, or host-packed floats)
+//   copy_:    wait packed[s]; staging[s] -> raw[s];                         record copied[s]
+//   pack_:    wait copied[s], done[s]; raw[s] -> x[s] (convert, transpose); record packed[s];
+//             flag non-finite rows, count kept rows (-> pinned counters);   record scanned[s]
+//   host:     unless skipping rows, wait scanned[s] and throw on a non-finite value
+//   compute_: wait scanned[s]; stats, centre, product, Chan merge;           record done[s]
+// The wait for scanned[s] does not wait for the product of batch k-1, which runs on compute_.
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "correlation.cuh"
+#include "cuda_backend.hpp"
+#include "device_memory.cuh"
+#include "eigenpairs.cuh"
+#include "moments.cuh"
+#include "pack.cuh"
+#include "pack.hpp"
+#include "product.cuh"
+
+namespace convergent::cuda {
+namespace {
+
+constexpr std::size_t kAlignment = 256;           // staging offsets: enough for any element type
+constexpr std::size_t kReserveBytes = 512u << 20;  // left free for cuBLAS/cuSOLVER workspaces and the context
+
+std::size_t align_up(std::size_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
+
+std::string gib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f GiB", bytes / double(1u << 30));
+  return text;
+}
+
+// Elements spanned by the block from its first element, when all strides are >= 0 and the span holds
+// exactly its elements (no gaps), as a batch sliced from a C-order, NCHW or NHWC array does; -1 when it
+// must be packed on the host instead (Fortran order, negative strides, gaps).
+std::int64_t dense_span_elements(const ActivationBlock& b) {
+  if (b.image_stride < 0 || b.unit_stride < 0 || b.y_stride < 0 || b.x_stride < 0) return -1;
+  const std::int64_t count = b.images * b.units * b.height * b.width;
+  if (count == 0) return 0;
+  const std::int64_t last = (b.images - 1) * b.image_stride + (b.units - 1) * b.unit_stride +
+                            (b.height - 1) * b.y_stride + (b.width - 1) * b.x_stride;
+  return last + 1 == count ? count : -1;
+}
+
+// Where a net's block of the current batch sits in the staging buffer and how the device reads it.
+struct StagedBlock {
+  std::size_t offset = 0;
+  std::size_t bytes = 0;
+  bool host_packed = false;  // staged as row-major float32 by the host reference pack_block
+};
+
+class CudaAccumulator final : public MomentAccumulator {
+ public:
+  CudaAccumulator(int device, const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options)
+      : device_(use_device(device)),
+        options_(options),
+        routine_(fp32_routine_from_environment()),
+        net_units_(units_per_net),
+        units_(std::accumulate(units_per_net.begin(), units_per_net.end(), std::int64_t{0})) {
+    if (net_units_.empty()) throw Error("accumulator: no nets");
+    if (options.max_batch_rows < 1) throw Error("accumulator: max_batch_rows must be at least 1");
+    checked_int(units_, "units");
+    checked_int(options.max_batch_rows, "max_batch_rows");
+    for (std::size_t net = 0; net <= net_units_.size(); ++net)
+      net_offsets_.push_back(std::accumulate(net_units_.begin(), net_units_.begin() + net, std::int64_t{0}));
+    check_device_memory();
+    allocate();
+  }
+
+  CudaAccumulator(const CudaAccumulator&) = delete;
+  CudaAccumulator& operator=(const CudaAccumulator&) = delete;
+
+  ~CudaAccumulator() override {
+    cudaSetDevice(device_);
+    // Let queued work finish before its buffers go; errors are ignored, nothing can be done about them here.
+    cudaStreamSynchronize(copy_.handle());
+    cudaStreamSynchronize(pack_.handle());
+    cudaStreamSynchronize(compute_.handle());
+  }
+
+  void add(const std::vector<ActivationBlock>& blocks) override {
+    DeviceGuard guard(device_);
+    const std::int64_t rows = validate(blocks);
+    if (rows == 0) return;
+    Slot& slot = slots_[next_slot_];
+
+    // Host: the pinned buffer of this slot is free once its last copy finished.
+    slot.copied.synchronize();
+    const std::vector<StagedBlock> staged = stage(blocks, rows, slot);
+
+    // Copy: raw[s] is free once the pack that read it finished.
+    slot.packed.make_wait(copy_.ref());
+    copy_async(slot.raw.data(), slot.staging.data(), static_cast<std::int64_t>(staged_bytes(staged)),
+               cudaMemcpyHostToDevice, copy_.ref());
+    slot.copied.record(copy_.ref());
+
+    // Pack and scan: x[s], row_bad[s] and counters[s] are free once the batch that last used them is merged.
+    slot.copied.make_wait(pack_.ref());
+    slot.done.make_wait(pack_.ref());
+    for (std::size_t net = 0; net < blocks.size(); ++net)
+      launch_pack(device_block(blocks[net], staged[net], slot, rows), slot.x.data(), units_, net_offsets_[net],
+                  pack_.ref());
+    slot.packed.record(pack_.ref());
+    launch_reset_batch(slot.row_bad.data(), rows, slot.counters.data(), pack_.ref());
+    launch_find_nonfinite(slot.x.data(), rows, units_, slot.row_bad.data(), slot.counters.data(), pack_.ref());
+    if (!options_.skip_nonfinite_rows)
+      copy_async(slot.counters_host.data(), slot.counters.data(), 1, cudaMemcpyDeviceToHost, pack_.ref());
+    slot.scanned.record(pack_.ref());
+    next_slot_ ^= 1;
+
+    if (!options_.skip_nonfinite_rows) {
+      slot.scanned.synchronize();
+      const unsigned long long first = slot.counters_host.data()->first_nonfinite;
+      if (first != std::numeric_limits<unsigned long long>::max()) throw_nonfinite(first);
+    }
+
+    // Compute: everything below is ordered on compute_, so its single-buffered scratch needs no events.
+    slot.scanned.make_wait(compute_.ref());
+    launch_column_stats(slot.x.data(), rows, units_, slot.row_bad.data(), slot.counters.data(), partials_.data(),
+                        batch_mean_.data(), batch_min_.data(), batch_max_.data(), compute_.ref());
+    __nv_bfloat16* x_bf16 = options_.precision == Precision::bf16 ? x_bf16_.data() : nullptr;
+    launch_centre(slot.x.data(), rows, units_, slot.row_bad.data(), batch_mean_.data(), x_bf16, compute_.ref());
+    const void* product_input = x_bf16 != nullptr ? static_cast<const void*>(x_bf16) : slot.x.data();
+    batch_product(cublas_.get(), options_.precision, routine_, product_input, rows, units_, product_.data());
+    launch_merge_comoment(product_.data(), units_, batch_mean_.data(), mean_.data(), totals_.data(),
+                          slot.counters.data(), m2_.data(), compute_.ref());
+    launch_merge_moments(batch_mean_.data(), batch_min_.data(), batch_max_.data(), units_, rows,
+                         slot.counters.data(), mean_.data(), min_.data(), max_.data(), totals_.data(),
+                         compute_.ref());
+    slot.done.record(compute_.ref());
+  }
+
+  Moments moments() override {
+    DeviceGuard guard(device_);
+    Moments result(net_units_);
+    const Totals totals = fetch_totals();  // synchronises all streams
+    result.samples = static_cast<std::int64_t>(totals.samples);
+    copy_async(result.mean.data(), mean_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
+    copy_async(result.min.data(), min_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
+    copy_async(result.max.data(), max_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
+    copy_async(result.comoment.data(), m2_.data(), units_ * units_, cudaMemcpyDeviceToHost, compute_.ref());
+    compute_.synchronize();
+    return result;
+  }
+
+  std::int64_t skipped_rows() override {
+    DeviceGuard guard(device_);
+    return static_cast<std::int64_t>(fetch_totals().skipped);
+  }
+
+ private:
+  struct Slot {
+    PinnedBuffer<std::byte> staging;
+    DeviceBuffer<std::byte> raw;
+    DeviceBuffer<float> x;
+    DeviceBuffer<unsigned char> row_bad;
+    DeviceBuffer<BatchCounters> counters;
+    PinnedBuffer<BatchCounters> counters_host;
+    Event copied, packed, scanned, done;
+  };
+
+  // Device bytes that do not depend on the input dtype, plus raw staging sized for float32 input.
+  std::size_t planned_device_bytes(std::int64_t batch_rows) const {
+    const auto r = static_cast<std::size_t>(batch_rows);
+    const auto u = static_cast<std::size_t>(units_);
+    std::size_t bytes = 2 * (r * u * sizeof(float)      // x
+                             + r                        // row_bad
+                             + align_up(r * u * 4));    // raw staging, float32 input
+    if (options_.precision == Precision::bf16) bytes += r * u * 2;
+    bytes += u * u * (sizeof(float) + sizeof(double));      // product, M2
+    bytes += u * sizeof(double) * (3 * kStatsMaxChunks + 6);  // partials, moments vectors
+    return bytes;
+  }
+
+  // A clear error instead of an out-of-memory failure halfway through the run.
+  void check_device_memory() const {
+    const DeviceMemoryInfo info = device_memory_info();
+    const std::size_t need = planned_device_bytes(options_.max_batch_rows);
+    if (need + kReserveBytes <= info.free_bytes) return;
+    // Largest batch that fits: the part of the footprint that grows with the batch rows is linear.
+    const std::size_t fixed = planned_device_bytes(0);
+    const std::size_t per_row = planned_device_bytes(1) - fixed + 2 * kAlignment;
+    const std::size_t room = info.free_bytes > fixed + kReserveBytes ? info.free_bytes - fixed - kReserveBytes : 0;
+    const std::size_t max_rows = room / per_row;
+    std::string advice = max_rows > 0 ? "; lower the batch size (max_batch_rows) to at most " + std::to_string(max_rows)
+                                      : "; the U x U moments alone do not fit: use fewer units or the CPU backend";
+    throw Error("CUDA backend: accumulating " + std::to_string(units_) + " units in batches of " +
+                std::to_string(options_.max_batch_rows) + " rows needs " + gib(double(need + kReserveBytes)) +
+                " of device memory, but only " + gib(double(info.free_bytes)) + " of " +
+                gib(double(info.total_bytes)) + " are free" + advice);
+  }
+
+  void allocate() {
+    const std::int64_t r = options_.max_batch_rows;
+    const std::int64_t raw_bytes = static_cast<std::int64_t>(staging_capacity_for(r * units_ * 4));
+    for (Slot& slot : slots_) {
+      slot.staging = PinnedBuffer<std::byte>(raw_bytes);
+      slot.raw = DeviceBuffer<std::byte>(raw_bytes);
+      slot.x = DeviceBuffer<float>(r * units_);
+      slot.row_bad = DeviceBuffer<unsigned char>(r);
+      slot.counters = DeviceBuffer<BatchCounters>(1);
+      slot.counters_host = PinnedBuffer<BatchCounters>(1);
+    }
+    if (options_.precision == Precision::bf16) x_bf16_ = DeviceBuffer<__nv_bfloat16>(r * units_);
+    product_ = DeviceBuffer<float>(units_ * units_);
+    m2_ = DeviceBuffer<double>(units_ * units_);
+    partials_ = DeviceBuffer<double>(3 * kStatsMaxChunks * units_);
+    batch_mean_ = DeviceBuffer<double>(units_);
+    batch_min_ = DeviceBuffer<double>(units_);
+    batch_max_ = DeviceBuffer<double>(units_);
+    mean_ = DeviceBuffer<double>(units_);
+    min_ = DeviceBuffer<double>(units_);
+    max_ = DeviceBuffer<double>(units_);
+    totals_ = DeviceBuffer<Totals>(1);
+
+    const std::vector<double> inf(static_cast<std::size_t>(units_), std::numeric_limits<double>::infinity());
+    const std::vector<double> minus_inf(static_cast<std::size_t>(units_), -std::numeric_limits<double>::infinity());
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(m2_.data(), 0, m2_.bytes(), compute_.handle()));
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(mean_.data(), 0, mean_.bytes(), compute_.handle()));
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(totals_.data(), 0, totals_.bytes(), compute_.handle()));
+    copy_async(min_.data(), inf.data(), units_, cudaMemcpyHostToDevice, compute_.ref());
+    copy_async(max_.data(), minus_inf.data(), units_, cudaMemcpyHostToDevice, compute_.ref());
+    compute_.synchronize();  // the host vectors above go out of scope
+  }
+
+  static std::size_t staging_capacity_for(std::int64_t bytes) {
+    return align_up(static_cast<std::size_t>(bytes)) + kAlignment;
+  }
+
+  std::int64_t validate(const std::vector<ActivationBlock>& blocks) const {
+    if (blocks.size() != net_units_.size())
+      throw Error("add: " + std::to_string(blocks.size()) + " blocks for " + std::to_string(net_units_.size()) +
+                  " nets; expected one block per net");
+    const std::int64_t rows = blocks.front().rows();
+    if (rows > options_.max_batch_rows)
+      throw Error("add: batch of " + std::to_string(rows) + " rows is larger than max_batch_rows (" +
+                  std::to_string(options_.max_batch_rows) + ")");
+    for (std::size_t net = 0; net < blocks.size(); ++net) {
+      const ActivationBlock& b = blocks[net];
+      if (b.rows() != rows || b.units != net_units_[net])
+        throw Error("add: blocks of one batch must have the same rows and the declared unit counts (net " +
+                    std::to_string(net) + ": " + std::to_string(b.rows()) + " rows x " + std::to_string(b.units) +
+                    " units, expected " + std::to_string(rows) + " x " + std::to_string(net_units_[net]) + ")");
+      if (b.data == nullptr && rows > 0 && b.units > 0) throw Error("add: net " + std::to_string(net) + " has no data");
+    }
+    return rows;
+  }
+
+  // Fills the slot's pinned staging buffer, growing it (and its device twin) if this batch needs more
+  // room than planned, which happens for float64 input.
+  std::vector<StagedBlock> stage(const std::vector<ActivationBlock>& blocks, std::int64_t rows, Slot& slot) {
+    std::vector<StagedBlock> staged(blocks.size());
+    std::size_t offset = 0;
+    for (std::size_t net = 0; net < blocks.size(); ++net) {
+      const std::int64_t span = dense_span_elements(blocks[net]);
+      staged[net].host_packed = span < 0;
+      staged[net].bytes = span < 0 ? static_cast<std::size_t>(rows * blocks[net].units) * sizeof(float)
+                                   : static_cast<std::size_t>(span) * dtype_size(blocks[net].dtype);
+      staged[net].offset = offset;
+      offset = align_up(offset + staged[net].bytes);
+    }
+    if (offset > slot.staging.bytes()) grow_staging(slot, offset);
+    for (std::size_t net = 0; net < blocks.size(); ++net) {
+      std::byte* dst = slot.staging.data() + staged[net].offset;
+      if (staged[net].host_packed) {
+        pack_block(blocks[net], MatrixView<float>(reinterpret_cast<float*>(dst), rows, blocks[net].units), 0);
+      } else if (staged[net].bytes > 0) {
+        std::memcpy(dst, blocks[net].data, staged[net].bytes);
+      }
+    }
+    return staged;
+  }
+
+  static std::size_t staged_bytes(const std::vector<StagedBlock>& staged) {
+    return staged.empty() ? 0 : staged.back().offset + staged.back().bytes;
+  }
+
+  void grow_staging(Slot& slot, std::size_t bytes) {
+    slot.packed.synchronize();  // the device twin is no longer read (the pinned one was checked by the caller)
+    const DeviceMemoryInfo info = device_memory_info();
+    const std::size_t extra = bytes - slot.raw.bytes();
+    if (extra + kReserveBytes > info.free_bytes)
+      throw Error("CUDA backend: a batch of this input type needs " + gib(double(bytes)) +
+                  " of device staging, but only " + gib(double(info.free_bytes)) +
+                  " are free; lower the batch size (max_batch_rows)");
+    slot.raw = DeviceBuffer<std::byte>();
+    slot.raw = DeviceBuffer<std::byte>(static_cast<std::int64_t>(bytes));
+    slot.staging = PinnedBuffer<std::byte>();
+    slot.staging = PinnedBuffer<std::byte>(static_cast<std::int64_t>(bytes));
+  }
+
+  // How the pack kernel sees a staged block: the block's own strides over raw[s], or, when the host
+  // packed it, a row-major float32 matrix.
+  static ActivationBlock device_block(const ActivationBlock& block, const StagedBlock& staged, const Slot& slot,
+                                     std::int64_t rows) {
+    const void* data = slot.raw.data() + staged.offset;
+    if (staged.host_packed) return row_major_block(data, DType::float32, rows, block.units);
+    ActivationBlock b = block;
+    b.data = data;
+    return b;
+  }
+
+  [[noreturn]] void throw_nonfinite(unsigned long long index) const {
+    const auto row = static_cast<std::int64_t>(index / static_cast<unsigned long long>(units_));
+    const auto column = static_cast<std::int64_t>(index % static_cast<unsigned long long>(units_));
+    int net = 0;
+    while (column >= net_offsets_[net + 1]) ++net;
+    throw NonFiniteValueError(net, row, column - net_offsets_[net]);
+  }
+
+  Totals fetch_totals() {
+    copy_.synchronize();
+    pack_.synchronize();
+    compute_.synchronize();
+    copy_async(totals_host_.data(), totals_.data(), 1, cudaMemcpyDeviceToHost, compute_.ref());
+    compute_.synchronize();
+    return *totals_host_.data();
+  }
+
+  int device_;  // made current in the initialiser, so that the members below belong to it
+  AccumulateOptions options_;
+  Fp32Routine routine_;
+  std::vector<std::int64_t> net_units_;
+  std::vector<std::int64_t> net_offsets_;  // nets + 1 entries
+  std::int64_t units_;
+
+  Stream copy_, pack_, compute_;
+  CublasHandle cublas_{compute_.ref()};
+  Slot slots_[2];
+  int next_slot_ = 0;
+
+  DeviceBuffer<__nv_bfloat16> x_bf16_;
+  DeviceBuffer<float> product_;
+  DeviceBuffer<double> partials_, batch_mean_, batch_min_, batch_max_;
+  DeviceBuffer<double> mean_, min_, max_, m2_;
+  DeviceBuffer<Totals> totals_;
+  PinnedBuffer<Totals> totals_host_{1};
+};
+
+std::string device_summary(int device) {
+  cudaDeviceProp prop{};
+  CONVERGENT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return std::string(prop.name) + ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
+         gib(double(prop.totalGlobalMem));
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const BackendOptions& options)
+      : device_(use_device(options.device)), summary_(device_summary(device_)) {}
+
+  BackendKind kind() const override { return BackendKind::cuda; }
+
+  std::string description() const override {
+    return "cuda (" + summary_ + "; fp32 product: cublasS" + to_string(fp32_routine_from_environment()) + ")";
+  }
+
+  std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
+                                                 const AccumulateOptions& options) override {
+    return std::make_unique<CudaAccumulator>(device_, units_per_net, options);
+  }
+
+  Matrix correlation(const Moments& moments, const std::vector<bool>& dead) override {
+    DeviceGuard guard(device_);
+    const std::int64_t u = moments.units();
+    if (moments.comoment.rows() != u || moments.comoment.cols() != u || static_cast<std::int64_t>(dead.size()) != u)
+      throw Error("correlation: the comoment must be U x U and `dead` must have U entries (U = " + std::to_string(u) +
+                  ")");
+    Matrix corr(u, u);
+    if (u == 0) return corr;
+    const std::vector<unsigned char> dead_bytes(dead.begin(), dead.end());
+    DeviceBuffer<double> m2(u * u), out(u * u), scale(u);
+    DeviceBuffer<unsigned char> dead_device(u);
+    copy_async(m2.data(), moments.comoment.data(), u * u, cudaMemcpyHostToDevice, stream_.ref());
+    copy_async(dead_device.data(), dead_bytes.data(), u, cudaMemcpyHostToDevice, stream_.ref());
+    launch_correlation(m2.data(), dead_device.data(), u, scale.data(), out.data(), stream_.ref());
+    copy_async(corr.data(), out.data(), u * u, cudaMemcpyDeviceToHost, stream_.ref());
+    stream_.synchronize();
+    return corr;
+  }
+
+  std::vector<std::int64_t> row_argmax(MatrixView<const double> m) override {
+    DeviceGuard guard(device_);
+    std::vector<std::int64_t> best(static_cast<std::size_t>(m.rows), 0);
+    if (m.rows == 0 || m.cols == 0) return best;
+    DeviceBuffer<double> matrix(m.rows * m.cols);
+    DeviceBuffer<std::int64_t> out(m.rows);
+    CONVERGENT_CUDA_CHECK(cudaMemcpy2DAsync(matrix.data(), sizeof(double) * m.cols, m.data, sizeof(double) * m.stride,
+                                            sizeof(double) * m.cols, static_cast<std::size_t>(m.rows),
+                                            cudaMemcpyHostToDevice, stream_.handle()));
+    launch_row_argmax(matrix.data(), m.rows, m.cols, m.cols, out.data(), stream_.ref());
+    copy_async(best.data(), out.data(), m.rows, cudaMemcpyDeviceToHost, stream_.ref());
+    stream_.synchronize();
+    return best;
+  }
+
+  Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k) override {
+    DeviceGuard guard(device_);
+    const std::int64_t n = a.rows;
+    if (a.cols != n) throw Error("smallest_eigenpairs: the matrix is not square");
+    if (k < 1 || k > n)
+      throw Error("smallest_eigenpairs: k = " + std::to_string(k) + " outside [1, " + std::to_string(n) + "]");
+    return smallest_eigenpairs_on_device(cusolver_.get(), stream_.ref(), a, k);
+  }
+
+ private:
+  int device_;  // made current in the initialiser, so that the members below belong to it
+  std::string summary_;
+  Stream stream_;
+  CusolverHandle cusolver_;
+};
+
+// Used only to ask the runtime whether this binary carries code the device can run.
+__global__ void probe_kernel() {}
+
+}  // namespace
+}  // namespace convergent::cuda
+
+namespace convergent::detail {
+
+bool cuda_backend_compiled() { return true; }
+
+BackendStatus cuda_backend_status(const BackendOptions& options) {
+  BackendStatus status{BackendKind::cuda, true, false, ""};
+  try {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // clear the sticky-free error so later calls start clean
+      status.detail = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+      return status;
+    }
+    if (count == 0) {
+      status.detail = "no CUDA device found";
+      return status;
+    }
+    if (options.device < 0 || options.device >= count) {
+      status.detail = "CUDA device " + std::to_string(options.device) + " requested, but " + std::to_string(count) +
+                      (count == 1 ? " device is" : " devices are") + " present";
+      return status;
+    }
+    int previous = 0;
+    if (cudaGetDevice(&previous) != cudaSuccess) previous = options.device;
+    cudaSetDevice(options.device);
+    cudaFuncAttributes attributes{};
+    const cudaError_t image = cudaFuncGetAttributes(&attributes, cuda::probe_kernel);
+    cudaSetDevice(previous);
+    const std::string summary = cuda::device_summary(options.device);
+    if (image != cudaSuccess) {
+      cudaGetLastError();
+      status.detail = summary + ": this build has no code for the device (" + cudaGetErrorString(image) +
+                      "); rebuild with its architecture in CMAKE_CUDA_ARCHITECTURES";
+      return status;
+    }
+    status.usable = true;
+    status.detail = summary;
+  } catch (const std::exception& e) {
+    status.usable = false;
+    status.detail = e.what();
+  }
+  return status;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options) {
+  const BackendStatus status = cuda_backend_status(options);
+  if (!status.usable) throw Error("CUDA backend not usable: " + status.detail);
+  return std::make_unique<cuda::CudaBackend>(options);
+}
+
+}  // namespace convergent::detail
