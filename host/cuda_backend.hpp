@@ -25,7 +25,9 @@ namespace convergent::detail {
 // host-to-device copy rate from pinned memory.
 struct CudaCeiling {
   std::string device_name;
-  double product_gflops = 0.0;   // (rows x units)^T (rows x units), 2 * rows * units^2 flops per product
+  // Counted as rows * units * (units + 1) flops, the distinct entries of the symmetric product, whatever
+  // routine computes it (bench_corr uses the same count for the streaming pass).
+  double product_gflops = 0.0;
   double host_to_device_gbps = 0.0;
 };
 CudaCeiling measure_cuda_ceiling(std::int64_t rows, std::int64_t units, Precision precision);

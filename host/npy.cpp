@@ -55,27 +55,14 @@ std::vector<std::int64_t> parse_shape(const std::string& path, const std::string
   return shape;
 }
 
-std::string header_text(const std::string& descr, const std::vector<std::int64_t>& shape) {
-  std::string dict = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape_text(shape) + ", }";
-  // The magic, version and length take 10 bytes; numpy pads the whole header to a multiple of 64.
-  const std::size_t total = (10 + dict.size() + 1 + 63) / 64 * 64;
-  dict.append(total - 10 - dict.size() - 1, ' ');
-  dict.push_back('\n');
-  return dict;
-}
-
 template <class T>
-void write_array(const std::string& path, const char* descr, const T* data, const std::vector<std::int64_t>& shape) {
+void write_array(const std::string& path, DType dtype, const T* data, const std::vector<std::int64_t>& shape) {
   std::int64_t elements = 1;
   for (auto d : shape) elements *= d;
-  const std::string dict = header_text(descr, shape);
+  const std::string header = npy_header_bytes(dtype, shape);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) throw Error(path + ": cannot create: " + std::strerror(errno));
-  out.write(reinterpret_cast<const char*>(npy_magic), sizeof npy_magic);
-  const unsigned char version_and_length[4] = {1, 0, static_cast<unsigned char>(dict.size() & 0xff),
-                                               static_cast<unsigned char>(dict.size() >> 8)};
-  out.write(reinterpret_cast<const char*>(version_and_length), 4);
-  out.write(dict.data(), static_cast<std::streamsize>(dict.size()));
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
   out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(elements * sizeof(T)));
   out.close();
   if (!out) throw Error(path + ": write failed (disk full?)");
@@ -185,12 +172,24 @@ void MappedNpy::release(std::int64_t begin, std::int64_t end) const {
   if (last > first) ::madvise(base_ + first, static_cast<std::size_t>(last - first), MADV_DONTNEED);
 }
 
+std::string npy_header_bytes(DType dtype, const std::vector<std::int64_t>& shape) {
+  const char* descr = dtype == DType::float16 ? "<f2" : dtype == DType::float32 ? "<f4" : "<f8";
+  std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape_text(shape) + ", }";
+  // The magic, version and length take 10 bytes; numpy pads the whole header to a multiple of 64.
+  const std::size_t total = (10 + dict.size() + 1 + 63) / 64 * 64;
+  dict.append(total - 10 - dict.size() - 1, ' ');
+  dict.push_back('\n');
+  std::string header(reinterpret_cast<const char*>(npy_magic), sizeof npy_magic);
+  header += {'\x01', '\x00', static_cast<char>(dict.size() & 0xff), static_cast<char>(dict.size() >> 8)};
+  return header + dict;
+}
+
 void write_npy(const std::string& path, const double* data, const std::vector<std::int64_t>& shape) {
-  write_array(path, "<f8", data, shape);
+  write_array(path, DType::float64, data, shape);
 }
 
 void write_npy(const std::string& path, const float* data, const std::vector<std::int64_t>& shape) {
-  write_array(path, "<f4", data, shape);
+  write_array(path, DType::float32, data, shape);
 }
 
 }  // namespace convergent

@@ -50,6 +50,10 @@ class MappedNpy {
 
 std::string shape_text(const std::vector<std::int64_t>& shape);  // "(3, 4)" as numpy prints it
 
+// The bytes of a version 1.0 header for a C-order array; the data follows it directly. For writers that
+// stream the data themselves.
+std::string npy_header_bytes(DType dtype, const std::vector<std::int64_t>& shape);
+
 // Writes a C-order float64 or float32 array (version 1.0 header, as numpy.save writes).
 void write_npy(const std::string& path, const double* data, const std::vector<std::int64_t>& shape);
 void write_npy(const std::string& path, const float* data, const std::vector<std::int64_t>& shape);

@@ -1,0 +1,248 @@
+// bench_corr: streams a generated (samples x units) float32 workload from an .npy file through a backend
+// and prints samples/s and GFLOP/s; on the CPU it also runs numpy.corrcoef on the same file in the same
+// run (bench/corrcoef_numpy.py) and prints the speed ratio, both peak memories and the largest
+// difference between the two correlation matrices. On CUDA it prints the bare cuBLAS ceiling and the
+// host-to-device bandwidth measured in the same run for each unit count.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "convergent/convergent.hpp"
+#include "cuda_backend.hpp"
+#include "npy.hpp"
+
+namespace {
+
+using namespace convergent;
+
+struct Config {
+  std::string backend = "cpu";
+  std::int64_t samples = 100000;
+  std::vector<std::int64_t> units = {1024};
+  std::int64_t batch_rows = 0;
+  int threads = 0;
+  std::uint64_t seed = 1;
+  std::string precision = "fp32";
+  bool numpy = true;
+  std::string python = "python3";
+  std::string work_dir = "";
+};
+
+[[noreturn]] void usage() {
+  std::fprintf(stderr,
+               "usage: bench_corr [--backend cpu|cuda] [--samples N] [--units U[,U...]] [--batch-rows B]\n"
+               "                  [--threads T] [--seed S] [--precision fp32|tf32|bf16] [--no-numpy]\n"
+               "                  [--python PYTHON] [--work-dir DIR]\n");
+  std::exit(2);
+}
+
+Config parse(int argc, char** argv) {
+  Config c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage();
+      return argv[++i];
+    };
+    if (a == "--backend") c.backend = value();
+    else if (a == "--samples") c.samples = std::stoll(value());
+    else if (a == "--units") {
+      c.units.clear();
+      std::stringstream list(value());
+      for (std::string item; std::getline(list, item, ',');) c.units.push_back(std::stoll(item));
+    } else if (a == "--batch-rows") c.batch_rows = std::stoll(value());
+    else if (a == "--threads") c.threads = std::stoi(value());
+    else if (a == "--seed") c.seed = std::stoull(value());
+    else if (a == "--precision") c.precision = value();
+    else if (a == "--no-numpy") c.numpy = false;
+    else if (a == "--python") c.python = value();
+    else if (a == "--work-dir") c.work_dir = value();
+    else usage();
+  }
+  return c;
+}
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Peak and current resident set size of this process, in MiB (from /proc/self/status).
+double status_mib(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024.0;
+  return 0.0;
+}
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// ReLU units driven by 16 shared factors with per-unit offsets: correlated, with means far from zero
+// (the case where a naive E[xy] - E[x]E[y] loses digits). Written batch by batch: O(batch) memory.
+void generate(const std::string& path, std::int64_t samples, std::int64_t units, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<float> offset(static_cast<std::size_t>(units)), weight(static_cast<std::size_t>(units));
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  for (std::int64_t u = 0; u < units; ++u) {
+    offset[u] = 4.0f * uniform(rng) - 1.0f;
+    weight[u] = 0.5f + uniform(rng);
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const std::string header = npy_header_bytes(DType::float32, {samples, units});
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  const std::int64_t chunk = 4096;
+  std::vector<float> rows(static_cast<std::size_t>(chunk * units));
+  std::normal_distribution<float> normal;
+  float factors[16];
+  for (std::int64_t r0 = 0; r0 < samples; r0 += chunk) {
+    const std::int64_t n = std::min(chunk, samples - r0);
+    for (std::int64_t r = 0; r < n; ++r) {
+      for (float& f : factors) f = normal(rng);
+      float* row = rows.data() + r * units;
+      for (std::int64_t u = 0; u < units; ++u)
+        row[u] = std::max(0.0f, offset[u] + weight[u] * factors[u % 16] + 0.7f * normal(rng));
+    }
+    out.write(reinterpret_cast<const char*>(rows.data()), static_cast<std::streamsize>(n * units * sizeof(float)));
+  }
+  if (!out) throw Error(path + ": cannot write the workload");
+}
+
+struct StreamResult {
+  double seconds = 0.0;
+  double peak_mib = 0.0;  // resident memory added by the streaming pass
+  Matrix corr;
+};
+
+StreamResult stream(Backend& backend, const std::string& path, const Config& c) {
+  const MappedNpy npy(path);
+  const std::int64_t samples = npy.header().shape[0], units = npy.header().shape[1];
+  const std::int64_t batch = c.batch_rows > 0 ? c.batch_rows : std::clamp<std::int64_t>((1 << 24) / units, 256, 65536);
+  StreamResult result;
+  reset_peak_rss();
+  const double rss_before = status_mib("VmRSS");
+  const double start = now();
+  AccumulateOptions options;
+  options.max_batch_rows = batch;
+  options.precision = parse_precision(c.precision);
+  auto accumulator = backend.accumulator({units}, options);
+  const std::int64_t row_bytes = units * static_cast<std::int64_t>(sizeof(float));
+  std::int64_t previous = -1;
+  for (std::int64_t r = 0; r < samples; r += batch) {
+    const std::int64_t n = std::min(batch, samples - r);
+    accumulator->add({row_major_block(npy.data() + r * row_bytes, DType::float32, n, units)});
+    if (previous >= 0) npy.release(previous * row_bytes, r * row_bytes);
+    previous = r;
+  }
+  const Moments moments = accumulator->moments();
+  npy.release(previous * row_bytes, samples * row_bytes);
+  result.corr = backend.correlation(moments, dead_units(moments, 1e-6));
+  result.seconds = now() - start;
+  result.peak_mib = status_mib("VmHWM") - rss_before;
+  return result;
+}
+
+std::string run_capture(const std::string& command) {
+  std::string output;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return output;
+  char buffer[4096];
+  std::size_t got;
+  while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, got);
+  if (::pclose(pipe) != 0) output += " (exit status non-zero)";
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
+  return output;
+}
+
+// "key=value" lines printed by corrcoef_numpy.py.
+double field(const std::string& text, const std::string& key) {
+  const auto at = text.find(key + "=");
+  if (at == std::string::npos) return NAN;
+  return std::stod(text.substr(at + key.size() + 1));
+}
+
+std::string cpu_name() {
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+void bench_cpu(const Config& c, const std::string& dir) {
+  auto backend = make_backend(BackendChoice::cpu, {c.threads, 0});
+  for (const std::int64_t units : c.units) {
+    const std::string data = dir + "/bench_corr_data.npy", ours = dir + "/bench_corr_ours.npy";
+    generate(data, c.samples, units, c.seed);
+    const StreamResult r = stream(*backend, data, c);
+    const double flops = static_cast<double>(c.samples) * units * (units + 1);
+    std::printf("workload: %lld samples x %lld units float32 (seed %llu), %s, %s\n",
+                static_cast<long long>(c.samples), static_cast<long long>(units),
+                static_cast<unsigned long long>(c.seed), backend->description().c_str(), cpu_name().c_str());
+    std::printf("convergent: %.3f s  %.3g samples/s  %.1f GFLOP/s  peak +%.0f MiB\n", r.seconds,
+                c.samples / r.seconds, flops / r.seconds / 1e9, r.peak_mib);
+    if (c.numpy) {
+      write_npy(ours, r.corr.data(), {units, units});
+      const std::string script = std::string(CONVERGENT_SOURCE_DIR) + "/bench/corrcoef_numpy.py";
+      const std::string out = run_capture(c.python + " " + script + " " + data + " " + ours + " 2>&1");
+      const double seconds = field(out, "seconds"), peak = field(out, "peak_mib"), diff = field(out, "max_abs_diff");
+      if (std::isnan(seconds)) {
+        std::printf("numpy: not measured (%s)\n", out.c_str());
+      } else {
+        std::printf("numpy.corrcoef: %.3f s  %.3g samples/s  peak +%.0f MiB  (%s)\n", seconds, c.samples / seconds,
+                    peak, out.substr(out.find("numpy=")).c_str());
+        std::printf("ratio: %.2fx faster, %.1fx less peak memory; max |corr - numpy| = %.2e (target <= 1e-6)\n",
+                    seconds / r.seconds, peak / r.peak_mib, diff);
+      }
+      std::remove(ours.c_str());
+    }
+    std::remove(data.c_str());
+  }
+}
+
+void bench_cuda(const Config& c, const std::string& dir) {
+  auto backend = make_backend(BackendChoice::cuda, {c.threads, 0});
+  std::printf("%-6s %-9s %-11s %-12s %-11s %-7s %-12s %-10s %-7s\n", "units", "samples", "stream s", "GFLOP/s",
+              "cuBLAS", "ratio", "end-to-end", "H2D", "ratio");
+  for (const std::int64_t units : c.units) {
+    // Enough samples for a few seconds of products, capped by a 4 GiB workload file.
+    const std::int64_t samples = std::min<std::int64_t>(std::max<std::int64_t>(c.samples, (std::int64_t{1} << 40) / (units * units)),
+                                                        (std::int64_t{1} << 30) / units);
+    const std::string data = dir + "/bench_corr_data.npy";
+    generate(data, samples, units, c.seed);
+    const std::int64_t batch = c.batch_rows > 0 ? c.batch_rows : std::clamp<std::int64_t>((1 << 24) / units, 256, 65536);
+    const detail::CudaCeiling ceiling = detail::measure_cuda_ceiling(batch, units, parse_precision(c.precision));
+    stream(*backend, data, c);  // warm-up: page cache, device allocations, cuBLAS heuristics
+    const StreamResult r = stream(*backend, data, c);
+    const double flops = static_cast<double>(samples) * units * (units + 1);
+    const double gflops = flops / r.seconds / 1e9;
+    const double gbps = static_cast<double>(samples) * units * 4 / r.seconds / 1e9;
+    std::printf("%-6lld %-9lld %-11.3f %-12.1f %-11.1f %-7.2f %-12.2f %-10.2f %-7.2f  (%s)\n",
+                static_cast<long long>(units), static_cast<long long>(samples), r.seconds, gflops,
+                ceiling.product_gflops, gflops / ceiling.product_gflops, gbps, ceiling.host_to_device_gbps,
+                gbps / ceiling.host_to_device_gbps, ceiling.device_name.c_str());
+    std::remove(data.c_str());
+  }
+  std::printf("GFLOP/s count samples*units*(units+1) flops; end-to-end and H2D in GB/s of float32 input\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c = parse(argc, argv);
+  const std::string dir = c.work_dir.empty() ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") : c.work_dir;
+  try {
+    if (c.backend == "cuda") {
+      if (c.units.size() == 1 && c.units[0] == 1024 && c.samples == 100000) c.units = {256, 1024, 4096, 8192};
+      bench_cuda(c, dir);
+    } else {
+      bench_cpu(c, dir);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_corr: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
