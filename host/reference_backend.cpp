@@ -10,7 +10,6 @@
 #include <limits>
 #include <numeric>
 #include <thread>
-#include <cstdio>
 
 #include "convergent/error.hpp"
 #include "pack.hpp"
@@ -167,7 +166,7 @@ class ReferenceBackend final : public Backend {
   // the O(n^3) tridiagonal reduction of dsyevr, which at n = 4096 costs seconds. Krylov subspaces do
   // not depend on a shift, so no spectral bounds are needed. Ritz pairs are accepted when their
   // residual ||A x - theta x|| (exact from the Lanczos relation) is below 1e-10 ||A||; a solve that has
-  // not converged after 30 restarts falls back to dsyevr, as do small problems, where dsyevr is faster.
+  // not converged within a work budget falls back to dsyevr, as do small problems, where dsyevr is faster.
   Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k) override {
     const std::int64_t n = a.rows;
     if (a.cols != n) throw Error("smallest_eigenpairs: the matrix is not square");
@@ -235,7 +234,11 @@ class ReferenceBackend final : public Backend {
     qr(v.data(), v.data());
     std::int64_t m = 0;  // columns of the basis in use
     double norm_estimate = 0.0;
-    for (int restart = 0; restart <= 30;) {
+    // Work budget: once the products A V have cost half of dsyevr's tridiagonal reduction (4/3 n^3),
+    // the spectrum is too crowded for Krylov to pay off (a random matrix, say) and dsyevr takes over.
+    std::int64_t product_columns = 0;
+    while (product_columns * 2 * n * n < n * n * n * 2 / 3) {
+      product_columns += p;
       for (std::int64_t i = 0; i < n; ++i) std::copy(&v[i * p], &v[i * p] + p, &q[i * max_cols + m]);
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, pi, ni, 1.0, a.data, static_cast<int>(a.stride),
                   v.data(), pi, 0.0, w.data(), pi);
@@ -285,7 +288,6 @@ class ReferenceBackend final : public Backend {
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, static_cast<int>(keep), static_cast<int>(m), 1.0,
                   q.data(), ld, y.data(), ld, 0.0, x.data(), static_cast<int>(keep));
       if (converged) {
-        fprintf(stderr, "lanczos n %ld k %ld p %ld m %ld restarts %d\n", n, k, p, m, restart);
         Eigenpairs result;
         result.values.assign(theta.begin(), theta.begin() + k);
         result.vectors = Matrix(n, k);
@@ -298,7 +300,6 @@ class ReferenceBackend final : public Backend {
       std::fill(t.begin(), t.end(), 0.0);
       for (std::int64_t i = 0; i < keep; ++i) t[i * max_cols + i] = theta[i];
       m = keep;
-      ++restart;
     }
     return dense();
   }
