@@ -1,0 +1,669 @@
+// Conformance of every compiled backend: the CPU reference always, the CUDA backend when it is compiled.
+// Each case runs the backend against the float64 oracle `moments_of` and against the CPU reference
+// backend, over every dtype, the layouts a reader hands in (C order, Fortran order, padded rows, NCHW,
+// NHWC), odd unit counts, batch sizes that do not divide the sample count, dead units and non-finite
+// input. CUDA cases skip when no device is usable, and fail instead when CONVERGENT_REQUIRE_GPU=1.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "convergent/backend.hpp"
+#include "convergent/error.hpp"
+#include "convergent/moments.hpp"
+#include "cuda_backend.hpp"
+
+namespace convergent {
+namespace {
+
+bool gpu_required() {
+  const char* value = std::getenv("CONVERGENT_REQUIRE_GPU");
+  return value != nullptr && std::string(value) == "1";
+}
+
+std::vector<BackendKind> compiled_backends() {
+  std::vector<BackendKind> kinds{BackendKind::cpu};
+  if (detail::cuda_backend_compiled()) kinds.push_back(BackendKind::cuda);
+  return kinds;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Test data: a float64 "truth" matrix (samples x all units), rounded to what each dtype can hold, laid
+// out per net in one of the layouts below.
+
+enum class Layout { c_order, padded_rows, fortran, nchw, nhwc };
+
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::c_order: return "C-order";
+    case Layout::padded_rows: return "padded-rows";
+    case Layout::fortran: return "Fortran-order";
+    case Layout::nchw: return "NCHW";
+    case Layout::nhwc: return "NHWC";
+  }
+  return "?";
+}
+
+// Exact float -> half for values a half holds exactly (the generator makes sure of it), plus NaN and inf.
+std::uint16_t exact_half(double v) {
+  if (std::isnan(v)) return 0x7e00;
+  const std::uint16_t sign = std::signbit(v) ? 0x8000 : 0;
+  v = std::abs(v);
+  if (std::isinf(v)) return sign | 0x7c00;
+  if (v == 0.0) return sign;
+  int exponent = 0;
+  const double fraction = std::frexp(v, &exponent);  // v = fraction * 2^exponent, fraction in [0.5, 1)
+  const auto mantissa = static_cast<std::uint16_t>(std::lround((fraction * 2.0 - 1.0) * 1024.0));
+  return static_cast<std::uint16_t>(sign | ((exponent - 1 + 15) << 10) | mantissa);
+}
+
+double representable(double v, DType dtype) {
+  if (!std::isfinite(v)) return v;
+  switch (dtype) {
+    // Multiples of 1/64 below 32 have at most 11 significant bits: exact in float16.
+    case DType::float16: return std::clamp(std::round(v * 64.0) / 64.0, 0.0, 31.984375);
+    case DType::float32: return static_cast<double>(static_cast<float>(v));
+    case DType::float64: return v;
+  }
+  return v;
+}
+
+struct Shape {
+  std::int64_t images = 0;
+  std::int64_t height = 1;
+  std::int64_t width = 1;
+  std::int64_t rows() const { return images * height * width; }
+};
+
+// ReLU-like units around an offset of 15 (mean/sd about 4, where raw-moment formulas lose digits), all
+// driven by one shared latent so that units within and between nets correlate. With `dead`, unit 0 of
+// every net is constant.
+std::vector<double> make_truth(std::int64_t rows, std::int64_t units, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> loading(-1.0, 1.0);
+  std::vector<double> a(static_cast<std::size_t>(units));
+  for (auto& x : a) x = loading(rng);
+  std::vector<double> truth(static_cast<std::size_t>(rows * units));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const double z = normal(rng);
+    for (std::int64_t u = 0; u < units; ++u) truth[r * units + u] = std::max(0.0, 15.0 + 3.0 * (a[u] * z + normal(rng)));
+  }
+  return truth;
+}
+
+// One net's activations of all samples, in its dtype and layout.
+class NetArray {
+ public:
+  NetArray(DType dtype, Layout layout, Shape shape, std::int64_t units)
+      : dtype_(dtype), layout_(layout), shape_(shape), units_(units) {
+    bytes_.resize(static_cast<std::size_t>(extent() * dtype_size(dtype)));
+  }
+
+  // Element offset of (image, unit, y, x) in the whole array.
+  std::int64_t offset(std::int64_t image, std::int64_t unit, std::int64_t y, std::int64_t x) const {
+    const std::int64_t n = shape_.images, c = units_, h = shape_.height, w = shape_.width;
+    switch (layout_) {
+      case Layout::c_order: return image * c + unit;
+      case Layout::padded_rows: return image * (c + 3) + unit;
+      case Layout::fortran: return image + unit * n;
+      case Layout::nchw: return ((image * c + unit) * h + y) * w + x;
+      case Layout::nhwc: return ((image * h + y) * w + x) * c + unit;
+    }
+    return 0;
+  }
+
+  void set(std::int64_t image, std::int64_t unit, std::int64_t y, std::int64_t x, double v) {
+    unsigned char* p = bytes_.data() + offset(image, unit, y, x) * dtype_size(dtype_);
+    if (dtype_ == DType::float16) {
+      const std::uint16_t h = exact_half(v);
+      std::memcpy(p, &h, 2);
+    } else if (dtype_ == DType::float32) {
+      const auto f = static_cast<float>(v);
+      std::memcpy(p, &f, 4);
+    } else {
+      std::memcpy(p, &v, 8);
+    }
+  }
+
+  // The block of images [first, first + count), with the whole array's strides.
+  ActivationBlock block(std::int64_t first, std::int64_t count) const {
+    ActivationBlock b;
+    b.data = bytes_.data() + offset(first, 0, 0, 0) * dtype_size(dtype_);
+    b.dtype = dtype_;
+    b.images = count;
+    b.units = units_;
+    b.height = shape_.height;
+    b.width = shape_.width;
+    const std::int64_t origin = offset(0, 0, 0, 0);
+    b.image_stride = offset(1, 0, 0, 0) - origin;
+    b.unit_stride = offset(0, 1, 0, 0) - origin;
+    b.y_stride = offset(0, 0, 1, 0) - origin;
+    b.x_stride = offset(0, 0, 0, 1) - origin;
+    return b;
+  }
+
+ private:
+  std::int64_t extent() const {
+    const std::int64_t c = layout_ == Layout::padded_rows ? units_ + 3 : units_;
+    return shape_.images * c * shape_.height * shape_.width;
+  }
+  DType dtype_;
+  Layout layout_;
+  Shape shape_;
+  std::int64_t units_;
+  std::vector<unsigned char> bytes_;
+};
+
+struct NetSpec {
+  DType dtype;
+  Layout layout;
+  std::int64_t units;
+};
+
+// A study: nets of one shape, their arrays, and the float64 values the oracle sees.
+struct Study {
+  Shape shape;
+  std::vector<NetSpec> nets;
+  std::vector<NetArray> arrays;
+  std::vector<double> truth;  // rows x total units, rounded to each net's dtype
+  std::int64_t total_units = 0;
+
+  std::vector<std::int64_t> units() const {
+    std::vector<std::int64_t> u;
+    for (const auto& n : nets) u.push_back(n.units);
+    return u;
+  }
+  std::string label() const {
+    std::string text = std::to_string(shape.rows()) + " rows (" + std::to_string(shape.images) + " images of " +
+                       std::to_string(shape.height) + "x" + std::to_string(shape.width) + "), nets:";
+    for (const auto& n : nets)
+      text += std::string(" ") + std::to_string(n.units) + "u " + dtype_name(n.dtype) + " " + layout_name(n.layout);
+    return text;
+  }
+};
+
+// `edit(truth)` may plant special values (NaN, constants) in the truth before it is rounded and laid out.
+template <class Edit>
+Study make_study(Shape shape, std::vector<NetSpec> nets, std::uint64_t seed, bool dead, Edit edit) {
+  Study s;
+  s.shape = shape;
+  s.nets = std::move(nets);
+  for (const auto& n : s.nets) s.total_units += n.units;
+  const std::int64_t rows = shape.rows();
+  s.truth = make_truth(rows, s.total_units, seed);
+  std::int64_t col = 0;
+  for (const auto& n : s.nets) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      if (dead) s.truth[r * s.total_units + col] = 3.0;  // exact in every dtype
+      for (std::int64_t u = 0; u < n.units; ++u) {
+        double& v = s.truth[r * s.total_units + col + u];
+        v = representable(v, n.dtype);
+      }
+    }
+    col += n.units;
+  }
+  edit(s.truth);
+  col = 0;
+  for (const auto& n : s.nets) {
+    NetArray array(n.dtype, n.layout, shape, n.units);
+    for (std::int64_t img = 0; img < shape.images; ++img)
+      for (std::int64_t y = 0; y < shape.height; ++y)
+        for (std::int64_t x = 0; x < shape.width; ++x) {
+          const std::int64_t r = (img * shape.height + y) * shape.width + x;
+          for (std::int64_t u = 0; u < n.units; ++u) array.set(img, u, y, x, s.truth[r * s.total_units + col + u]);
+        }
+    s.arrays.push_back(std::move(array));
+    col += n.units;
+  }
+  return s;
+}
+
+Study make_study(Shape shape, std::vector<NetSpec> nets, std::uint64_t seed, bool dead = false) {
+  return make_study(shape, std::move(nets), seed, dead, [](std::vector<double>&) {});
+}
+
+struct StreamResult {
+  Moments moments;
+  std::int64_t skipped = 0;
+};
+
+// Streams the study through an accumulator, `batch_images` images per add().
+StreamResult stream(Backend& backend, const Study& s, std::int64_t batch_images, Precision precision = Precision::fp32,
+                    bool skip_nonfinite = false) {
+  AccumulateOptions options;
+  options.precision = precision;
+  options.max_batch_rows = batch_images * s.shape.height * s.shape.width;
+  options.skip_nonfinite_rows = skip_nonfinite;
+  auto acc = backend.accumulator(s.units(), options);
+  for (std::int64_t first = 0; first < s.shape.images; first += batch_images) {
+    const std::int64_t count = std::min(batch_images, s.shape.images - first);
+    std::vector<ActivationBlock> blocks;
+    for (const auto& a : s.arrays) blocks.push_back(a.block(first, count));
+    acc->add(blocks);
+  }
+  return {acc->moments(), acc->skipped_rows()};
+}
+
+Moments oracle_of(const Study& s, const std::vector<bool>& keep_row = {}) {
+  std::vector<double> rows;
+  std::int64_t kept = 0;
+  for (std::int64_t r = 0; r < s.shape.rows(); ++r) {
+    if (!keep_row.empty() && !keep_row[r]) continue;
+    rows.insert(rows.end(), s.truth.begin() + r * s.total_units, s.truth.begin() + (r + 1) * s.total_units);
+    ++kept;
+  }
+  return moments_of(MatrixView<const double>(rows.data(), kept, s.total_units), s.units());
+}
+
+// Straight float64 Pearson correlation from Moments, dead (zero-variance) units as 0.
+double oracle_corr(const Moments& m, std::int64_t i, std::int64_t j) {
+  const double d = m.comoment(i, i) * m.comoment(j, j);
+  if (m.comoment(i, i) == 0.0 || m.comoment(j, j) == 0.0) return 0.0;
+  return i == j ? 1.0 : m.comoment(i, j) / std::sqrt(d);
+}
+
+// Tolerances for the fp32 path, with their reasons:
+//  - mean: float64 sums of float32 values; float64 input is rounded to float32 on packing, moving each
+//    value by at most 2^-24 |x|, so the mean moves by at most 2^-24 max|x| (1e-7 max|x| here).
+//  - min/max: exact for float16/float32 input, within 2^-24 |x| for float64.
+//  - comoment: one float32 product per batch of at most a few hundred rows, merged in float64: relative
+//    error about sqrt(rows) 2^-24 ~ 1e-6 of sqrt(M2_ii M2_jj); 1e-5 leaves room for the product's
+//    summation order.
+//  - correlation: within 1e-6 of the float64 oracle (DESIGN.md, precision).
+void expect_moments_near(const Moments& got, const Moments& oracle, double corr_tolerance, const std::string& label) {
+  ASSERT_EQ(got.samples, oracle.samples) << label;
+  ASSERT_EQ(got.net_units, oracle.net_units) << label;
+  ASSERT_EQ(got.units(), oracle.units()) << label;
+  ASSERT_EQ(got.comoment.rows(), oracle.units()) << label;
+  const std::int64_t u = oracle.units();
+  int failures = 0;
+  for (std::int64_t i = 0; i < u && failures < 10; ++i) {
+    const double magnitude = std::max(std::abs(oracle.min[i]), std::abs(oracle.max[i]));
+    const double value_tolerance = 0x1p-24 * magnitude;
+    if (std::abs(got.mean[i] - oracle.mean[i]) > 1e-7 * magnitude + 1e-12) {
+      ADD_FAILURE() << label << ": mean[" << i << "] " << got.mean[i] << " vs oracle " << oracle.mean[i];
+      ++failures;
+    }
+    if (std::abs(got.min[i] - oracle.min[i]) > value_tolerance || std::abs(got.max[i] - oracle.max[i]) > value_tolerance) {
+      ADD_FAILURE() << label << ": min/max[" << i << "] " << got.min[i] << "/" << got.max[i] << " vs oracle "
+                    << oracle.min[i] << "/" << oracle.max[i];
+      ++failures;
+    }
+    if (oracle.comoment(i, i) == 0.0 && got.comoment(i, i) != 0.0) {
+      // A constant unit centres to exact zeros: its variance must be exactly 0, or it would not be dead.
+      ADD_FAILURE() << label << ": constant unit " << i << " has comoment " << got.comoment(i, i);
+      ++failures;
+    }
+    for (std::int64_t j = 0; j < u && failures < 10; ++j) {
+      const double scale = std::sqrt(oracle.comoment(i, i) * oracle.comoment(j, j));
+      if (std::abs(got.comoment(i, j) - oracle.comoment(i, j)) > 1e-5 * scale + 1e-12) {
+        ADD_FAILURE() << label << ": comoment(" << i << "," << j << ") " << got.comoment(i, j) << " vs oracle "
+                      << oracle.comoment(i, j);
+        ++failures;
+      }
+      if (got.comoment(i, j) != got.comoment(j, i)) {
+        ADD_FAILURE() << label << ": comoment not symmetric at (" << i << "," << j << ")";
+        ++failures;
+      }
+      if (std::abs(oracle_corr(got, i, j) - oracle_corr(oracle, i, j)) > corr_tolerance) {
+        ADD_FAILURE() << label << ": correlation(" << i << "," << j << ") " << oracle_corr(got, i, j)
+                      << " vs oracle " << oracle_corr(oracle, i, j) << " (tolerance " << corr_tolerance << ")";
+        ++failures;
+      }
+    }
+  }
+}
+
+std::vector<bool> dead_of(const Moments& m) {
+  std::vector<bool> dead(static_cast<std::size_t>(m.units()));
+  for (std::int64_t i = 0; i < m.units(); ++i) dead[i] = m.comoment(i, i) == 0.0;
+  return dead;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+class Conformance : public ::testing::TestWithParam<BackendKind> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == BackendKind::cuda) {
+      const BackendStatus status = detail::cuda_backend_status({});
+      if (!status.usable) {
+        if (gpu_required()) FAIL() << "CONVERGENT_REQUIRE_GPU=1 but the CUDA backend is not usable: " << status.detail;
+        GTEST_SKIP() << "CUDA backend compiled but not usable here (" << status.detail
+                     << "); set CONVERGENT_REQUIRE_GPU=1 to make this a failure";
+      }
+    }
+    backend_ = make_backend(GetParam() == BackendKind::cpu ? BackendChoice::cpu : BackendChoice::cuda);
+    reference_ = make_backend(BackendChoice::cpu);
+  }
+
+  // Runs the study on the backend and on the reference and checks both against the oracle and each other.
+  void check_study(const Study& s, std::int64_t batch_images) {
+    const std::string label = std::string(to_string(GetParam())) + ", " + s.label() + ", batches of " +
+                              std::to_string(batch_images) + " images";
+    const Moments oracle = oracle_of(s);
+    const StreamResult got = stream(*backend_, s, batch_images);
+    expect_moments_near(got.moments, oracle, 1e-6, label + " vs oracle");
+    EXPECT_EQ(got.skipped, 0) << label;
+    if (GetParam() != BackendKind::cpu) {
+      const StreamResult ref = stream(*reference_, s, batch_images);
+      expect_moments_near(got.moments, ref.moments, 1e-6, label + " vs cpu reference");
+    }
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Backend> reference_;
+};
+
+TEST_P(Conformance, EveryDtypeAndTwoDimensionalLayout) {
+  const Shape shape{203};
+  for (DType dtype : {DType::float16, DType::float32, DType::float64})
+    for (Layout layout : {Layout::c_order, Layout::fortran, Layout::padded_rows})
+      check_study(make_study(shape, {{dtype, layout, 5}, {dtype, layout, 7}}, 11), 64);
+}
+
+TEST_P(Conformance, ConvolutionLayoutsNchwAndNhwc) {
+  const Shape shape{13, 5, 3};  // 195 rows; batches of 4 images = 60 rows, the last one 15
+  for (DType dtype : {DType::float16, DType::float32, DType::float64})
+    for (Layout layout : {Layout::nchw, Layout::nhwc})
+      check_study(make_study(shape, {{dtype, layout, 6}, {dtype, layout, 35}}, 12), 4);
+}
+
+TEST_P(Conformance, MixedDtypesAndLayoutsInOneStudy) {
+  check_study(make_study(Shape{9, 4, 5},
+                         {{DType::float16, Layout::nchw, 3}, {DType::float64, Layout::nhwc, 4},
+                          {DType::float32, Layout::nchw, 33}},
+                         13),
+              2);
+  check_study(make_study(Shape{150},
+                         {{DType::float64, Layout::fortran, 2}, {DType::float16, Layout::c_order, 9},
+                          {DType::float32, Layout::padded_rows, 1}},
+                         14),
+              41);
+}
+
+TEST_P(Conformance, OddUnitCounts) {
+  const Shape shape{300};
+  check_study(make_study(shape, {{DType::float32, Layout::c_order, 1}, {DType::float32, Layout::c_order, 3}}, 15), 77);
+  check_study(make_study(shape, {{DType::float32, Layout::c_order, 257}}, 16), 128);
+  check_study(make_study(shape, {{DType::float16, Layout::nhwc, 257}, {DType::float32, Layout::fortran, 1}}, 17), 299);
+}
+
+TEST_P(Conformance, BatchSizesThatDoNotDivideTheSamplesAndBatchSizeOne) {
+  const Study s = make_study(Shape{37}, {{DType::float32, Layout::c_order, 4}, {DType::float64, Layout::c_order, 3}}, 18);
+  for (std::int64_t batch : {1, 2, 5, 36, 37, 100}) check_study(s, batch);
+  const Study images = make_study(Shape{7, 2, 3}, {{DType::float16, Layout::nchw, 5}}, 19);
+  for (std::int64_t batch : {1, 3, 7}) check_study(images, batch);
+}
+
+TEST_P(Conformance, DeadUnitsHaveZeroVarianceAndZeroCorrelations) {
+  const Study s = make_study(Shape{120}, {{DType::float32, Layout::c_order, 4}, {DType::float16, Layout::nchw, 5}}, 20,
+                             /*dead=*/true);
+  check_study(s, 50);
+  const Moments m = stream(*backend_, s, 50).moments;
+  EXPECT_EQ(m.comoment(0, 0), 0.0);  // unit 0 of each net is constant
+  EXPECT_EQ(m.comoment(4, 4), 0.0);
+  const Matrix corr = backend_->correlation(m, dead_of(m));
+  for (std::int64_t i = 0; i < m.units(); ++i)
+    for (std::int64_t dead_unit : {0, 4}) {
+      EXPECT_EQ(corr(dead_unit, i), 0.0);
+      EXPECT_EQ(corr(i, dead_unit), 0.0);
+    }
+}
+
+// A batch with three bad values: (batch row 4, net 1, unit 1), (row 4, net 0, unit 2) and (row 6, net 0,
+// unit 0). The first in row-major order over the concatenated units is (row 4, net 0, unit 2).
+void plant_nonfinite(std::vector<double>& truth, std::int64_t total_units, std::int64_t net1_offset,
+                     std::int64_t batch_start) {
+  truth[(batch_start + 4) * total_units + net1_offset + 1] = std::numeric_limits<double>::quiet_NaN();
+  truth[(batch_start + 4) * total_units + 2] = std::numeric_limits<double>::infinity();
+  truth[(batch_start + 6) * total_units + 0] = -std::numeric_limits<double>::infinity();
+}
+
+TEST_P(Conformance, NonFiniteValuesAreRejectedAtTheFirstPositionInRowMajorOrder) {
+  for (DType dtype : {DType::float16, DType::float32, DType::float64})
+    for (Layout layout : {Layout::c_order, Layout::fortran, Layout::nhwc}) {
+      const std::string label = std::string(dtype_name(dtype)) + " " + layout_name(layout);
+      const Study s = make_study(Shape{30}, {{dtype, layout, 3}, {dtype, layout, 4}}, 21, false,
+                                 [](std::vector<double>& t) { plant_nonfinite(t, 7, 3, 10); });
+      try {
+        stream(*backend_, s, 10);
+        ADD_FAILURE() << label << ": no NonFiniteValueError";
+      } catch (const NonFiniteValueError& e) {
+        EXPECT_EQ(e.net(), 0) << label;
+        EXPECT_EQ(e.row(), 4) << label;  // row within the second batch
+        EXPECT_EQ(e.unit(), 2) << label;
+      }
+    }
+  // A float64 value beyond float32's range becomes infinite when packed, and is rejected like one.
+  const Study s = make_study(Shape{8}, {{DType::float64, Layout::c_order, 2}}, 22, false,
+                             [](std::vector<double>& t) { t[5 * 2 + 1] = 1e300; });
+  try {
+    stream(*backend_, s, 8);
+    ADD_FAILURE() << "1e300 in float64 input was accepted";
+  } catch (const NonFiniteValueError& e) {
+    EXPECT_EQ(e.net(), 0);
+    EXPECT_EQ(e.row(), 5);
+    EXPECT_EQ(e.unit(), 1);
+  }
+}
+
+TEST_P(Conformance, NonFiniteRowsAreSkippedAndCounted) {
+  for (DType dtype : {DType::float16, DType::float32, DType::float64}) {
+    const std::string label = std::string(to_string(GetParam())) + " " + dtype_name(dtype);
+    // Rows 14 and 16 are bad (planted), and rows 20..29 all bad: a whole batch of 10 is dropped.
+    const Study s = make_study(Shape{45}, {{dtype, Layout::c_order, 3}, {dtype, Layout::nchw, 4}}, 23, false,
+                               [](std::vector<double>& t) {
+                                 plant_nonfinite(t, 7, 3, 10);
+                                 for (std::int64_t r = 20; r < 30; ++r) t[r * 7 + 5] = std::nan("");
+                               });
+    std::vector<bool> keep(45, true);
+    keep[14] = keep[16] = false;
+    for (std::int64_t r = 20; r < 30; ++r) keep[r] = false;
+    const StreamResult got = stream(*backend_, s, 10, Precision::fp32, /*skip_nonfinite=*/true);
+    EXPECT_EQ(got.skipped, 12) << label;
+    expect_moments_near(got.moments, oracle_of(s, keep), 1e-6, label + " skipping rows");
+  }
+}
+
+TEST_P(Conformance, CorrelationIsSymmetricWithUnitDiagonalAndMatchesTheReference) {
+  const Study s = make_study(Shape{250}, {{DType::float32, Layout::c_order, 9}, {DType::float32, Layout::nhwc, 31}}, 24,
+                             /*dead=*/true);
+  const Moments m = stream(*backend_, s, 100).moments;
+  const std::vector<bool> dead = dead_of(m);
+  const Matrix corr = backend_->correlation(m, dead);
+  const Matrix ref = reference_->correlation(m, dead);
+  const Moments oracle = oracle_of(s);
+  const std::int64_t u = m.units();
+  ASSERT_EQ(corr.rows(), u);
+  ASSERT_EQ(corr.cols(), u);
+  for (std::int64_t i = 0; i < u; ++i) {
+    EXPECT_EQ(corr(i, i), dead[i] ? 0.0 : 1.0) << i;
+    for (std::int64_t j = 0; j < u; ++j) {
+      ASSERT_TRUE(std::isfinite(corr(i, j))) << i << "," << j;
+      EXPECT_LE(std::abs(corr(i, j)), 1.0);
+      // (M2_ij s_i) s_j and (M2_ji s_j) s_i round differently by at most an ulp or two.
+      EXPECT_NEAR(corr(i, j), corr(j, i), 1e-15) << i << "," << j;
+      // The same float64 operations in the same order as the reference.
+      EXPECT_NEAR(corr(i, j), ref(i, j), 1e-15) << i << "," << j;
+      EXPECT_NEAR(corr(i, j), oracle_corr(oracle, i, j), 1e-6) << i << "," << j;
+    }
+  }
+  // Correlations beyond [-1, 1] from round-off are clamped.
+  Moments tight(std::vector<std::int64_t>{2});
+  tight.samples = 3;
+  tight.comoment(0, 0) = 1.0;
+  tight.comoment(1, 1) = 1.0;
+  tight.comoment(0, 1) = tight.comoment(1, 0) = 1.0 + 1e-12;
+  const Matrix clamped = backend_->correlation(tight, {false, false});
+  EXPECT_EQ(clamped(0, 1), 1.0);
+  EXPECT_EQ(clamped(1, 0), 1.0);
+}
+
+TEST_P(Conformance, RowArgmaxTakesTheFirstMaximum) {
+  // 100 columns: ties at 40 and 70 sit in different warp lanes on the GPU, 5 and 37 in the same lane.
+  const std::int64_t cols = 100;
+  Matrix m(6, cols, 0.0);
+  m(0, 40) = m(0, 70) = 2.0;
+  m(1, 5) = m(1, 37) = 1.5;
+  m(2, 99) = 3.0;                                          // the last column
+  for (std::int64_t c = 0; c < cols; ++c) m(3, c) = -1.0;  // all equal: column 0
+  for (std::int64_t c = 0; c < cols; ++c) m(4, c) = -double(c);
+  m(5, 64) = m(5, 0) = 7.0;
+  const std::vector<std::int64_t> expected{40, 5, 99, 0, 0, 0};
+  EXPECT_EQ(backend_->row_argmax(m.view()), expected);
+  EXPECT_EQ(backend_->row_argmax(m.view()), reference_->row_argmax(m.view()));
+
+  // A strided view: columns [10, 60) of every other row.
+  const MatrixView<const double> strided(m.data() + 10, 3, 50, 2 * cols);
+  const std::vector<std::int64_t> expected_strided{30, 0, 0};  // rows 0, 2, 4; row 2 is all 0 within the view
+  EXPECT_EQ(backend_->row_argmax(strided), expected_strided);
+
+  // Random rows with many ties.
+  std::mt19937_64 rng(25);
+  std::uniform_int_distribution<int> value(0, 3);
+  Matrix r(57, 45);
+  for (std::int64_t i = 0; i < r.rows(); ++i)
+    for (std::int64_t j = 0; j < r.cols(); ++j) r(i, j) = value(rng);
+  EXPECT_EQ(backend_->row_argmax(r.view()), reference_->row_argmax(r.view()));
+}
+
+// A = Q diag(lambda) Q^T with a random orthogonal Q (Gram-Schmidt of a seeded Gaussian matrix).
+Matrix orthogonal(std::int64_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  Matrix q(n, n);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < n; ++j) q(i, j) = normal(rng);
+  for (std::int64_t j = 0; j < n; ++j) {  // columns
+    for (int pass = 0; pass < 2; ++pass)
+      for (std::int64_t p = 0; p < j; ++p) {
+        double dot = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) dot += q(i, j) * q(i, p);
+        for (std::int64_t i = 0; i < n; ++i) q(i, j) -= dot * q(i, p);
+      }
+    double norm = 0.0;
+    for (std::int64_t i = 0; i < n; ++i) norm += q(i, j) * q(i, j);
+    norm = std::sqrt(norm);
+    for (std::int64_t i = 0; i < n; ++i) q(i, j) /= norm;
+  }
+  return q;
+}
+
+TEST_P(Conformance, SmallestEigenpairsOfAKnownSpectrum) {
+  const std::int64_t n = 40;
+  const Matrix q = orthogonal(n, 26);
+  std::vector<double> lambda(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) lambda[i] = -3.0 + 0.25 * double(i);  // distinct, spaced 0.25
+  std::shuffle(lambda.begin(), lambda.end(), std::mt19937_64(27));  // columns of Q in no particular order
+  Matrix a(n, n);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double v = 0.0;
+      for (std::int64_t p = 0; p < n; ++p) v += q(i, p) * lambda[p] * q(j, p);
+      a(i, j) = v;
+    }
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < i; ++j) a(i, j) = a(j, i);  // exactly symmetric
+
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](auto x, auto y) { return lambda[x] < lambda[y]; });
+  for (std::int64_t k : {std::int64_t{1}, std::int64_t{5}, n}) {
+    const Eigenpairs e = backend_->smallest_eigenpairs(a.view(), k);
+    ASSERT_EQ(static_cast<std::int64_t>(e.values.size()), k);
+    ASSERT_EQ(e.vectors.rows(), n);
+    ASSERT_EQ(e.vectors.cols(), k);
+    for (std::int64_t j = 0; j < k; ++j) {
+      // Backward-stable solvers: eigenvalues within a few ulps of ||A|| = 6.75 (1e-12 leaves margin).
+      EXPECT_NEAR(e.values[j], lambda[order[j]], 1e-12) << "k " << k << " value " << j;
+      // Vectors up to sign: the gap is 0.25, so the angle error is ~ eps ||A|| / gap ~ 1e-14.
+      double dot = 0.0, norm = 0.0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        dot += e.vectors(i, j) * q(i, order[j]);
+        norm += e.vectors(i, j) * e.vectors(i, j);
+      }
+      EXPECT_NEAR(std::abs(dot), 1.0, 1e-10) << "k " << k << " vector " << j;
+      EXPECT_NEAR(norm, 1.0, 1e-10) << "k " << k << " vector " << j;
+    }
+  }
+  EXPECT_THROW(backend_->smallest_eigenpairs(a.view(), 0), Error);
+  EXPECT_THROW(backend_->smallest_eigenpairs(a.view(), n + 1), Error);
+  EXPECT_THROW(backend_->smallest_eigenpairs(a.block(0, 0, 3, 4), 1), Error);
+}
+
+TEST_P(Conformance, BadBatchesAreRefused) {
+  const Study s = make_study(Shape{20}, {{DType::float32, Layout::c_order, 3}, {DType::float32, Layout::c_order, 2}}, 28);
+  AccumulateOptions options;
+  options.max_batch_rows = 10;
+  auto acc = backend_->accumulator(s.units(), options);
+  EXPECT_THROW(acc->add({s.arrays[0].block(0, 5)}), Error);                              // one block for two nets
+  EXPECT_THROW(acc->add({s.arrays[0].block(0, 5), s.arrays[1].block(0, 4)}), Error);     // rows differ
+  EXPECT_THROW(acc->add({s.arrays[0].block(0, 11), s.arrays[1].block(0, 11)}), Error);   // above max_batch_rows
+  EXPECT_THROW(acc->add({s.arrays[1].block(0, 5), s.arrays[0].block(0, 5)}), Error);     // unit counts swapped
+  acc->add({s.arrays[0].block(0, 10), s.arrays[1].block(0, 10)});  // still usable after refusals
+  EXPECT_EQ(acc->moments().samples, 10);
+  const Moments empty = backend_->accumulator(s.units(), options)->moments();
+  EXPECT_EQ(empty.samples, 0);
+  EXPECT_EQ(empty.min[0], std::numeric_limits<double>::infinity());
+}
+
+// Tensor-core precisions exist on the CUDA backend only; they are checked against the float64 oracle
+// with tolerances from their mantissas: TF32 keeps 10 bits (unit round-off 2^-11 ~ 4.9e-4), BF16 keeps
+// 7 (2^-8 ~ 3.9e-3); errors of the products of centred values average over the rows, so correlations
+// stay within about one unit round-off: 2e-3 and 2e-2.
+TEST_P(Conformance, TensorCorePrecisionsStayWithinTheirStatedError) {
+  const Study s = make_study(Shape{400}, {{DType::float32, Layout::c_order, 20}, {DType::float16, Layout::nchw, 24}}, 29);
+  if (GetParam() == BackendKind::cpu) {
+    EXPECT_THROW(stream(*backend_, s, 100, Precision::tf32), Error);
+    EXPECT_THROW(stream(*backend_, s, 100, Precision::bf16), Error);
+    return;
+  }
+  const Moments oracle = oracle_of(s);
+  const Moments tf32 = stream(*backend_, s, 100, Precision::tf32).moments;
+  const Moments bf16 = stream(*backend_, s, 100, Precision::bf16).moments;
+  double tf32_error = 0.0, bf16_error = 0.0;
+  for (std::int64_t i = 0; i < oracle.units(); ++i)
+    for (std::int64_t j = 0; j < oracle.units(); ++j) {
+      tf32_error = std::max(tf32_error, std::abs(oracle_corr(tf32, i, j) - oracle_corr(oracle, i, j)));
+      bf16_error = std::max(bf16_error, std::abs(oracle_corr(bf16, i, j) - oracle_corr(oracle, i, j)));
+    }
+  RecordProperty("tf32_max_correlation_error", std::to_string(tf32_error));
+  RecordProperty("bf16_max_correlation_error", std::to_string(bf16_error));
+  EXPECT_LT(tf32_error, 2e-3);
+  EXPECT_LT(bf16_error, 2e-2);
+  EXPECT_EQ(tf32.samples, oracle.samples);
+  for (std::int64_t i = 0; i < oracle.units(); ++i) {  // means and ranges do not go through the product
+    EXPECT_NEAR(tf32.mean[i], oracle.mean[i], 1e-6 * std::abs(oracle.max[i]));
+    EXPECT_EQ(bf16.max[i], oracle.max[i]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(compiled_backends()),
+                         [](const ::testing::TestParamInfo<BackendKind>& info) { return to_string(info.param); });
+
+// With CONVERGENT_REQUIRE_GPU=1 a build or machine without a usable CUDA backend fails here, even where
+// the CUDA cases above are not instantiated (CUDA not compiled).
+TEST(CudaBackendAvailability, UsableWhenRequired) {
+  const BackendStatus status = detail::cuda_backend_status({});
+  if (!gpu_required()) {
+    if (!status.usable) GTEST_SKIP() << "CUDA backend not usable: " << status.detail;
+    SUCCEED() << status.detail;
+    return;
+  }
+  EXPECT_TRUE(status.compiled) << "CONVERGENT_REQUIRE_GPU=1 but the CUDA backend is not compiled";
+  EXPECT_TRUE(status.usable) << "CONVERGENT_REQUIRE_GPU=1 but: " << status.detail;
+}
+
+}  // namespace
+}  // namespace convergent
