@@ -47,25 +47,48 @@ std::uint64_t run_seed(std::uint64_t seed, int run) {
   return mix.next();
 }
 
+int thread_count(int requested) {
+  return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// Runs body(i) for i in [0, count) on `threads` threads, item i on thread i % threads, and rethrows the
+// first failure. Callers make each item's result independent of the thread that ran it.
+template <class Body>
+void parallel_for(int threads, std::int64_t count, const Body& body) {
+  threads = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, count)));
+  std::vector<std::exception_ptr> failures(static_cast<std::size_t>(threads));
+  auto work = [&](int t) {
+    try {
+      for (std::int64_t i = t; i < count; i += threads) body(i);
+    } catch (...) {
+      failures[t] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& thread : pool) thread.join();
+  for (auto& failure : failures)
+    if (failure) std::rethrow_exception(failure);
+}
+
 struct KMeansRun {
   std::vector<std::int64_t> labels;
   double inertia = std::numeric_limits<double>::infinity();
 };
 
-// Squared distances from one point to every centre. Centres are stored transposed (dim x k) so that
-// the inner loop runs over centres: an elementwise update the compiler vectorises without reordering
-// any sum, which keeps the result bit-identical between builds with and without vector units.
-void distances_to_centres(const double* x, const std::vector<double>& centres_t, std::int64_t dim,
-                          std::int64_t k, double* out) {
+// Squared distances from one point to every centre, as |x|^2 + |c|^2 - 2 x.c. Centres are stored
+// transposed (dim x k) so that the inner loop runs over centres: an elementwise update that vectorises
+// without reordering any sum, so the result does not depend on the vector width.
+void distances_to_centres(const double* x, double x_squared, const std::vector<double>& centres_t,
+                          const std::vector<double>& centre_squared, std::int64_t dim, std::int64_t k, double* out) {
   std::fill(out, out + k, 0.0);
   for (std::int64_t d = 0; d < dim; ++d) {
     const double xd = x[d];
     const double* c = centres_t.data() + d * k;
-    for (std::int64_t j = 0; j < k; ++j) {
-      const double diff = xd - c[j];
-      out[j] += diff * diff;
-    }
+    for (std::int64_t j = 0; j < k; ++j) out[j] += xd * c[j];
   }
+  for (std::int64_t j = 0; j < k; ++j) out[j] = std::max(0.0, x_squared + centre_squared[j] - 2.0 * out[j]);
 }
 
 double squared_distance(const double* a, const double* b, std::int64_t dim) {
@@ -131,13 +154,18 @@ KMeansRun kmeans_run(const std::vector<double>& points, std::int64_t n, std::int
   std::vector<double> centres_t(static_cast<std::size_t>(dim * k)), dist(static_cast<std::size_t>(k)),
       own(static_cast<std::size_t>(n));
   std::vector<std::int64_t> counts(static_cast<std::size_t>(k));
+  std::vector<double> point_squared(static_cast<std::size_t>(n)), centre_squared(static_cast<std::size_t>(k));
+  for (std::int64_t i = 0; i < n; ++i) point_squared[i] = std::inner_product(point(i), point(i) + dim, point(i), 0.0);
   for (int iteration = 0; iteration < max_iterations; ++iteration) {
-    for (std::int64_t c = 0; c < k; ++c)
-      for (std::int64_t d = 0; d < dim; ++d) centres_t[d * k + c] = centres[c * dim + d];
+    for (std::int64_t c = 0; c < k; ++c) {
+      const double* centre = centres.data() + c * dim;
+      centre_squared[c] = std::inner_product(centre, centre + dim, centre, 0.0);
+      for (std::int64_t d = 0; d < dim; ++d) centres_t[d * k + c] = centre[d];
+    }
     bool changed = false;
     double inertia = 0.0;
     for (std::int64_t i = 0; i < n; ++i) {
-      distances_to_centres(point(i), centres_t, dim, k, dist.data());
+      distances_to_centres(point(i), point_squared[i], centres_t, centre_squared, dim, k, dist.data());
       const std::int64_t label = std::min_element(dist.begin(), dist.end()) - dist.begin();  // first on ties
       changed |= label != run.labels[i];
       run.labels[i] = label;
@@ -182,23 +210,9 @@ KMeansRun best_kmeans(const std::vector<double>& points, std::int64_t n, std::in
                       const SpectralOptions& options) {
   const int restarts = options.restarts;
   std::vector<KMeansRun> runs(static_cast<std::size_t>(restarts));
-  const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
-  const int threads = std::min(restarts, options.threads > 0 ? options.threads : static_cast<int>(hardware));
-  std::vector<std::exception_ptr> failures(static_cast<std::size_t>(threads));
-  auto work = [&](int t) {
-    try {
-      for (int r = t; r < restarts; r += threads)
-        runs[r] = kmeans_run(points, n, dim, k, options.max_iterations, run_seed(options.seed, r));
-    } catch (...) {
-      failures[t] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& thread : pool) thread.join();
-  for (auto& failure : failures)
-    if (failure) std::rethrow_exception(failure);
+  parallel_for(thread_count(options.threads), restarts, [&](std::int64_t r) {
+    runs[r] = kmeans_run(points, n, dim, k, options.max_iterations, run_seed(options.seed, static_cast<int>(r)));
+  });
   std::size_t best = 0;
   for (std::size_t r = 1; r < runs.size(); ++r)
     if (runs[r].inertia < runs[best].inertia) best = r;  // strict: the earliest run wins ties
@@ -225,14 +239,16 @@ std::vector<bool> find_dead(MatrixView<const double> correlation, const Spectral
 }
 
 // The Laplacian L = I - D^-1/2 A D^-1/2 over the live units, built in tiles so that each entry and its
-// mirror are read together (checked for symmetry) without striding through a large matrix.
+// mirror are read together (checked for symmetry) without striding through a large matrix. Every entry
+// is written by one thread and computed the same way on any thread count.
 Matrix normalized_laplacian(MatrixView<const double> correlation, const std::vector<std::int64_t>& live,
-                            AffinityMode mode) {
+                            AffinityMode mode, int threads) {
   const std::int64_t n = static_cast<std::int64_t>(live.size());
   Matrix lap(n, n);
   constexpr std::int64_t tile = 64;
-  for (std::int64_t i0 = 0; i0 < n; i0 += tile) {
-    const std::int64_t i1 = std::min(n, i0 + tile);
+  const std::int64_t tiles = (n + tile - 1) / tile;
+  parallel_for(threads, tiles, [&](std::int64_t ti) {
+    const std::int64_t i0 = ti * tile, i1 = std::min(n, i0 + tile);
     for (std::int64_t j0 = i0; j0 < n; j0 += tile) {
       const std::int64_t j1 = std::min(n, j0 + tile);
       for (std::int64_t i = i0; i < i1; ++i) {
@@ -250,18 +266,23 @@ Matrix normalized_laplacian(MatrixView<const double> correlation, const std::vec
         }
       }
     }
-  }
+  });
   std::vector<double> scale(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) {
-    lap(i, i) = 1.0;
-    const double* row = lap.data() + i * n;
-    scale[i] = 1.0 / std::sqrt(std::accumulate(row, row + n, 0.0));  // degree >= 1: the diagonal
-  }
-  for (std::int64_t i = 0; i < n; ++i) {
-    double* row = lap.data() + i * n;
-    for (std::int64_t j = 0; j < n; ++j) row[j] = -row[j] * scale[i] * scale[j];
-    row[i] += 1.0;
-  }
+  parallel_for(threads, tiles, [&](std::int64_t ti) {
+    for (std::int64_t i = ti * tile; i < std::min(n, (ti + 1) * tile); ++i) {
+      lap(i, i) = 1.0;
+      const double* row = lap.data() + i * n;
+      scale[i] = 1.0 / std::sqrt(std::accumulate(row, row + n, 0.0));  // degree >= 1: the diagonal
+    }
+  });
+  parallel_for(threads, tiles, [&](std::int64_t ti) {
+    for (std::int64_t i = ti * tile; i < std::min(n, (ti + 1) * tile); ++i) {
+      double* row = lap.data() + i * n;
+      const double si = scale[i];
+      for (std::int64_t j = 0; j < n; ++j) row[j] = -row[j] * si * scale[j];
+      row[i] += 1.0;
+    }
+  });
   return lap;
 }
 
@@ -382,7 +403,7 @@ SpectralResult spectral_clustering(Backend& backend, MatrixView<const double> co
   const std::int64_t wanted = options.k ? *options.k : std::min(options.max_k + 1, n);
   Eigenpairs pairs;
   {
-    const Matrix lap = normalized_laplacian(correlation, live, options.affinity);
+    const Matrix lap = normalized_laplacian(correlation, live, options.affinity, thread_count(options.threads));
     pairs = backend.smallest_eigenpairs(lap.view(), wanted);
   }
   result.k_rule = options.k ? KRule::given : KRule::eigengap;
