@@ -257,7 +257,7 @@ TEST(Lap, TiesAndZeros) {
 TEST(Lap, AllEqualGivesIdentity) {
   // Every assignment is optimal; ties break toward lower indices, so the first min(R, C) pairs are the
   // diagonal.
-  for (const auto& [r, c] : std::vector<std::pair<int, int>>{{1, 1}, {5, 5}, {64, 64}, {500, 500}, {3, 9}, {9, 3}}) {
+  for (const auto& [r, c] : std::vector<std::pair<int, int>>{{1, 1}, {5, 5}, {64, 64}, {500, 500}, {700, 700}, {3, 9}, {9, 3}}) {
     for (const Objective obj : {Objective::minimize, Objective::maximize}) {
       const Matrix w(r, c, 0.25);
       const Assignment a = solve_assignment(w.view(), opts(obj));
@@ -306,7 +306,7 @@ TEST(Lap, ForbiddenLarge) {
   // A planted feasible permutation keeps the instance solvable with 60% of the pairs forbidden.
   for (const Objective obj : {Objective::minimize, Objective::maximize}) {
     const double forbidden = obj == Objective::minimize ? kInf : -kInf;
-    const std::int64_t n = 400;
+    const std::int64_t n = 700;  // large enough for the candidate-subgraph path
     Matrix w = uniform(n, n, 77);
     std::mt19937_64 rng(5);
     std::uniform_real_distribution<double> u(0.0, 1.0);
@@ -343,6 +343,13 @@ TEST(Lap, InfeasibleThrows) {
   Matrix d = uniform(5, 2, 3);
   for (int i = 1; i < 5; ++i) d(i, 0) = d(i, 1) = kInf;
   EXPECT_THROW(solve_assignment(d.view(), opts(Objective::minimize)), convergent::Error);
+  // Large enough for the candidate-subgraph path, which must also prove infeasibility: three rows share
+  // two allowed columns.
+  Matrix big = uniform(600, 600, 4);
+  for (int i = 100; i < 103; ++i)
+    for (int j = 0; j < 600; ++j)
+      if (j != 7 && j != 300) big(i, j) = kInf;
+  EXPECT_THROW(solve_assignment(big.view(), opts(Objective::minimize)), convergent::Error);
   try {
     solve_assignment(b.view(), opts(Objective::maximize));
     FAIL() << "expected an error";
