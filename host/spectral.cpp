@@ -329,19 +329,27 @@ double normalized_cut(MatrixView<const double> correlation, const std::vector<st
   if (correlation.cols != u || static_cast<std::int64_t>(labels.size()) != u)
     throw Error("normalized_cut: needs a square matrix and one label per row");
   const std::int64_t k = labels.empty() ? 0 : *std::max_element(labels.begin(), labels.end()) + 1;
+  // Per-row sums on all cores (each row summed by one thread, in column order), then folded into the
+  // clusters in row order: the value does not depend on the thread count.
+  std::vector<double> degree(static_cast<std::size_t>(u)), own(static_cast<std::size_t>(u));
+  constexpr std::int64_t rows_per_item = 64;
+  parallel_for(thread_count(0), (u + rows_per_item - 1) / rows_per_item, [&](std::int64_t item) {
+    for (std::int64_t i = item * rows_per_item; i < std::min(u, (item + 1) * rows_per_item); ++i) {
+      if (labels[i] < 0) continue;
+      const double* row = correlation.row(i);
+      for (std::int64_t j = 0; j < u; ++j) {
+        if (labels[j] < 0) continue;
+        const double a = i == j ? 1.0 : affinity_of(row[j], mode);
+        degree[i] += a;
+        if (labels[j] == labels[i]) own[i] += a;
+      }
+    }
+  });
   std::vector<double> volume(static_cast<std::size_t>(k)), inside(static_cast<std::size_t>(k));
   for (std::int64_t i = 0; i < u; ++i) {
     if (labels[i] < 0) continue;
-    const double* row = correlation.row(i);
-    double degree = 0.0, own = 0.0;
-    for (std::int64_t j = 0; j < u; ++j) {
-      if (labels[j] < 0) continue;
-      const double a = i == j ? 1.0 : affinity_of(row[j], mode);
-      degree += a;
-      if (labels[j] == labels[i]) own += a;
-    }
-    volume[labels[i]] += degree;
-    inside[labels[i]] += own;
+    volume[labels[i]] += degree[i];
+    inside[labels[i]] += own[i];
   }
   double cut = 0.0;
   for (std::int64_t c = 0; c < k; ++c)
