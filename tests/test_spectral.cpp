@@ -353,6 +353,16 @@ TEST(Spectral, LargeProblemsUseAnEigensolverThatAgreesWithLapack) {
     EXPECT_NEAR(norm, 1.0, 1e-10);
     EXPECT_LT(std::sqrt(res), 1e-7) << j;
   }
+  // The iterative path also clusters the same way on one thread and on two.
+  SpectralOptions o = with_k(12);
+  o.threads = 1;
+  const SpectralResult one = convergent::spectral_clustering(*cpu(1), p.correlation.view(), p.units_per_net, o);
+  o.threads = 2;
+  const SpectralResult two = convergent::spectral_clustering(*cpu(2), p.correlation.view(), p.units_per_net, o);
+  EXPECT_EQ(one.labels, two.labels);
+  EXPECT_TRUE(same_partition(one.labels, p.truth));
+  for (std::size_t j = 0; j < one.eigenvalues.size(); ++j)
+    EXPECT_NEAR(one.eigenvalues[j], two.eigenvalues[j], 1e-12);  // rounding of GEMMs split differently
 }
 
 TEST(Spectral, BadInputsAreErrors) {
