@@ -62,10 +62,11 @@ struct StagedBlock {
 
 class CudaAccumulator final : public MomentAccumulator {
  public:
-  CudaAccumulator(int device, const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options)
+  CudaAccumulator(int device, const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options,
+                  Fp32Routine routine)
       : device_(use_device(device)),
         options_(options),
-        routine_(fp32_routine_from_environment()),
+        routine_(routine),
         net_units_(units_per_net),
         units_(std::accumulate(units_per_net.begin(), units_per_net.end(), std::int64_t{0})) {
     if (net_units_.empty()) throw Error("accumulator: no nets");
@@ -358,17 +359,19 @@ std::string device_summary(int device) {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& options)
-      : device_(use_device(options.device)), summary_(device_summary(device_)) {}
+      : device_(use_device(options.device)),
+        summary_(device_summary(device_)),
+        routine_(fp32_routine_from_environment()) {}
 
   BackendKind kind() const override { return BackendKind::cuda; }
 
   std::string description() const override {
-    return "cuda (" + summary_ + "; fp32 product: cublasS" + to_string(fp32_routine_from_environment()) + ")";
+    return "cuda (" + summary_ + "; fp32 product: cublasS" + to_string(routine_) + ")";
   }
 
   std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
                                                  const AccumulateOptions& options) override {
-    return std::make_unique<CudaAccumulator>(device_, units_per_net, options);
+    return std::make_unique<CudaAccumulator>(device_, units_per_net, options, routine_);
   }
 
   Matrix correlation(const Moments& moments, const std::vector<bool>& dead) override {
@@ -417,6 +420,7 @@ class CudaBackend final : public Backend {
  private:
   int device_;  // made current in the initialiser, so that the members below belong to it
   std::string summary_;
+  Fp32Routine routine_;  // read once from CONVERGENT_CUDA_FP32_PRODUCT, so a bad value fails at creation
   Stream stream_;
   CusolverHandle cusolver_;
 };

@@ -13,6 +13,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -23,6 +24,10 @@
 #include "cuda_backend.hpp"
 
 namespace convergent {
+
+// Readable parameter values in gtest messages ("cuda" rather than a 4-byte object).
+void PrintTo(BackendKind kind, std::ostream* os) { *os << to_string(kind); }
+
 namespace {
 
 bool gpu_required() {
