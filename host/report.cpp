@@ -56,6 +56,42 @@ void stage_block_npy(OutputDir& out, const std::string& name, MatrixView<const d
   write_npy(out.stage(name), dense.data(), {block.rows, block.cols});
 }
 
+// Net name and unit index within the net of a concatenated unit.
+std::pair<const NetInfo*, std::int64_t> locate(const Study& study, std::int64_t unit) {
+  for (const NetInfo& net : study.nets)
+    if (unit < net.offset + net.units) return {&net, unit - net.offset};
+  throw Error("unit index out of range");
+}
+
+json stage_spectral(OutputDir& out, const Study& study, const SpectralReport& report) {
+  const SpectralResult& r = report.result;
+  std::string csv = "net,unit,cluster\n";
+  for (const std::int64_t unit : r.order) {
+    const auto [net, index] = locate(study, unit);
+    csv += net->name + "," + std::to_string(index) + "," + std::to_string(r.labels[unit]) + "\n";
+  }
+  write_text_file(out.stage("clusters.csv"), csv);
+  const Matrix permuted = permute_symmetric(study.correlation.view(), r.order);
+  write_npy(out.stage("corr_clustered.npy"), permuted.data(), {permuted.rows(), permuted.cols()});
+
+  json clusters = json::array();
+  for (std::int64_t c = 0; c < r.k; ++c) {
+    json per_net = json::object();
+    for (std::size_t n = 0; n < study.nets.size(); ++n) per_net[study.nets[n].name] = r.net_counts[c][n];
+    clusters.push_back({{"cluster", c}, {"size", r.cluster_sizes[c]}, {"units_per_net", per_net}, {"mixed", r.mixed[c]}});
+  }
+  return {{"k", r.k},
+          {"k_rule", to_string(r.k_rule)},
+          {"affinity", to_string(report.affinity)},
+          {"seed", report.seed},
+          {"normalized_cut", r.normalized_cut},
+          {"cluster_sizes", r.cluster_sizes},
+          {"mixed_share", r.mixed_share},
+          {"clusters", clusters},
+          {"eigenvalues", r.eigenvalues},
+          {"units_left_out", r.dead_units.size()}};
+}
+
 }  // namespace
 
 std::vector<PairReport> align_all_pairs(Backend& backend, const Study& study, int threads) {
@@ -71,7 +107,8 @@ std::vector<PairReport> align_all_pairs(Backend& backend, const Study& study, in
 }
 
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
-                         const std::string& precision, const std::string& version) {
+                         const std::optional<SpectralReport>& spectral, const std::string& precision,
+                         const std::string& version) {
   const std::vector<double> sd = study.moments.stddev();
   json nets = json::array();
   for (const NetInfo& net : study.nets) {
@@ -99,13 +136,14 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
     stage_pair_tables(out, a.name, b.name, corr, pair.alignment);
     stage_block_npy(out, "corr_" + a.name + "_" + b.name + ".npy", corr);
   }
-  const json summary = {{"convergent_version", version},
-                        {"backend", study.backend},
-                        {"precision", precision},
-                        {"samples", study.moments.samples},
-                        {"skipped_rows", study.skipped_rows},
-                        {"nets", nets},
-                        {"pairs", pair_list}};
+  json summary = {{"convergent_version", version},
+                  {"backend", study.backend},
+                  {"precision", precision},
+                  {"samples", study.moments.samples},
+                  {"skipped_rows", study.skipped_rows},
+                  {"nets", nets},
+                  {"pairs", pair_list}};
+  if (spectral) summary["spectral"] = stage_spectral(out, study, *spectral);
   write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
 }
 

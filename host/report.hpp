@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "convergent/spectral.hpp"
 #include "convergent/study.hpp"
 #include "outputs.hpp"
 
@@ -20,9 +22,19 @@ struct PairReport {
 // Aligns every pair of nets (a < b) of a study.
 std::vector<PairReport> align_all_pairs(Backend& backend, const Study& study, int threads);
 
-// Stages summary.json, matching_<a>_<b>.csv, semi_<a>_<b>.csv, corr_<a>_<b>.npy and corr_<a>.npy.
+// Spectral clustering of all units of a study, with the settings that produced it.
+struct SpectralReport {
+  SpectralResult result;
+  AffinityMode affinity = AffinityMode::abs;
+  std::uint64_t seed = 0;
+};
+
+// Stages summary.json, matching_<a>_<b>.csv, semi_<a>_<b>.csv, corr_<a>_<b>.npy and corr_<a>.npy; with
+// a spectral report also clusters.csv (net,unit,cluster, in cluster order) and corr_clustered.npy (the
+// combined correlation matrix with rows and columns in that same order).
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
-                         const std::string& precision, const std::string& version);
+                         const std::optional<SpectralReport>& spectral, const std::string& precision,
+                         const std::string& version);
 
 // Reads a 2-D correlation matrix (float16/32/64, C or Fortran order) whole; NaN is an error naming the file.
 Matrix read_matrix_npy(const std::string& path);

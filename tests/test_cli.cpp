@@ -2,6 +2,7 @@
 // naming the file and leaves no partial output behind.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -55,6 +56,65 @@ TEST(Cli, AlignWritesEveryOutputForThreeNets) {
   EXPECT_EQ(lines, 4);
   // No temporary files are left behind.
   for (const auto& name : files_in(dir.file("out"))) EXPECT_EQ(name.find(".partial"), std::string::npos) << name;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Two nets whose units come from 3 shared latent groups: spectral clustering finds 3 mixed clusters.
+void write_grouped(const std::string& path, std::int64_t rows, std::int64_t units, std::uint64_t seed) {
+  std::mt19937_64 shared(42), own(seed);
+  // One distribution per engine: a distribution may cache values between calls.
+  std::normal_distribution<float> shared_normal, own_normal;
+  std::vector<float> v(static_cast<std::size_t>(rows * units));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float latent[3];
+    for (float& l : latent) l = shared_normal(shared);
+    for (std::int64_t u = 0; u < units; ++u) v[r * units + u] = latent[u % 3] + 0.5f * own_normal(own);
+  }
+  testing::write_array(path, v, {rows, units});
+}
+
+TEST(Cli, AlignClustersUnitsOfAllNets) {
+  ScratchDir dir;
+  write_grouped(dir.file("p.npy"), 400, 9, 1);
+  write_grouped(dir.file("q.npy"), 400, 6, 2);
+  const std::string nets = dir.file("p.npy") + " " + dir.file("q.npy");
+  const auto r = run_cli("align " + nets + " --clusters 3 --seed 7 --out " + dir.file("out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto spectral = nlohmann::json::parse(std::ifstream(dir.file("out/summary.json")))["spectral"];
+  EXPECT_EQ(spectral["k"], 3);
+  EXPECT_EQ(spectral["k_rule"], "given");
+  EXPECT_EQ(spectral["cluster_sizes"], (std::vector<int>{5, 5, 5}));  // units u % 3 of both nets together
+  EXPECT_DOUBLE_EQ(spectral["mixed_share"].get<double>(), 1.0);
+  EXPECT_EQ(spectral["clusters"][0]["units_per_net"]["p"], 3);
+  EXPECT_EQ(spectral["clusters"][0]["units_per_net"]["q"], 2);
+  // clusters.csv lists units in cluster order, the order of corr_clustered.npy's rows.
+  const std::string csv = read_text(dir.file("out/clusters.csv"));
+  EXPECT_EQ(csv.substr(0, csv.find('\n', csv.find('\n') + 1) + 1), "net,unit,cluster\np,0,0\n");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 16);  // header + 15 units
+  MappedNpy clustered(dir.file("out/corr_clustered.npy"));
+  EXPECT_EQ(clustered.header().shape, (std::vector<std::int64_t>{15, 15}));
+  // Same seed, same clusters; the eigengap rule finds the planted 3 by itself.
+  const auto again = run_cli("align " + nets + " --seed 7 --out " + dir.file("again"));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(read_text(dir.file("again/clusters.csv")), csv);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(dir.file("again/summary.json")))["spectral"]["k_rule"], "eigengap");
+}
+
+TEST(Cli, TooManyClustersIsAnErrorAndWritesNothing) {
+  ScratchDir dir;
+  write_grouped(dir.file("p.npy"), 100, 4, 1);
+  write_grouped(dir.file("q.npy"), 100, 4, 2);
+  const auto r = run_cli("align " + dir.file("p.npy") + " " + dir.file("q.npy") + " --clusters 9 --out " + dir.file("out"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("8 live units"), std::string::npos) << r.output;
+  EXPECT_TRUE(files_in(dir.file("out")).empty());
+  const auto none = run_cli("align " + dir.file("p.npy") + " " + dir.file("q.npy") + " --clusters none --out " + dir.file("n"));
+  ASSERT_EQ(none.exit_code, 0) << none.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("n/clusters.csv")));
 }
 
 TEST(Cli, VersionListsBackends) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <regex>
 
 #include "convergent/convergent.hpp"
@@ -81,8 +82,36 @@ struct CommonOptions {
   int threads = 0;
 };
 
+struct ClusterOptions {
+  std::string clusters = "auto";  // a number, "auto" (eigengap) or "none"
+  std::string affinity = "abs";
+  std::uint64_t seed = 0;
+};
+
+std::optional<SpectralReport> cluster_units(Backend& backend, const Study& study, const ClusterOptions& cluster,
+                                            int threads) {
+  if (cluster.clusters == "none") return std::nullopt;
+  SpectralOptions options;
+  options.affinity = parse_affinity_mode(cluster.affinity);
+  options.seed = cluster.seed;
+  options.threads = threads;
+  options.dead = study.dead;
+  if (cluster.clusters != "auto") {
+    try {
+      options.k = std::stoll(cluster.clusters);
+    } catch (const std::exception&) {
+      throw Error("--clusters '" + cluster.clusters + "': expected a number of clusters, auto or none");
+    }
+    if (*options.k < 1) throw Error("--clusters must be at least 1");
+  }
+  std::vector<std::int64_t> units_per_net;
+  for (const NetInfo& net : study.nets) units_per_net.push_back(net.units);
+  return SpectralReport{spectral_clustering(backend, study.correlation.view(), units_per_net, options),
+                        options.affinity, options.seed};
+}
+
 int run_align(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
-              const std::string& backend_name, const std::string& precision) {
+              const ClusterOptions& cluster, const std::string& backend_name, const std::string& precision) {
   const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
   if (nets.size() < 2) throw Error("align needs at least two nets");
   options.precision = parse_precision(precision);
@@ -95,12 +124,17 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
   options.progress = [&](std::int64_t done, std::int64_t total) { progress.update(done, total); };
   const Study study = run_study(*backend, nets, options);
   const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
-  stage_study_outputs(out, study, pairs, precision, version);
+  const auto spectral = cluster_units(*backend, study, cluster, common.threads);
+  stage_study_outputs(out, study, pairs, spectral, precision, version);
   out.commit();
   for (const PairReport& pair : pairs)
     std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
               << ": semi-matching mean corr " << pair.alignment.semi_mean_corr << ", matching mean corr "
               << pair.alignment.matching_mean_corr << "\n";
+  if (spectral)
+    std::cout << "spectral clustering: k = " << spectral->result.k << " (" << to_string(spectral->result.k_rule)
+              << "), normalised cut " << spectral->result.normalized_cut << ", "
+              << 100.0 * spectral->result.mixed_share << "% of live units in mixed clusters\n";
   std::cout << "wrote " << common.out_dir << "/summary.json (" << study.moments.samples << " samples, "
             << study.backend << ")\n";
   return 0;
@@ -145,6 +179,14 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   align->add_flag("--skip-nonfinite", study_options.skip_nonfinite_rows,
                   "Drop sample rows holding NaN or infinity instead of failing (the count is reported)");
+  ClusterOptions cluster;
+  align->add_option("--clusters", cluster.clusters,
+                    "Spectral clustering of all units: K clusters, auto (largest eigengap) or none")
+      ->capture_default_str();
+  align->add_option("--affinity", cluster.affinity, "Affinity from correlation: abs, positive or shifted")
+      ->check(CLI::IsMember({"abs", "positive", "shifted"}))
+      ->capture_default_str();
+  align->add_option("--seed", cluster.seed, "k-means++ seed (same seed, same clusters)")->capture_default_str();
   align->add_option("--dead-threshold", study_options.dead_threshold,
                     "A unit is dead when std <= this x max|value|")
       ->check(CLI::NonNegativeNumber);
@@ -169,7 +211,7 @@ int main(int argc, char** argv) {
     }
     if (align->parsed()) {
       study_options.layout = layout == "nhwc" ? Layout::nhwc : Layout::nchw;
-      return run_align(net_arguments, common, study_options, backend_name, precision);
+      return run_align(net_arguments, common, study_options, cluster, backend_name, precision);
     }
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
     std::cout << app.help();

@@ -7,4 +7,5 @@
 #include "convergent/lap.hpp"
 #include "convergent/matrix.hpp"
 #include "convergent/moments.hpp"
+#include "convergent/spectral.hpp"
 #include "convergent/study.hpp"
