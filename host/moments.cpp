@@ -6,12 +6,13 @@
 #include <numeric>
 
 #include "convergent/error.hpp"
+#include "parallel.hpp"
 
 namespace convergent {
 namespace {
 
 template <class T>
-void merge_batch_impl(Moments& into, const BatchMoments& batch, MatrixView<const T> s) {
+void merge_batch_impl(Moments& into, const BatchMoments& batch, MatrixView<const T> s, int threads) {
   const std::int64_t u = into.units();
   const double n = static_cast<double>(into.samples);
   const double nb = static_cast<double>(batch.rows);
@@ -20,12 +21,17 @@ void merge_batch_impl(Moments& into, const BatchMoments& batch, MatrixView<const
   const double weight = n * nb / total;  // 0 for the first batch: M2 is then the batch's own comoment
   std::vector<double> delta(static_cast<std::size_t>(u));
   for (std::int64_t i = 0; i < u; ++i) delta[i] = batch.mean[i] - into.mean[i];
-  for (std::int64_t i = 0; i < u; ++i) {
-    double* m2 = into.comoment.data() + i * u;
-    const T* si = s.row(i);
-    const double wi = weight * delta[i];
-    for (std::int64_t j = i; j < u; ++j) m2[j] += static_cast<double>(si[j]) + wi * delta[j];
-  }
+  // Every entry is updated by one thread in one fixed way, so the result does not depend on the thread
+  // count; rows of the triangle shrink with i, and parallel_for deals them out round-robin.
+  constexpr std::int64_t rows_per_task = 16;
+  parallel_for((u + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task) {
+    for (std::int64_t i = task * rows_per_task; i < std::min(u, (task + 1) * rows_per_task); ++i) {
+      double* m2 = into.comoment.data() + i * u;
+      const T* si = s.row(i);
+      const double wi = weight * delta[i];
+      for (std::int64_t j = i; j < u; ++j) m2[j] += static_cast<double>(si[j]) + wi * delta[j];
+    }
+  });
   for (std::int64_t i = 0; i < u; ++i) {
     into.mean[i] += delta[i] * (nb / total);
     into.min[i] = std::min(into.min[i], batch.min[i]);
@@ -56,12 +62,12 @@ std::vector<double> Moments::stddev() const {
   return sd;
 }
 
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const float> batch_comoment) {
-  merge_batch_impl(into, batch, batch_comoment);
+void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const float> batch_comoment, int threads) {
+  merge_batch_impl(into, batch, batch_comoment, threads);
 }
 
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const double> batch_comoment) {
-  merge_batch_impl(into, batch, batch_comoment);
+void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const double> batch_comoment, int threads) {
+  merge_batch_impl(into, batch, batch_comoment, threads);
 }
 
 void fill_lower_triangle(Matrix& m) {

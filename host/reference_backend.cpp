@@ -13,6 +13,7 @@
 
 #include "convergent/error.hpp"
 #include "pack.hpp"
+#include "parallel.hpp"
 
 namespace convergent::detail {
 namespace {
@@ -23,17 +24,18 @@ constexpr std::int64_t product_rows = 2048;
 
 class ReferenceAccumulator final : public MomentAccumulator {
  public:
-  ReferenceAccumulator(const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options)
-      : options_(options), moments_(units_per_net) {
+  ReferenceAccumulator(const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options, int threads)
+      : options_(options), threads_(threads), moments_(units_per_net) {
     if (options.precision != Precision::fp32)
       throw Error(std::string("precision ") + to_string(options.precision) +
                   " needs the CUDA backend; the CPU backend computes in fp32");
     const std::int64_t u = moments_.units();
     batch_.resize(static_cast<std::size_t>(options.max_batch_rows * u));
     product_.resize(static_cast<std::size_t>(u * u));
-    batch_mean_.resize(static_cast<std::size_t>(u));
-    batch_min_.resize(static_cast<std::size_t>(u));
-    batch_max_.resize(static_cast<std::size_t>(u));
+    const std::int64_t chunks = (options.max_batch_rows + product_rows - 1) / product_rows;
+    chunk_mean_.resize(static_cast<std::size_t>(chunks * u));
+    chunk_min_.resize(chunk_mean_.size());
+    chunk_max_.resize(chunk_mean_.size());
   }
 
   void add(const std::vector<ActivationBlock>& blocks) override {
@@ -42,21 +44,22 @@ class ReferenceAccumulator final : public MomentAccumulator {
     std::int64_t rows = blocks.front().rows();
     if (rows > options_.max_batch_rows) throw Error("add: batch larger than max_batch_rows");
     MatrixView<float> x(batch_.data(), rows, u);
-    for (std::size_t net = 0; net < blocks.size(); ++net) {
+    for (std::size_t net = 0; net < blocks.size(); ++net)
       if (blocks[net].rows() != rows || blocks[net].units != moments_.net_units[net])
         throw Error("add: blocks of one batch must have the same rows and the declared unit counts");
-      pack_block(blocks[net], x, moments_.net_offset(static_cast<int>(net)));
-    }
-    rows = drop_or_reject_nonfinite(x);
+    if (!pack(blocks, x)) x.rows = rows = drop_or_reject_nonfinite(x);
     // float32 sums grow their rounding error with their length, so each product covers at most
-    // product_rows rows and the chunks are merged in float64 (DESIGN.md, precision).
-    for (std::int64_t first = 0; first < rows; first += product_rows) {
-      MatrixView<float> chunk(x.row(first), std::min(product_rows, rows - first), u);
-      summarise_and_centre(chunk);
-      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(u), static_cast<int>(chunk.rows), 1.0f,
-                  chunk.data, static_cast<int>(u), 0.0f, product_.data(), static_cast<int>(u));
-      const BatchMoments batch{chunk.rows, batch_mean_.data(), batch_min_.data(), batch_max_.data()};
-      merge_batch(moments_, batch, MatrixView<const float>(product_.data(), u, u));
+    // product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Every chunk is
+    // summarised and centred in one parallel pass; products and merges then run in chunk order.
+    const std::int64_t chunks = (rows + product_rows - 1) / product_rows;
+    parallel_for(chunks, threads_, [&](std::int64_t k) { summarise_and_centre(chunk(x, k), k); });
+    for (std::int64_t k = 0; k < chunks; ++k) {
+      const MatrixView<float> c = chunk(x, k);
+      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(u), static_cast<int>(c.rows), 1.0f, c.data,
+                  static_cast<int>(u), 0.0f, product_.data(), static_cast<int>(u));
+      const BatchMoments batch{c.rows, chunk_mean_.data() + k * u, chunk_min_.data() + k * u,
+                               chunk_max_.data() + k * u};
+      merge_batch(moments_, batch, MatrixView<const float>(product_.data(), u, u), threads_);
     }
   }
 
@@ -69,19 +72,49 @@ class ReferenceAccumulator final : public MomentAccumulator {
   std::int64_t skipped_rows() override { return skipped_; }
 
  private:
-  // Returns the number of rows kept. Without skipping, the first non-finite value is an error.
+  static MatrixView<float> chunk(MatrixView<float> x, std::int64_t k) {
+    return {x.row(k * product_rows), std::min(product_rows, x.rows - k * product_rows), x.cols, x.stride};
+  }
+
+  // Converts every net's block into its columns of x, the images split over threads. Returns whether
+  // every value is finite (checked while the rows are still in cache).
+  bool pack(const std::vector<ActivationBlock>& blocks, MatrixView<float> x) const {
+    bool all_finite = true;
+    for (std::size_t net = 0; net < blocks.size(); ++net) {
+      const ActivationBlock& block = blocks[net];
+      const std::int64_t pixels = block.height * block.width;
+      const std::int64_t offset = moments_.net_offset(static_cast<int>(net));
+      const std::int64_t pieces = std::min<std::int64_t>(threads_, block.images);
+      std::vector<char> finite(static_cast<std::size_t>(pieces), 1);
+      parallel_for(pieces, threads_, [&](std::int64_t piece) {
+        const std::int64_t first = block.images * piece / pieces, last = block.images * (piece + 1) / pieces;
+        ActivationBlock part = block;
+        part.data = static_cast<const char*>(block.data) + first * block.image_stride * dtype_size(block.dtype);
+        part.images = last - first;
+        const MatrixView<float> rows(x.row(first * pixels), (last - first) * pixels, x.cols, x.stride);
+        pack_block(part, rows, offset);
+        float probe = 0.0f;  // becomes NaN when any value is NaN or infinite
+        for (std::int64_t r = 0; r < rows.rows; ++r)
+          for (std::int64_t c = offset; c < offset + block.units; ++c) probe += rows(r, c) * 0.0f;
+        finite[piece] = probe == 0.0f;
+      });
+      for (char f : finite) all_finite &= f != 0;
+    }
+    return all_finite;
+  }
+
+  // Drops the rows of x that hold a NaN or infinity and returns how many are kept; without skipping, the
+  // first one is an error.
   std::int64_t drop_or_reject_nonfinite(MatrixView<float> x) {
     std::int64_t kept = 0;
     for (std::int64_t r = 0; r < x.rows; ++r) {
       const float* row = x.row(r);
-      bool finite = true;
-      for (std::int64_t c = 0; c < x.cols; ++c) finite &= std::isfinite(row[c]);
-      if (!finite) {
+      const std::int64_t bad = std::find_if(row, row + x.cols, [](float v) { return !std::isfinite(v); }) - row;
+      if (bad < x.cols) {
         if (!options_.skip_nonfinite_rows) {
-          const std::int64_t c = std::find_if(row, row + x.cols, [](float v) { return !std::isfinite(v); }) - row;
           int net = 0;
-          while (c >= moments_.net_offset(net + 1)) ++net;
-          throw NonFiniteValueError(net, r, c - moments_.net_offset(net));
+          while (bad >= moments_.net_offset(net + 1)) ++net;
+          throw NonFiniteValueError(net, r, bad - moments_.net_offset(net));
         }
         ++skipped_;
         continue;
@@ -92,31 +125,38 @@ class ReferenceAccumulator final : public MomentAccumulator {
     return kept;
   }
 
-  void summarise_and_centre(MatrixView<float> x) {
+  // Float64 mean, min and max of chunk k's columns, then the chunk centred on its mean. Columns are
+  // summed in row order, so nothing depends on the thread count.
+  void summarise_and_centre(MatrixView<float> x, std::int64_t k) {
     const std::int64_t u = x.cols;
-    std::fill(batch_mean_.begin(), batch_mean_.end(), 0.0);
-    std::fill(batch_min_.begin(), batch_min_.end(), std::numeric_limits<double>::infinity());
-    std::fill(batch_max_.begin(), batch_max_.end(), -std::numeric_limits<double>::infinity());
+    double* mean = chunk_mean_.data() + k * u;
+    double* low = chunk_min_.data() + k * u;
+    double* high = chunk_max_.data() + k * u;
+    std::fill(mean, mean + u, 0.0);
+    std::fill(low, low + u, std::numeric_limits<double>::infinity());
+    std::fill(high, high + u, -std::numeric_limits<double>::infinity());
     for (std::int64_t r = 0; r < x.rows; ++r) {
       const float* row = x.row(r);
       for (std::int64_t c = 0; c < u; ++c) {
-        batch_mean_[c] += row[c];
-        batch_min_[c] = std::min(batch_min_[c], static_cast<double>(row[c]));
-        batch_max_[c] = std::max(batch_max_[c], static_cast<double>(row[c]));
+        const double v = row[c];
+        mean[c] += v;
+        low[c] = v < low[c] ? v : low[c];
+        high[c] = v > high[c] ? v : high[c];
       }
     }
-    for (auto& m : batch_mean_) m /= static_cast<double>(x.rows);
+    for (std::int64_t c = 0; c < u; ++c) mean[c] /= static_cast<double>(x.rows);
     for (std::int64_t r = 0; r < x.rows; ++r) {
       float* row = x.row(r);
-      for (std::int64_t c = 0; c < u; ++c) row[c] = static_cast<float>(row[c] - batch_mean_[c]);
+      for (std::int64_t c = 0; c < u; ++c) row[c] = static_cast<float>(row[c] - mean[c]);
     }
   }
 
   AccumulateOptions options_;
+  int threads_;
   Moments moments_;  // comoment kept in its upper triangle until moments()
   std::vector<float> batch_;
   std::vector<float> product_;
-  std::vector<double> batch_mean_, batch_min_, batch_max_;
+  std::vector<double> chunk_mean_, chunk_min_, chunk_max_;  // per chunk of the current batch, u each
   std::int64_t skipped_ = 0;
 };
 
@@ -135,7 +175,7 @@ class ReferenceBackend final : public Backend {
 
   std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
                                                  const AccumulateOptions& options) override {
-    return std::make_unique<ReferenceAccumulator>(units_per_net, options);
+    return std::make_unique<ReferenceAccumulator>(units_per_net, options, threads_);
   }
 
   Matrix correlation(const Moments& moments, const std::vector<bool>& dead) override {

@@ -36,8 +36,8 @@ struct BatchMoments {
   const double* min = nullptr;
   const double* max = nullptr;
 };
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const float> batch_comoment);
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const double> batch_comoment);
+void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const float> batch_comoment, int threads = 1);
+void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const double> batch_comoment, int threads = 1);
 
 // Copies the upper triangle onto the lower one, after a run of merge_batch calls.
 void fill_lower_triangle(Matrix& m);
