@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "convergent/error.hpp"
+#include "batch_kernels.hpp"
 #include "parallel.hpp"
 
 namespace convergent {
@@ -26,10 +27,7 @@ void merge_batch_impl(Moments& into, const BatchMoments& batch, MatrixView<const
   constexpr std::int64_t rows_per_task = 16;
   parallel_for((u + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task) {
     for (std::int64_t i = task * rows_per_task; i < std::min(u, (task + 1) * rows_per_task); ++i) {
-      double* m2 = into.comoment.data() + i * u;
-      const T* si = s.row(i);
-      const double wi = weight * delta[i];
-      for (std::int64_t j = i; j < u; ++j) m2[j] += static_cast<double>(si[j]) + wi * delta[j];
+      merge_row(into.comoment.data() + i * u + i, s.row(i) + i, delta.data() + i, weight * delta[i], u - i);
     }
   });
   for (std::int64_t i = 0; i < u; ++i) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "convergent/error.hpp"
+#include "batch_kernels.hpp"
 #include "pack.hpp"
 #include "parallel.hpp"
 
@@ -125,30 +126,15 @@ class ReferenceAccumulator final : public MomentAccumulator {
     return kept;
   }
 
-  // Float64 mean, min and max of chunk k's columns, then the chunk centred on its mean. Columns are
-  // summed in row order, so nothing depends on the thread count.
+  // Float64 mean, min and max of chunk k's columns, then the chunk centred on its mean.
   void summarise_and_centre(MatrixView<float> x, std::int64_t k) {
     const std::int64_t u = x.cols;
     double* mean = chunk_mean_.data() + k * u;
     double* low = chunk_min_.data() + k * u;
     double* high = chunk_max_.data() + k * u;
-    std::fill(mean, mean + u, 0.0);
-    std::fill(low, low + u, std::numeric_limits<double>::infinity());
-    std::fill(high, high + u, -std::numeric_limits<double>::infinity());
-    for (std::int64_t r = 0; r < x.rows; ++r) {
-      const float* row = x.row(r);
-      for (std::int64_t c = 0; c < u; ++c) {
-        const double v = row[c];
-        mean[c] += v;
-        low[c] = v < low[c] ? v : low[c];
-        high[c] = v > high[c] ? v : high[c];
-      }
-    }
+    column_stats(x.data, x.rows, u, x.stride, mean, low, high);
     for (std::int64_t c = 0; c < u; ++c) mean[c] /= static_cast<double>(x.rows);
-    for (std::int64_t r = 0; r < x.rows; ++r) {
-      float* row = x.row(r);
-      for (std::int64_t c = 0; c < u; ++c) row[c] = static_cast<float>(row[c] - mean[c]);
-    }
+    centre_rows(x.data, x.rows, u, x.stride, mean);
   }
 
   AccumulateOptions options_;
@@ -156,7 +142,8 @@ class ReferenceAccumulator final : public MomentAccumulator {
   Moments moments_;  // comoment kept in its upper triangle until moments()
   std::vector<float> batch_;
   std::vector<float> product_;
-  std::vector<double> chunk_mean_, chunk_min_, chunk_max_;  // per chunk of the current batch, u each
+  // Per chunk of the current batch, u each.
+  std::vector<double> chunk_mean_, chunk_min_, chunk_max_;
   std::int64_t skipped_ = 0;
 };
 
