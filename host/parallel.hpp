@@ -2,24 +2,34 @@
 // takes cores from OpenBLAS's own threads (an idle OpenMP team does, and slowed the CPU backend by 40%).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <thread>
 #include <vector>
 
 namespace convergent {
 
 // Runs body(task) for task in [0, tasks); thread t takes tasks t, t + threads, ... so that tasks of
-// decreasing cost (rows of a triangle) spread evenly. Which thread runs a task never changes a result.
+// decreasing cost (rows of a triangle) spread evenly. Callers make each task's result independent of
+// the thread that ran it. The first exception a task throws is rethrown here after all threads join.
 template <class Body>
 void parallel_for(std::int64_t tasks, int threads, const Body& body) {
   const int workers = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, tasks)));
+  std::vector<std::exception_ptr> failures(static_cast<std::size_t>(workers));
   auto run = [&](int worker) {
-    for (std::int64_t task = worker; task < tasks; task += workers) body(task);
+    try {
+      for (std::int64_t task = worker; task < tasks; task += workers) body(task);
+    } catch (...) {
+      failures[static_cast<std::size_t>(worker)] = std::current_exception();
+    }
   };
   std::vector<std::thread> pool;
   for (int worker = 1; worker < workers; ++worker) pool.emplace_back(run, worker);
   run(0);
   for (auto& thread : pool) thread.join();
+  for (const auto& failure : failures)
+    if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace convergent

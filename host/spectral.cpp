@@ -7,13 +7,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <exception>
 #include <limits>
 #include <numeric>
 #include <string>
 #include <thread>
 
 #include "convergent/error.hpp"
+#include "parallel.hpp"
 
 namespace convergent {
 namespace {
@@ -49,27 +49,6 @@ std::uint64_t run_seed(std::uint64_t seed, int run) {
 
 int thread_count(int requested) {
   return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-// Runs body(i) for i in [0, count) on `threads` threads, item i on thread i % threads, and rethrows the
-// first failure. Callers make each item's result independent of the thread that ran it.
-template <class Body>
-void parallel_for(int threads, std::int64_t count, const Body& body) {
-  threads = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, count)));
-  std::vector<std::exception_ptr> failures(static_cast<std::size_t>(threads));
-  auto work = [&](int t) {
-    try {
-      for (std::int64_t i = t; i < count; i += threads) body(i);
-    } catch (...) {
-      failures[t] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& thread : pool) thread.join();
-  for (auto& failure : failures)
-    if (failure) std::rethrow_exception(failure);
 }
 
 struct KMeansRun {
@@ -210,7 +189,7 @@ KMeansRun best_kmeans(const std::vector<double>& points, std::int64_t n, std::in
                       const SpectralOptions& options) {
   const int restarts = options.restarts;
   std::vector<KMeansRun> runs(static_cast<std::size_t>(restarts));
-  parallel_for(thread_count(options.threads), restarts, [&](std::int64_t r) {
+  parallel_for(restarts, thread_count(options.threads), [&](std::int64_t r) {
     runs[r] = kmeans_run(points, n, dim, k, options.max_iterations, run_seed(options.seed, static_cast<int>(r)));
   });
   std::size_t best = 0;
@@ -247,7 +226,7 @@ Matrix normalized_laplacian(MatrixView<const double> correlation, const std::vec
   Matrix lap(n, n);
   constexpr std::int64_t tile = 64;
   const std::int64_t tiles = (n + tile - 1) / tile;
-  parallel_for(threads, tiles, [&](std::int64_t ti) {
+  parallel_for(tiles, threads, [&](std::int64_t ti) {
     const std::int64_t i0 = ti * tile, i1 = std::min(n, i0 + tile);
     for (std::int64_t j0 = i0; j0 < n; j0 += tile) {
       const std::int64_t j1 = std::min(n, j0 + tile);
@@ -268,14 +247,14 @@ Matrix normalized_laplacian(MatrixView<const double> correlation, const std::vec
     }
   });
   std::vector<double> scale(static_cast<std::size_t>(n));
-  parallel_for(threads, tiles, [&](std::int64_t ti) {
+  parallel_for(tiles, threads, [&](std::int64_t ti) {
     for (std::int64_t i = ti * tile; i < std::min(n, (ti + 1) * tile); ++i) {
       lap(i, i) = 1.0;
       const double* row = lap.data() + i * n;
       scale[i] = 1.0 / std::sqrt(std::accumulate(row, row + n, 0.0));  // degree >= 1: the diagonal
     }
   });
-  parallel_for(threads, tiles, [&](std::int64_t ti) {
+  parallel_for(tiles, threads, [&](std::int64_t ti) {
     for (std::int64_t i = ti * tile; i < std::min(n, (ti + 1) * tile); ++i) {
       double* row = lap.data() + i * n;
       const double si = scale[i];
@@ -333,7 +312,7 @@ double normalized_cut(MatrixView<const double> correlation, const std::vector<st
   // clusters in row order: the value does not depend on the thread count.
   std::vector<double> degree(static_cast<std::size_t>(u)), own(static_cast<std::size_t>(u));
   constexpr std::int64_t rows_per_item = 64;
-  parallel_for(thread_count(0), (u + rows_per_item - 1) / rows_per_item, [&](std::int64_t item) {
+  parallel_for((u + rows_per_item - 1) / rows_per_item, thread_count(0), [&](std::int64_t item) {
     for (std::int64_t i = item * rows_per_item; i < std::min(u, (item + 1) * rows_per_item); ++i) {
       if (labels[i] < 0) continue;
       const double* row = correlation.row(i);
