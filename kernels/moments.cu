@@ -119,9 +119,17 @@ __global__ void centre_kernel(float* __restrict__ x, std::int64_t rows, std::int
 }
 
 // Block (32 x 8) over (column j, row i) of the U x U M2.
-__global__ void merge_comoment_kernel(const float* __restrict__ s, std::int64_t units,
-                                      const double* __restrict__ batch_mean, const double* __restrict__ mean,
-                                      const Totals* totals, const BatchCounters* counters, double* __restrict__ m2) {
+__global__ void add_product_kernel(const float* __restrict__ s, std::int64_t units, double* __restrict__ m2) {
+  const std::int64_t j = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
+  const std::int64_t i = std::int64_t{blockIdx.y} * kRowsPerPass + threadIdx.y;
+  if (i >= units || j >= units) return;
+  // Only the upper triangle of S is defined: both halves of M2 read it, so M2 stays symmetric.
+  m2[i * units + j] += static_cast<double>(j >= i ? s[i * units + j] : s[j * units + i]);
+}
+
+__global__ void merge_comoment_kernel(std::int64_t units, const double* __restrict__ batch_mean,
+                                      const double* __restrict__ mean, const Totals* totals,
+                                      const BatchCounters* counters, double* __restrict__ m2) {
   const std::int64_t j = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
   const std::int64_t i = std::int64_t{blockIdx.y} * kRowsPerPass + threadIdx.y;
   if (i >= units || j >= units) return;
@@ -131,9 +139,7 @@ __global__ void merge_comoment_kernel(const float* __restrict__ s, std::int64_t 
   const double weight = n * nb / (n + nb);  // 0 for the first batch: M2 is then the batch's own comoment
   const double di = batch_mean[i] - mean[i];
   const double dj = batch_mean[j] - mean[j];
-  // Only the upper triangle of S is defined; d_i * d_j is computed in one order so M2 stays symmetric.
-  const float sij = j >= i ? s[i * units + j] : s[j * units + i];
-  m2[i * units + j] += static_cast<double>(sij) + weight * (di * dj);
+  m2[i * units + j] += weight * (di * dj);  // d_i * d_j in one order for (i, j) and (j, i): M2 stays symmetric
 }
 
 __global__ void merge_moments_kernel(const double* __restrict__ batch_mean, const double* __restrict__ batch_min,
@@ -214,15 +220,25 @@ void launch_centre(float* x, std::int64_t rows, std::int64_t units, const unsign
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 
-void launch_merge_comoment(const float* s, std::int64_t units, const double* batch_mean, const double* mean,
-                           const Totals* totals, const BatchCounters* counters, double* m2, StreamRef stream) {
-  if (units == 0) return;
+// The (column, row) grid over the full U x U M2.
+dim3 comoment_grid(std::int64_t units) {
   if ((units + kRowsPerPass - 1) / kRowsPerPass > kMaxGridY)
     throw Error("CUDA merge: " + std::to_string(units) + " units exceed the launch grid");
-  const dim3 grid(static_cast<unsigned>((units + kColumns - 1) / kColumns),
-                  static_cast<unsigned>((units + kRowsPerPass - 1) / kRowsPerPass));
-  merge_comoment_kernel<<<grid, dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(s, units, batch_mean, mean,
-                                                                                 totals, counters, m2);
+  return dim3(static_cast<unsigned>((units + kColumns - 1) / kColumns),
+              static_cast<unsigned>((units + kRowsPerPass - 1) / kRowsPerPass));
+}
+
+void launch_add_product(const float* s, std::int64_t units, double* m2, StreamRef stream) {
+  if (units == 0) return;
+  add_product_kernel<<<comoment_grid(units), dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(s, units, m2);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+}
+
+void launch_merge_comoment(std::int64_t units, const double* batch_mean, const double* mean, const Totals* totals,
+                           const BatchCounters* counters, double* m2, StreamRef stream) {
+  if (units == 0) return;
+  merge_comoment_kernel<<<comoment_grid(units), dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(
+      units, batch_mean, mean, totals, counters, m2);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 

@@ -43,11 +43,14 @@ void launch_column_stats(const float* x, std::int64_t rows, std::int64_t units, 
 void launch_centre(float* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
                    const double* mean, __nv_bfloat16* x_bf16, StreamRef stream);
 
-// M2 += S + delta delta^T n nb / (n + nb), delta = batch_mean - mean, for the full U x U float64 M2.
-// `s` is the row-major batch product of which only the upper triangle (j >= i) is read. n and nb come
-// from `totals` and `counters`, on the device.
-void launch_merge_comoment(const float* s, std::int64_t units, const double* batch_mean, const double* mean,
-                           const Totals* totals, const BatchCounters* counters, double* m2, StreamRef stream);
+// M2 += S for the product S of one chunk of centred rows (the batch's product is taken in chunks so
+// that float32 sums stay short); `s` is row-major and only its upper triangle (j >= i) is read.
+void launch_add_product(const float* s, std::int64_t units, double* m2, StreamRef stream);
+
+// M2 += delta delta^T n nb / (n + nb), delta = batch_mean - mean, for the full U x U float64 M2: the
+// Chan term, once per batch. n and nb come from `totals` and `counters`, on the device.
+void launch_merge_comoment(std::int64_t units, const double* batch_mean, const double* mean, const Totals* totals,
+                           const BatchCounters* counters, double* m2, StreamRef stream);
 
 // mean += delta nb / (n + nb); min/max folded; then samples += nb and skipped += rows - nb. Must follow
 // launch_merge_comoment, which reads the old mean and count.

@@ -411,6 +411,14 @@ TEST_P(Conformance, BatchSizesThatDoNotDivideTheSamplesAndBatchSizeOne) {
   for (std::int64_t batch : {1, 3, 7}) check_study(images, batch);
 }
 
+// Batches longer than a backend's float32 product (2048 rows on the CPU, 4096 on CUDA) are taken in
+// chunks that each merge in float64: 9000-row batches cross several chunk boundaries, which must lose
+// and repeat no row. (The accuracy gain of chunking shows at 1024 units and 1e5 rows: bench_corr.)
+TEST_P(Conformance, LongBatchesAreTakenInChunks) {
+  const Study s = make_study(Shape{20000}, {{DType::float32, Layout::c_order, 6}, {DType::float16, Layout::c_order, 5}}, 23);
+  check_study(s, 9000);
+}
+
 TEST_P(Conformance, DeadUnitsHaveZeroVarianceAndZeroCorrelations) {
   const Study s = make_study(Shape{120}, {{DType::float32, Layout::c_order, 4}, {DType::float16, Layout::nchw, 5}}, 20,
                              /*dead=*/true);
