@@ -613,17 +613,7 @@ class DenseSolver {
           }
         }
       }
-      const Index owner = y_[j];
-      x_[i] = j;
-      y_[j] = i;
-      if (owner >= 0) {
-        x_[owner] = -1;
-        if (evict_now) {
-          stack.push_back(owner);
-        } else {
-          next.push_back(owner);
-        }
-      }
+      assign_evicting(i, j, evict_now, stack, next);
     }
     std::sort(next.begin(), next.end());
     return next;
@@ -785,6 +775,17 @@ class DenseSolver {
     return -1;
   }
 
+  // Row reduction's move: row i takes column j; the column's previous owner is freed, to be reduced
+  // again at once (evict_now: j's price just dropped, so the owner's best moved) or in the next pass.
+  void assign_evicting(Index i, Index j, bool evict_now, std::vector<Index>& stack, std::vector<Index>& next) {
+    const Index owner = y_[j];
+    x_[i] = j;
+    y_[j] = i;
+    if (owner < 0) return;
+    x_[owner] = -1;
+    (evict_now ? stack : next).push_back(owner);
+  }
+
   // Jonker-Volgenant augmenting row reduction: a free row takes its cheapest column and lowers that
   // column's price to its second cheapest, evicting the previous owner, which then tries again. Returns
   // the rows still free. Every move keeps u[i] + v[j] <= c[i][j] and only lowers v of assigned columns,
@@ -820,17 +821,7 @@ class DenseSolver {
         j = first_with_reduced(wi, u1, true);
         if (j < 0) j = first_with_reduced(wi, u1, false);
       }
-      const Index owner = y_[j];
-      x_[i] = j;
-      y_[j] = i;
-      if (owner >= 0) {
-        x_[owner] = -1;
-        if (evict_now) {
-          stack.push_back(owner);
-        } else {
-          next.push_back(owner);
-        }
-      }
+      assign_evicting(i, j, evict_now, stack, next);
     }
     std::sort(next.begin(), next.end());
     return next;
