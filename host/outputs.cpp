@@ -15,6 +15,7 @@ namespace convergent {
 
 OutputDir::OutputDir(std::string dir) : dir_(std::move(dir)) {
   std::error_code ec;
+  created_ = !std::filesystem::exists(dir_, ec);
   std::filesystem::create_directories(dir_, ec);
   if (ec) throw Error(dir_ + ": cannot create the output directory: " + ec.message());
   if (!std::filesystem::is_directory(dir_)) throw Error(dir_ + ": the output path exists and is not a directory");
@@ -27,6 +28,10 @@ OutputDir::OutputDir(std::string dir) : dir_(std::move(dir)) {
 
 OutputDir::~OutputDir() {
   for (const auto& [temporary, final_path] : staged_) std::remove(temporary.c_str());
+  if (created_ && !committed_) {
+    std::error_code ec;
+    std::filesystem::remove(dir_, ec);  // only if empty: a failed job leaves no trace
+  }
 }
 
 std::string OutputDir::stage(const std::string& name) {
@@ -40,6 +45,7 @@ void OutputDir::commit() {
     if (std::rename(temporary.c_str(), final_path.c_str()) != 0)
       throw Error(final_path + ": cannot move the finished file into place: " + std::strerror(errno));
   staged_.clear();
+  committed_ = true;
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

@@ -12,7 +12,7 @@ class OutputDir {
   // Creates the directory (and its parents) if needed and checks that files can be created in it, so an
   // unwritable directory fails before any long work. Throws Error naming the directory.
   explicit OutputDir(std::string dir);
-  ~OutputDir();  // removes staged files that were never committed
+  ~OutputDir();  // removes staged files that were never committed, and the directory if it made it
   OutputDir(const OutputDir&) = delete;
   OutputDir& operator=(const OutputDir&) = delete;
 
@@ -24,6 +24,8 @@ class OutputDir {
 
  private:
   std::string dir_;
+  bool created_ = false;    // the directory did not exist before this job
+  bool committed_ = false;
   std::vector<std::pair<std::string, std::string>> staged_;  // (temporary path, final path)
 };
 

@@ -195,6 +195,8 @@ TEST_P(CliBadInput, FailsCleanly) {
   EXPECT_NE(r.output.find(GetParam().expected_message), std::string::npos)
       << "expected '" << GetParam().expected_message << "' in: " << r.output;
   EXPECT_TRUE(files_in(dir.file("out")).empty()) << "partial output left behind";
+  // The job made DIR, so a failed job removes it again (unwritable_out never made it).
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << "empty output directory left behind";
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -20,6 +22,14 @@ namespace {
 using namespace convergent;
 
 constexpr const char* version = CONVERGENT_VERSION;
+
+// Ctrl-C or SIGTERM during the pass: the next batch boundary throws, so that the staged outputs are
+// removed on the way out instead of being left as .partial files.
+std::atomic<bool> interrupted{false};
+extern "C" void on_interrupt(int) { interrupted = true; }
+struct Interrupted : Error {
+  Interrupted() : Error("interrupted; nothing was written") {}
+};
 
 // "NAME=PATH" names a net; a bare PATH is named by its file stem. Text before the first '=' is a name
 // only when it holds no '/', so paths that contain '=' still work.
@@ -121,7 +131,10 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
                                                         : BackendChoice::automatic;
   auto backend = make_backend(choice, {common.threads, 0});
   ProgressBar progress;
-  options.progress = [&](std::int64_t done, std::int64_t total) { progress.update(done, total); };
+  options.progress = [&](std::int64_t done, std::int64_t total) {
+    if (interrupted) throw Interrupted();
+    progress.update(done, total);
+  };
   const Study study = run_study(*backend, nets, options);
   const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
   const auto spectral = cluster_units(*backend, study, cluster, common.threads);
@@ -204,6 +217,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
   try {
     if (show_version) {
       print_version();
@@ -216,6 +231,9 @@ int main(int argc, char** argv) {
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
     std::cout << app.help();
     return 0;
+  } catch (const Interrupted& e) {
+    std::cerr << "\nconvergent: " << e.what() << "\n";
+    return 130;
   } catch (const std::exception& e) {
     std::cerr << "convergent: error: " << e.what() << "\n";
     return 1;
