@@ -6,6 +6,7 @@
 #include <lapacke.h>
 
 #include <algorithm>
+#include <optional>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -147,6 +148,191 @@ class ReferenceAccumulator final : public MomentAccumulator {
   std::int64_t skipped_ = 0;
 };
 
+// dsyevr on a float64 copy: with an index range it computes only the k vectors asked for (MRRR).
+template <class T>
+Eigenpairs dense_smallest(MatrixView<const T> a, std::int64_t k) {
+  const std::int64_t n = a.rows;
+  std::vector<double> work(static_cast<std::size_t>(n * n));
+  for (std::int64_t i = 0; i < n; ++i) std::copy(a.row(i), a.row(i) + n, work.data() + i * n);
+  Eigenpairs result;
+  result.values.resize(static_cast<std::size_t>(n));
+  result.vectors = Matrix(n, k);
+  std::vector<lapack_int> support(static_cast<std::size_t>(2 * k));
+  lapack_int found = 0;
+  const lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', static_cast<lapack_int>(n), work.data(),
+                                         static_cast<lapack_int>(n), 0.0, 0.0, 1, static_cast<lapack_int>(k), 0.0,
+                                         &found, result.values.data(), result.vectors.data(),
+                                         static_cast<lapack_int>(k), support.data());
+  if (info != 0 || found != k) throw Error("LAPACK dsyevr failed (info " + std::to_string(info) + ")");
+  result.values.resize(static_cast<std::size_t>(k));
+  return result;
+}
+
+template <class T>
+void check_eigen_arguments(MatrixView<const T> a, std::int64_t k, const EigenOptions& options) {
+  if (a.cols != a.rows) throw Error("smallest_eigenpairs: the matrix is not square");
+  if (!(options.relative_residual > 0.0)) throw Error("smallest_eigenpairs: the residual tolerance must be positive");
+  if (k < 1 || k > a.rows)
+    throw Error("smallest_eigenpairs: k = " + std::to_string(k) + " outside [1, " + std::to_string(a.rows) + "]");
+}
+
+// Block size of the Lanczos solver: room for clustered eigenvalues around the k wanted.
+std::int64_t lanczos_block(std::int64_t k) { return k + std::max<std::int64_t>(8, k / 4); }
+
+// Small problems, and bases that would not be much smaller than the matrix, go to dsyevr.
+bool dense_is_better(std::int64_t n, std::int64_t k) { return n < 1024 || 16 * lanczos_block(k) > n; }
+
+// W = A V for n x p blocks V, in float32 on a float32 matrix (the product is bound by memory: OpenBLAS
+// repacks A every time, so half the bytes run twice as fast); inputs and outputs stay float64.
+class Float32Product {
+ public:
+  explicit Float32Product(MatrixView<const float> a) : a_(a) {}
+  void operator()(const double* in, double* out, std::int64_t p) const {
+    in32_.assign(in, in + a_.rows * p);
+    out32_.resize(in32_.size());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(a_.rows), static_cast<int>(p),
+                static_cast<int>(a_.rows), 1.0f, a_.data, static_cast<int>(a_.stride), in32_.data(),
+                static_cast<int>(p), 0.0f, out32_.data(), static_cast<int>(p));
+    std::copy(out32_.begin(), out32_.end(), out);
+  }
+
+ private:
+  MatrixView<const float> a_;
+  mutable std::vector<float> in32_, out32_;
+};
+
+// The k smallest eigenpairs of the symmetric n x n operator `product` (out = A in, for n x p blocks),
+// by a thick-restart block Lanczos with full reorthogonalisation: a handful of n x n x p products
+// instead of the O(n^3) tridiagonal reduction of dsyevr, which at n = 4096 costs seconds. Krylov
+// subspaces do not depend on a shift, so no spectral bounds are needed. Ritz pairs are accepted when
+// their residual ||A x - theta x|| (from the Lanczos relation) is below tolerance * ||A||. Returns
+// nothing when a work budget runs out first (a crowded spectrum): the caller then uses dsyevr.
+template <class Product>
+std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double tolerance, const Product& product) {
+  const std::int64_t p = lanczos_block(k);
+  const std::int64_t max_cols = 8 * p;  // basis size before a thick restart
+  const int ni = static_cast<int>(n), pi = static_cast<int>(p), ld = static_cast<int>(max_cols);
+  std::vector<double> q(static_cast<std::size_t>(n * max_cols));  // basis, n x max_cols, row-major
+  std::vector<double> t(static_cast<std::size_t>(max_cols * max_cols));  // projection Q^T A Q
+  std::vector<double> w(static_cast<std::size_t>(n * p)), v(static_cast<std::size_t>(n * p));
+  std::vector<double> c(static_cast<std::size_t>(max_cols * p)), r(static_cast<std::size_t>(p * p));
+  std::vector<double> tau(static_cast<std::size_t>(p)), theta(static_cast<std::size_t>(max_cols));
+  std::vector<double> y(static_cast<std::size_t>(max_cols * max_cols)), projection(y.size());
+  std::vector<lapack_int> support(static_cast<std::size_t>(2 * max_cols));
+  // Columns [0, m) of the basis against the n x p block b: b -= Q (Q^T b), twice (classical
+  // Gram-Schmidt needs the second pass to keep full orthogonality); adds Q^T b into c when asked.
+  auto orthogonalise = [&](std::int64_t m, double* b, bool accumulate) {
+    if (accumulate) std::fill(c.begin(), c.begin() + m * p, 0.0);
+    std::vector<double> pass(static_cast<std::size_t>(m * p));
+    for (int round = 0; round < 2; ++round) {
+      cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(m), pi, ni, 1.0, q.data(), ld, b, pi,
+                  0.0, pass.data(), pi);
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, pi, static_cast<int>(m), -1.0, q.data(), ld,
+                  pass.data(), pi, 1.0, b, pi);
+      if (accumulate)
+        for (std::int64_t i = 0; i < m * p; ++i) c[i] += pass[i];
+    }
+  };
+  // Orthonormal basis of the n x p block b, written to out; R (p x p, upper) to r. Householder QR
+  // stays orthonormal even when b is nearly rank deficient.
+  auto qr = [&](double* b, double* out) {
+    if (LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, ni, pi, b, pi, tau.data()) != 0) throw Error("LAPACK dgeqrf failed");
+    for (std::int64_t i = 0; i < p; ++i)
+      for (std::int64_t j = 0; j < p; ++j) r[i * p + j] = j >= i ? b[i * p + j] : 0.0;
+    if (LAPACKE_dorgqr(LAPACK_ROW_MAJOR, ni, pi, pi, b, pi, tau.data()) != 0) throw Error("LAPACK dorgqr failed");
+    if (out != b) std::copy(b, b + n * p, out);
+  };
+
+  // Deterministic start: a fixed hash of each position (splitmix64), the same on every run and thread.
+  for (std::int64_t i = 0; i < n * p; ++i) {
+    std::uint64_t z = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    v[i] = static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-53 - 0.5;
+  }
+  qr(v.data(), v.data());
+  std::int64_t m = 0;  // columns of the basis in use
+  double norm_estimate = 0.0;
+  // Work budget: once the products A V have cost half of dsyevr's tridiagonal reduction (4/3 n^3),
+  // the spectrum is too crowded for Krylov to pay off (a random matrix, say) and dsyevr takes over.
+  std::int64_t product_columns = 0;
+  while (product_columns * 2 * n * n < n * n * n * 2 / 3) {
+    product_columns += p;
+    for (std::int64_t i = 0; i < n; ++i) std::copy(&v[i * p], &v[i * p] + p, &q[i * max_cols + m]);
+    product(v.data(), w.data(), p);
+    const std::int64_t mm = m + p;
+    orthogonalise(mm, w.data(), true);
+    // New column block of the projection, mirrored into the row block.
+    for (std::int64_t i = 0; i < mm; ++i)
+      for (std::int64_t j = 0; j < p; ++j) {
+        const double value = i >= m ? 0.5 * (c[i * p + j] + c[(m + j) * p + (i - m)]) : c[i * p + j];
+        t[i * max_cols + m + j] = t[(m + j) * max_cols + i] = value;
+      }
+    m = mm;
+    qr(w.data(), v.data());
+    // A (numerically) invariant subspace leaves w ~ 0 and v without meaning: orthogonalising it again
+    // turns it into fresh directions, and the tiny r keeps the Lanczos relation intact.
+    double smallest_r = std::numeric_limits<double>::infinity();
+    for (std::int64_t i = 0; i < p; ++i) smallest_r = std::min(smallest_r, std::abs(r[i * p + i]));
+    if (smallest_r <= 1e-8 * std::max(norm_estimate, 1e-300)) {
+      std::vector<double> keep_r = r;
+      orthogonalise(m, v.data(), false);
+      qr(v.data(), v.data());
+      r = keep_r;
+    }
+    // Nothing converges in fewer than about four block steps; checking earlier only costs.
+    if (m < std::min(4 * p, max_cols - p + 1)) continue;
+
+    // Rayleigh-Ritz on the basis: only the k + p smallest Ritz pairs are ever used.
+    const std::int64_t ritz_count = std::min(m, k + p);
+    std::copy(t.begin(), t.end(), projection.begin());
+    lapack_int found = 0;
+    if (LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', static_cast<lapack_int>(m), projection.data(), ld, 0.0,
+                       0.0, 1, static_cast<lapack_int>(ritz_count), 0.0, &found, theta.data(), y.data(), ld,
+                       support.data()) != 0 ||
+        found != ritz_count)
+      throw Error("LAPACK dsyevr failed on the Lanczos projection");
+    // ||A|| >= every |theta| and every row norm of the projection.
+    norm_estimate = std::max({norm_estimate, std::abs(theta[0]), std::abs(theta[ritz_count - 1])});
+    for (std::int64_t i = 0; i < m; ++i) {
+      const double* row = t.data() + i * max_cols;
+      norm_estimate = std::max(norm_estimate, std::sqrt(std::inner_product(row, row + m, row, 0.0)));
+    }
+    // ||A x_j - theta_j x_j|| = ||R y_j(last block)||.
+    bool converged = true;
+    for (std::int64_t j = 0; j < k && converged; ++j) {
+      double squared = 0.0;
+      for (std::int64_t i = 0; i < p; ++i) {
+        double s = 0.0;
+        for (std::int64_t l = i; l < p; ++l) s += r[i * p + l] * y[(m - p + l) * max_cols + j];
+        squared += s * s;
+      }
+      converged = std::sqrt(squared) <= tolerance * norm_estimate;
+    }
+    const bool full = m + p > max_cols;
+    if (!converged && !full) continue;
+    // Ritz vectors Q Y(:, :keep): the answer, or the start of the restarted basis.
+    const std::int64_t keep = converged ? k : std::min(max_cols - 2 * p, k + p);
+    std::vector<double> x(static_cast<std::size_t>(n * keep));
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, static_cast<int>(keep), static_cast<int>(m), 1.0,
+                q.data(), ld, y.data(), ld, 0.0, x.data(), static_cast<int>(keep));
+    if (converged) {
+      Eigenpairs result;
+      result.values.assign(theta.begin(), theta.begin() + k);
+      result.vectors = Matrix(n, k);
+      std::copy(x.begin(), x.end(), result.vectors.data());
+      return result;
+    }
+    // Thick restart: the kept Ritz vectors and their values; the coupling to the next block (whose
+    // residual directions v holds) is recomputed when v enters the basis.
+    for (std::int64_t i = 0; i < n; ++i) std::copy(&x[i * keep], &x[i * keep] + keep, &q[i * max_cols]);
+    std::fill(t.begin(), t.end(), 0.0);
+    for (std::int64_t i = 0; i < keep; ++i) t[i * max_cols + i] = theta[i];
+    m = keep;
+  }
+  return std::nullopt;
+}
+
 class ReferenceBackend final : public Backend {
  public:
   explicit ReferenceBackend(const BackendOptions& options)
@@ -188,159 +374,37 @@ class ReferenceBackend final : public Backend {
     return best;
   }
 
-  // Large problems with few wanted pairs (spectral clustering: n up to 16384, k up to ~65) go through a
-  // thick-restart block Lanczos with full reorthogonalisation: a handful of n x n x p GEMMs instead of
-  // the O(n^3) tridiagonal reduction of dsyevr, which at n = 4096 costs seconds. Krylov subspaces do
-  // not depend on a shift, so no spectral bounds are needed. Ritz pairs are accepted when their
-  // residual ||A x - theta x|| (exact from the Lanczos relation) is below 1e-9 ||A||; a solve that has
-  // not converged within a work budget falls back to dsyevr, as do small problems, where dsyevr is faster.
-  Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k) override {
+  // Large problems with few wanted pairs (spectral clustering: n up to 16384, k up to ~65) go through
+  // block_lanczos; small ones, and those it gives up on, through dsyevr. A loose tolerance (1e-5 and up)
+  // takes the products in float32 on a float32 copy of A: their error, about sqrt(n) 6e-8 ||A||, is well
+  // inside it.
+  Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions& options) override {
+    check_eigen_arguments(a, k, options);
     const std::int64_t n = a.rows;
-    if (a.cols != n) throw Error("smallest_eigenpairs: the matrix is not square");
-    if (k < 1 || k > n) throw Error("smallest_eigenpairs: k = " + std::to_string(k) + " outside [1, " +
-                                    std::to_string(n) + "]");
-    auto dense = [&]() {
-      std::vector<double> work(static_cast<std::size_t>(n * n));
-      for (std::int64_t i = 0; i < n; ++i) std::copy(a.row(i), a.row(i) + n, work.data() + i * n);
-      Eigenpairs result;
-      result.values.resize(static_cast<std::size_t>(n));
-      result.vectors = Matrix(n, k);
-      std::vector<lapack_int> support(static_cast<std::size_t>(2 * k));
-      lapack_int found = 0;
-      // dsyevr with a index range computes only the k vectors asked for (MRRR).
-      const lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', static_cast<lapack_int>(n),
-                                             work.data(), static_cast<lapack_int>(n), 0.0, 0.0, 1,
-                                             static_cast<lapack_int>(k), 0.0, &found, result.values.data(),
-                                             result.vectors.data(), static_cast<lapack_int>(k), support.data());
-      if (info != 0 || found != k) throw Error("LAPACK dsyevr failed (info " + std::to_string(info) + ")");
-      result.values.resize(static_cast<std::size_t>(k));
-      return result;
-    };
-    const std::int64_t p = k + std::max<std::int64_t>(8, k / 4);  // block size: room for clustered values
-    const std::int64_t max_cols = 8 * p;                            // basis size before a thick restart
-    if (n < 1024 || 2 * max_cols > n) return dense();
-
-    const int ni = static_cast<int>(n), pi = static_cast<int>(p), ld = static_cast<int>(max_cols);
-    std::vector<double> q(static_cast<std::size_t>(n * max_cols));  // basis, n x max_cols, row-major
-    std::vector<double> t(static_cast<std::size_t>(max_cols * max_cols));  // projection Q^T A Q
-    std::vector<double> w(static_cast<std::size_t>(n * p)), v(static_cast<std::size_t>(n * p));
-    std::vector<double> c(static_cast<std::size_t>(max_cols * p)), r(static_cast<std::size_t>(p * p));
-    std::vector<double> tau(static_cast<std::size_t>(p)), theta(static_cast<std::size_t>(max_cols));
-    std::vector<double> y(static_cast<std::size_t>(max_cols * max_cols)), projection(y.size());
-    std::vector<lapack_int> support(static_cast<std::size_t>(2 * max_cols));
-    // Columns [0, m) of the basis against the n x p block b: b -= Q (Q^T b), twice (classical
-    // Gram-Schmidt needs the second pass to keep full orthogonality); adds Q^T b into c when asked.
-    auto orthogonalise = [&](std::int64_t m, double* b, bool accumulate) {
-      if (accumulate) std::fill(c.begin(), c.begin() + m * p, 0.0);
-      std::vector<double> pass(static_cast<std::size_t>(m * p));
-      for (int round = 0; round < 2; ++round) {
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(m), pi, ni, 1.0, q.data(), ld, b, pi,
-                    0.0, pass.data(), pi);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, pi, static_cast<int>(m), -1.0, q.data(), ld,
-                    pass.data(), pi, 1.0, b, pi);
-        if (accumulate)
-          for (std::int64_t i = 0; i < m * p; ++i) c[i] += pass[i];
-      }
-    };
-    // Orthonormal basis of the n x p block b, written to out; R (p x p, upper) to r. Householder QR
-    // stays orthonormal even when b is nearly rank deficient.
-    auto qr = [&](double* b, double* out) {
-      if (LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, ni, pi, b, pi, tau.data()) != 0) throw Error("LAPACK dgeqrf failed");
-      for (std::int64_t i = 0; i < p; ++i)
-        for (std::int64_t j = 0; j < p; ++j) r[i * p + j] = j >= i ? b[i * p + j] : 0.0;
-      if (LAPACKE_dorgqr(LAPACK_ROW_MAJOR, ni, pi, pi, b, pi, tau.data()) != 0) throw Error("LAPACK dorgqr failed");
-      if (out != b) std::copy(b, b + n * p, out);
-    };
-
-    // Deterministic start: a fixed hash of each position (splitmix64), the same on every run and thread.
-    for (std::int64_t i = 0; i < n * p; ++i) {
-      std::uint64_t z = 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(i + 1);
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-      v[i] = static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-53 - 0.5;
+    if (dense_is_better(n, k)) return dense_smallest(a, k);
+    std::optional<Eigenpairs> result;
+    if (options.relative_residual >= 1e-5) {
+      std::vector<float> a32(static_cast<std::size_t>(n * n));
+      for (std::int64_t i = 0; i < n; ++i) std::copy(a.row(i), a.row(i) + n, a32.data() + i * n);
+      result = block_lanczos(n, k, options.relative_residual, Float32Product(MatrixView<const float>(a32.data(), n, n)));
+    } else {
+      result = block_lanczos(n, k, options.relative_residual, [&](const double* in, double* out, std::int64_t p) {
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p),
+                    static_cast<int>(n), 1.0, a.data, static_cast<int>(a.stride), in, static_cast<int>(p), 0.0, out,
+                    static_cast<int>(p));
+      });
     }
-    qr(v.data(), v.data());
-    std::int64_t m = 0;  // columns of the basis in use
-    double norm_estimate = 0.0;
-    // Work budget: once the products A V have cost half of dsyevr's tridiagonal reduction (4/3 n^3),
-    // the spectrum is too crowded for Krylov to pay off (a random matrix, say) and dsyevr takes over.
-    std::int64_t product_columns = 0;
-    while (product_columns * 2 * n * n < n * n * n * 2 / 3) {
-      product_columns += p;
-      for (std::int64_t i = 0; i < n; ++i) std::copy(&v[i * p], &v[i * p] + p, &q[i * max_cols + m]);
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, pi, ni, 1.0, a.data, static_cast<int>(a.stride),
-                  v.data(), pi, 0.0, w.data(), pi);
-      const std::int64_t mm = m + p;
-      orthogonalise(mm, w.data(), true);
-      // New column block of the projection, mirrored into the row block.
-      for (std::int64_t i = 0; i < mm; ++i)
-        for (std::int64_t j = 0; j < p; ++j) {
-          const double value = i >= m ? 0.5 * (c[i * p + j] + c[(m + j) * p + (i - m)]) : c[i * p + j];
-          t[i * max_cols + m + j] = t[(m + j) * max_cols + i] = value;
-        }
-      m = mm;
-      qr(w.data(), v.data());
-      // A (numerically) invariant subspace leaves w ~ 0 and v without meaning: orthogonalising it again
-      // turns it into fresh directions, and the tiny r keeps the Lanczos relation intact.
-      double smallest_r = std::numeric_limits<double>::infinity();
-      for (std::int64_t i = 0; i < p; ++i) smallest_r = std::min(smallest_r, std::abs(r[i * p + i]));
-      if (smallest_r <= 1e-8 * std::max(norm_estimate, 1e-300)) {
-        std::vector<double> keep_r = r;
-        orthogonalise(m, v.data(), false);
-        qr(v.data(), v.data());
-        r = keep_r;
-      }
-      // Nothing converges to 1e-9 in fewer than about four block steps; checking earlier only costs.
-      if (m < std::min(4 * p, max_cols - p + 1)) continue;
+    return result ? std::move(*result) : dense_smallest(a, k);
+  }
 
-      // Rayleigh-Ritz on the basis: only the k + p smallest Ritz pairs are ever used.
-      const std::int64_t ritz_count = std::min(m, k + p);
-      std::copy(t.begin(), t.end(), projection.begin());
-      lapack_int found = 0;
-      if (LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', static_cast<lapack_int>(m), projection.data(), ld, 0.0,
-                         0.0, 1, static_cast<lapack_int>(ritz_count), 0.0, &found, theta.data(), y.data(), ld,
-                         support.data()) != 0 ||
-          found != ritz_count)
-        throw Error("LAPACK dsyevr failed on the Lanczos projection");
-      // ||A|| >= every |theta| and every row norm of the projection.
-      norm_estimate = std::max({norm_estimate, std::abs(theta[0]), std::abs(theta[ritz_count - 1])});
-      for (std::int64_t i = 0; i < m; ++i) {
-        const double* row = t.data() + i * max_cols;
-        norm_estimate = std::max(norm_estimate, std::sqrt(std::inner_product(row, row + m, row, 0.0)));
-      }
-      // ||A x_j - theta_j x_j|| = ||R y_j(last block)||.
-      bool converged = true;
-      for (std::int64_t j = 0; j < k && converged; ++j) {
-        double squared = 0.0;
-        for (std::int64_t i = 0; i < p; ++i) {
-          double s = 0.0;
-          for (std::int64_t l = i; l < p; ++l) s += r[i * p + l] * y[(m - p + l) * max_cols + j];
-          squared += s * s;
-        }
-        converged = std::sqrt(squared) <= 1e-9 * norm_estimate;
-      }
-      const bool full = m + p > max_cols;
-      if (!converged && !full) continue;
-      // Ritz vectors Q Y(:, :keep): the answer, or the start of the restarted basis.
-      const std::int64_t keep = converged ? k : std::min(max_cols - 2 * p, k + p);
-      std::vector<double> x(static_cast<std::size_t>(n * keep));
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, static_cast<int>(keep), static_cast<int>(m), 1.0,
-                  q.data(), ld, y.data(), ld, 0.0, x.data(), static_cast<int>(keep));
-      if (converged) {
-        Eigenpairs result;
-        result.values.assign(theta.begin(), theta.begin() + k);
-        result.vectors = Matrix(n, k);
-        std::copy(x.begin(), x.end(), result.vectors.data());
-        return result;
-      }
-      // Thick restart: the kept Ritz vectors and their values; the coupling to the next block (whose
-      // residual directions v holds) is recomputed when v enters the basis.
-      for (std::int64_t i = 0; i < n; ++i) std::copy(&x[i * keep], &x[i * keep] + keep, &q[i * max_cols]);
-      std::fill(t.begin(), t.end(), 0.0);
-      for (std::int64_t i = 0; i < keep; ++i) t[i * max_cols + i] = theta[i];
-      m = keep;
-    }
-    return dense();
+  Eigenpairs smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
+    check_eigen_arguments(a, k, options);
+    if (options.relative_residual < 1e-5)
+      throw Error("smallest_eigenpairs: a float32 matrix supports residuals of 1e-5 and looser, not " +
+                  std::to_string(options.relative_residual));
+    if (dense_is_better(a.rows, k)) return dense_smallest(a, k);
+    std::optional<Eigenpairs> result = block_lanczos(a.rows, k, options.relative_residual, Float32Product(a));
+    return result ? std::move(*result) : dense_smallest(a, k);
   }
 
  private:

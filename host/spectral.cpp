@@ -217,13 +217,15 @@ std::vector<bool> find_dead(MatrixView<const double> correlation, const Spectral
   return dead;
 }
 
-// The Laplacian L = I - D^-1/2 A D^-1/2 over the live units, built in tiles so that each entry and its
-// mirror are read together (checked for symmetry) without striding through a large matrix. Every entry
-// is written by one thread and computed the same way on any thread count.
-Matrix normalized_laplacian(MatrixView<const double> correlation, const std::vector<std::int64_t>& live,
-                            AffinityMode mode, int threads) {
+// The Laplacian L = I - D^-1/2 A D^-1/2 over the live units (row-major live x live), in float32: the
+// eigensolver only needs residuals of 1e-5, and half the bytes make its products twice as fast. Built in
+// tiles so that each entry and its mirror are read together (checked for symmetry) without striding
+// through a large matrix; degrees are summed in float64. Every entry is written by one thread and
+// computed the same way on any thread count.
+std::vector<float> normalized_laplacian(MatrixView<const double> correlation, const std::vector<std::int64_t>& live,
+                                        AffinityMode mode, int threads) {
   const std::int64_t n = static_cast<std::int64_t>(live.size());
-  Matrix lap(n, n);
+  std::vector<float> lap(static_cast<std::size_t>(n * n));
   constexpr std::int64_t tile = 64;
   const std::int64_t tiles = (n + tile - 1) / tile;
   parallel_for(tiles, threads, [&](std::int64_t ti) {
@@ -241,7 +243,7 @@ Matrix normalized_laplacian(MatrixView<const double> correlation, const std::vec
                         std::to_string(mirror) + (std::isfinite(c) && std::isfinite(mirror)
                                                       ? ": the matrix must be symmetric"
                                                       : ": live units need finite correlations"));
-          lap(i, j) = lap(j, i) = affinity_of(0.5 * (c + mirror), mode);
+          lap[i * n + j] = lap[j * n + i] = static_cast<float>(affinity_of(0.5 * (c + mirror), mode));
         }
       }
     }
@@ -249,17 +251,17 @@ Matrix normalized_laplacian(MatrixView<const double> correlation, const std::vec
   std::vector<double> scale(static_cast<std::size_t>(n));
   parallel_for(tiles, threads, [&](std::int64_t ti) {
     for (std::int64_t i = ti * tile; i < std::min(n, (ti + 1) * tile); ++i) {
-      lap(i, i) = 1.0;
-      const double* row = lap.data() + i * n;
+      lap[i * n + i] = 1.0f;
+      const float* row = lap.data() + i * n;
       scale[i] = 1.0 / std::sqrt(std::accumulate(row, row + n, 0.0));  // degree >= 1: the diagonal
     }
   });
   parallel_for(tiles, threads, [&](std::int64_t ti) {
     for (std::int64_t i = ti * tile; i < std::min(n, (ti + 1) * tile); ++i) {
-      double* row = lap.data() + i * n;
+      float* row = lap.data() + i * n;
       const double si = scale[i];
-      for (std::int64_t j = 0; j < n; ++j) row[j] = -row[j] * si * scale[j];
-      row[i] += 1.0;
+      for (std::int64_t j = 0; j < n; ++j) row[j] = static_cast<float>(-row[j] * si * scale[j]);
+      row[i] = static_cast<float>(1.0 - si * si);
     }
   });
   return lap;
@@ -390,8 +392,11 @@ SpectralResult spectral_clustering(Backend& backend, MatrixView<const double> co
   const std::int64_t wanted = options.k ? *options.k : std::min(options.max_k + 1, n);
   Eigenpairs pairs;
   {
-    const Matrix lap = normalized_laplacian(correlation, live, options.affinity, thread_count(options.threads));
-    pairs = backend.smallest_eigenpairs(lap.view(), wanted);
+    const std::vector<float> lap = normalized_laplacian(correlation, live, options.affinity, thread_count(options.threads));
+    // Clustering needs eigenvectors to about 1e-5, not to working precision.
+    EigenOptions eigen;
+    eigen.relative_residual = 1e-5;
+    pairs = backend.smallest_eigenpairs(MatrixView<const float>(lap.data(), n, n), wanted, eigen);
   }
   result.k_rule = options.k ? KRule::given : KRule::eigengap;
   result.k = options.k ? *options.k : eigengap_k(pairs.values, options.max_k, n);

@@ -419,13 +419,23 @@ class CudaBackend final : public Backend {
     return best;
   }
 
-  Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k) override {
+  // cuSOLVER solves to working precision, whatever residual the caller would accept.
+  Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions&) override {
     DeviceGuard guard(device_);
     const std::int64_t n = a.rows;
     if (a.cols != n) throw Error("smallest_eigenpairs: the matrix is not square");
     if (k < 1 || k > n)
       throw Error("smallest_eigenpairs: k = " + std::to_string(k) + " outside [1, " + std::to_string(n) + "]");
     return smallest_eigenpairs_on_device(cusolver_.get(), stream_.ref(), a, k);
+  }
+
+  // cuSOLVER has no float32 subset solver that beats converting: the matrix is widened on the host.
+  Eigenpairs smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
+    if (options.relative_residual < 1e-5)
+      throw Error("smallest_eigenpairs: a float32 matrix supports residuals of 1e-5 and looser");
+    Matrix wide(a.rows, a.cols);
+    for (std::int64_t i = 0; i < a.rows; ++i) std::copy(a.row(i), a.row(i) + a.cols, wide.data() + i * a.cols);
+    return smallest_eigenpairs(wide.view(), k, options);
   }
 
  private:

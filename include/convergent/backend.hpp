@@ -46,6 +46,13 @@ class MomentAccumulator {
   virtual std::int64_t skipped_rows() = 0;
 };
 
+struct EigenOptions {
+  // Largest accepted residual ||A x - lambda x|| relative to ||A||. From 1e-5 up, a backend may form
+  // its matrix products in float32 (about twice as fast on the CPU); eigenvalues are then still good to
+  // about the square of that, which is what spectral clustering needs.
+  double relative_residual = 1e-9;
+};
+
 struct Eigenpairs {
   std::vector<double> values;  // ascending
   Matrix vectors;              // n x k, column j belongs to values[j]
@@ -66,7 +73,12 @@ class Backend {
   // Column of the largest entry of each row; ties go to the lower column.
   virtual std::vector<std::int64_t> row_argmax(MatrixView<const double> m) = 0;
   // The k smallest eigenvalues (ascending) and their eigenvectors of a symmetric n x n matrix.
-  virtual Eigenpairs smallest_eigenpairs(MatrixView<const double> symmetric, std::int64_t k) = 0;
+  virtual Eigenpairs smallest_eigenpairs(MatrixView<const double> symmetric, std::int64_t k,
+                                         const EigenOptions& options) = 0;
+  // The same for a float32 matrix, for tolerances of 1e-5 and looser (Error otherwise): half the memory
+  // of a float64 one, which is what makes spectral clustering of large layers fast on the CPU.
+  virtual Eigenpairs smallest_eigenpairs(MatrixView<const float> symmetric, std::int64_t k,
+                                         const EigenOptions& options) = 0;
 };
 
 struct BackendOptions {
