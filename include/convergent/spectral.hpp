@@ -70,8 +70,9 @@ struct SpectralResult {
 // concatenated in the order of units_per_net, as Backend::correlation returns it); it must be
 // symmetric and finite on live units. Labels are canonical: cluster 0 holds the lowest live unit,
 // cluster 1 the lowest unit not in cluster 0, and so on. Throws Error when k is larger than the number
-// of live units, or on a malformed input. The affinity takes one dense live x live double matrix
-// (2 GiB at U = 16384), plus one more inside the backend when it uses a dense eigensolver.
+// of live units, or on a malformed input. The Laplacian takes one dense live x live float32 matrix
+// (1 GiB at U = 16384), plus a float64 copy inside the backend when it uses a dense eigensolver;
+// eigenvectors are solved to a residual of 1e-5 of ||L||, ample for k-means on their rows.
 SpectralResult spectral_clustering(Backend& backend, MatrixView<const double> correlation,
                                    const std::vector<std::int64_t>& units_per_net,
                                    const SpectralOptions& options = {});
