@@ -862,50 +862,38 @@ class DenseSolver {
       queue.clear();
       std::size_t head = 0;
       Index sink = -1;
+      // Settles every column tied at distance `at`, unless one of them is free: that one ends the path.
+      auto settle_ties_or_find_sink = [&](double at) {
+        collect_ties(at);
+        for (const Index j : ties) {
+          if (y_[j] < 0) {
+            sink = j;
+            return true;
+          }
+        }
+        for (const Index j : ties) {
+          settled_at[j] = at;
+          dp[j] = kInf;
+          vvp[j] = -kInf;
+          settled.push_back(j);
+          queue.push_back(j);
+        }
+        return false;
+      };
       double next_min = m;
       for (;;) {
         if (head == queue.size()) {
           m = next_min;
           if (m == kInf) infeasible();
-          collect_ties(m);
-          for (const Index j : ties) {
-            if (y_[j] < 0) {
-              sink = j;
-              break;
-            }
-          }
-          if (sink >= 0) break;
-          for (const Index j : ties) {
-            settled_at[j] = m;
-            dp[j] = kInf;
-            vvp[j] = -kInf;
-            settled.push_back(j);
-            queue.push_back(j);
-          }
+          if (settle_ties_or_find_sink(m)) break;
         }
         const Index j = queue[head++];
         const Index i = y_[j];
         const double h = m - reduced(row(i), j);
         const double* wi = row(i);
         next_min = team.run_min(n, [&](Index b, Index e) { return k.scan_row(wi, vvp, dp, pp, i, h, b, e); });
-        if (next_min == m) {
-          // The scan reached new columns at the current distance: settle them now, stop at a free one.
-          collect_ties(m);
-          for (const Index t : ties) {
-            if (y_[t] < 0) {
-              sink = t;
-              break;
-            }
-          }
-          if (sink >= 0) break;
-          for (const Index t : ties) {
-            settled_at[t] = m;
-            dp[t] = kInf;
-            vvp[t] = -kInf;
-            settled.push_back(t);
-            queue.push_back(t);
-          }
-        }
+        // The scan reached new columns at the current distance: settle them now, stop at a free one.
+        if (next_min == m && settle_ties_or_find_sink(m)) break;
       }
       // Price update: settled columns move by the distance they were settled short of the sink, which
       // keeps every reduced cost non-negative and makes the new path tight.
