@@ -27,9 +27,13 @@ class ActivationFile {
     }
     // Which array axis holds (image, unit, y, x).
     int axis_unit = 1, axis_y = -1, axis_x = -1;
-    if (ndim == 4) {
-      if (layout == Layout::nchw) axis_y = 2, axis_x = 3;
-      else axis_y = 1, axis_x = 2, axis_unit = 3;
+    if (ndim == 4 && layout == Layout::nchw) {
+      axis_y = 2;
+      axis_x = 3;
+    } else if (ndim == 4) {  // NHWC
+      axis_y = 1;
+      axis_x = 2;
+      axis_unit = 3;
     }
     block_.dtype = npy_.header().dtype;
     block_.images = shape[0];
