@@ -613,6 +613,24 @@ TEST_P(Conformance, SmallestEigenpairsOfAKnownSpectrum) {
   EXPECT_THROW(backend_->smallest_eigenpairs(a.view(), 0, {}), Error);
   EXPECT_THROW(backend_->smallest_eigenpairs(a.view(), n + 1, {}), Error);
   EXPECT_THROW(backend_->smallest_eigenpairs(a.block(0, 0, 3, 4), 1, {}), Error);
+
+  // The float32 overload, at the loose tolerance it supports (and only there).
+  std::vector<float> a32(static_cast<std::size_t>(n * n));
+  std::copy(a.data(), a.data() + n * n, a32.begin());
+  const MatrixView<const float> view32(a32.data(), n, n);
+  EigenOptions loose;
+  loose.relative_residual = 1e-5;
+  const Eigenpairs e32 = backend_->smallest_eigenpairs(view32, 5, loose);
+  ASSERT_EQ(e32.values.size(), 5u);
+  for (std::int64_t j = 0; j < 5; ++j) {
+    // Rounding A to float32 perturbs it by ~6e-8 ||A|| per entry; Weyl bounds the eigenvalue shift by
+    // ||E||_2 <= n * 6e-8 * 6.75 ~ 2e-5.
+    EXPECT_NEAR(e32.values[j], lambda[order[j]], 2e-5) << "float32 value " << j;
+    double dot = 0.0;
+    for (std::int64_t i = 0; i < n; ++i) dot += e32.vectors(i, j) * q(i, order[j]);
+    EXPECT_NEAR(std::abs(dot), 1.0, 1e-6) << "float32 vector " << j;  // angle ~ ||E|| / gap = 2e-5 / 0.25
+  }
+  EXPECT_THROW(backend_->smallest_eigenpairs(view32, 5, {}), Error);
 }
 
 TEST_P(Conformance, BadBatchesAreRefused) {
