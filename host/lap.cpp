@@ -132,14 +132,7 @@ __attribute__((target("avx2"))) double init_row_avx2(const double* w, const doub
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(pred + j), rv);
     m4 = _mm256_min_pd(m4, r);
   }
-  double m = hmin(m4);
-  for (; j < end; ++j) {
-    const double r = cost_of<Negate>(w[j]) - v[j];
-    d[j] = r;
-    pred[j] = row;
-    m = r < m ? r : m;
-  }
-  return m;
+  return std::min(hmin(m4), init_row_portable<Negate>(w, v, d, pred, row, j, end));  // the last < 4 columns
 }
 
 template <bool Negate>
@@ -162,16 +155,7 @@ __attribute__((target("avx2"))) double scan_row_avx2(const double* w, const doub
     }
     m4 = _mm256_min_pd(m4, nd);
   }
-  double m = hmin(m4);
-  for (; j < end; ++j) {
-    const double r = (cost_of<Negate>(w[j]) - vv[j]) + h;
-    if (r < d[j]) {
-      d[j] = r;
-      pred[j] = row;
-    }
-    m = d[j] < m ? d[j] : m;
-  }
-  return m;
+  return std::min(hmin(m4), scan_row_portable<Negate>(w, vv, d, pred, row, h, j, end));  // the last < 4 columns
 }
 
 template <bool Negate>
@@ -197,8 +181,10 @@ __attribute__((target("avx2"))) void row_min2_avx2(const double* w, const double
       x = std::min(x, r);
     }
   }
-  for (; j < n; ++j) {
-    const double r = cost_of<Negate>(w[j]) - v[j];
+  double tail_a = kInf;
+  double tail_b = kInf;
+  row_min2_portable<Negate>(w + j, v + j, n - j, &tail_a, &tail_b);  // the last < 4 columns
+  for (const double r : {tail_a, tail_b}) {
     y = std::min(std::max(x, r), y);
     x = std::min(x, r);
   }
@@ -219,13 +205,7 @@ __attribute__((target("avx2"))) void column_min_avx2(const double* w, double* co
     double* p = reinterpret_cast<double*>(argmin + j);
     _mm256_storeu_pd(p, _mm256_blendv_pd(_mm256_loadu_pd(p), rv, better));
   }
-  for (; j < n; ++j) {
-    const double c = cost_of<Negate>(w[j]);
-    if (c < colmin[j]) {
-      colmin[j] = c;
-      argmin[j] = row;
-    }
-  }
+  column_min_portable<Negate>(w + j, colmin + j, argmin + j, row, n - j);  // the last < 4 columns
 }
 
 bool have_avx2() {
