@@ -549,54 +549,31 @@ class DenseSolver {
     return e;
   }
 
-  // Augmenting row reduction on the edge table; same moves and tie rules as the dense version.
+  // Augmenting row reduction on the edge table; same moves and tie rules as the dense version. A row
+  // with no finite candidate is left to the search, which can fall back.
   std::vector<Index> sparse_row_reduction(const Edges& e, const std::vector<Index>& free_rows) {
-    std::vector<Index> next;
-    std::vector<Index> stack(free_rows.rbegin(), free_rows.rend());
-    Index budget = 4 * rows_ + 16;
-    while (!stack.empty()) {
-      const Index i = stack.back();
-      stack.pop_back();
-      if (budget-- <= 0) {
-        next.push_back(i);
-        continue;
-      }
-      double u1 = kInf;
-      double u2 = kInf;
-      Index j1 = -1;
+    return row_reduction(free_rows, [&](Index i) {
+      RowMove move;
       for (Index p = e.start[i]; p < e.start[i + 1]; ++p) {
         const double r = e.cost[p] - v_[e.col[p]];
-        if (r < u1) {
-          u2 = u1;
-          u1 = r;
-          j1 = e.col[p];
-        } else if (r < u2) {
-          u2 = r;
+        if (r < move.best) {
+          move.second = move.best;
+          move.best = r;
+          move.column = e.col[p];
+        } else if (r < move.second) {
+          move.second = r;
         }
       }
-      if (j1 < 0) {
-        next.push_back(i);  // no finite candidate: leave it to the search, which can fall back
-        continue;
-      }
-      Index j = j1;
-      bool evict_now = false;
-      if (u1 < u2) {
-        if (u2 < kInf) {
-          v_[j] -= u2 - u1;
-          evict_now = true;
-        }
-      } else {
+      if (move.column >= 0 && move.best == move.second) {
         for (Index p = e.start[i]; p < e.start[i + 1]; ++p) {
-          if (e.cost[p] - v_[e.col[p]] == u1 && y_[e.col[p]] < 0) {
-            j = e.col[p];
+          if (e.cost[p] - v_[e.col[p]] == move.best && y_[e.col[p]] < 0) {
+            move.column = e.col[p];
             break;
           }
         }
       }
-      assign_evicting(i, j, evict_now, stack, next);
-    }
-    std::sort(next.begin(), next.end());
-    return next;
+      return move;
+    });
   }
 
   // Dijkstra with a binary heap over the edge table, for each free row in order. When the candidates
@@ -755,22 +732,21 @@ class DenseSolver {
     return -1;
   }
 
-  // Row reduction's move: row i takes column j; the column's previous owner is freed, to be reduced
-  // again at once (evict_now: j's price just dropped, so the owner's best moved) or in the next pass.
-  void assign_evicting(Index i, Index j, bool evict_now, std::vector<Index>& stack, std::vector<Index>& next) {
-    const Index owner = y_[j];
-    x_[i] = j;
-    y_[j] = i;
-    if (owner < 0) return;
-    x_[owner] = -1;
-    (evict_now ? stack : next).push_back(owner);
-  }
+  // A free row's move in augmenting row reduction: the column it takes, and its cheapest and second
+  // cheapest reduced costs. column < 0 leaves the row to the shortest-path phase.
+  struct RowMove {
+    Index column = -1;
+    double best = kInf;
+    double second = kInf;
+  };
 
-  // Jonker-Volgenant augmenting row reduction: a free row takes its cheapest column and lowers that
-  // column's price to its second cheapest, evicting the previous owner, which then tries again. Returns
-  // the rows still free. Every move keeps u[i] + v[j] <= c[i][j] and only lowers v of assigned columns,
-  // so unassigned columns keep v == 0 in the rectangular case.
-  std::vector<Index> augmenting_row_reduction(const std::vector<Index>& free_rows) {
+  // Jonker-Volgenant augmenting row reduction: a free row takes its cheapest column (find_move) and
+  // lowers that column's price to its second cheapest, evicting the previous owner, which then tries
+  // again at once (or, after a tie, in the next pass). Returns the rows still free, ascending. Every
+  // move keeps u[i] + v[j] <= c[i][j] and only lowers v of assigned columns, so unassigned columns keep
+  // v == 0 in the rectangular case.
+  template <class FindMove>
+  std::vector<Index> row_reduction(const std::vector<Index>& free_rows, const FindMove& find_move) {
     std::vector<Index> next;
     std::vector<Index> stack(free_rows.rbegin(), free_rows.rend());
     // Chains of evictions are usually short; the cap keeps a float-degenerate chain from running long,
@@ -779,32 +755,41 @@ class DenseSolver {
     while (!stack.empty()) {
       const Index i = stack.back();
       stack.pop_back();
-      if (budget-- <= 0) {
+      const RowMove move = budget-- > 0 ? find_move(i) : RowMove{};
+      if (move.column < 0) {
         next.push_back(i);
         continue;
       }
-      const double* wi = row(i);
-      double u1 = kInf;
-      double u2 = kInf;
-      kernels_.row_min2(wi, v_.data(), cols_, &u1, &u2);
-      if (u1 == kInf) infeasible();  // the whole row is forbidden
-      Index j = -1;
-      bool evict_now = false;
-      if (u1 < u2) {
-        j = first_with_reduced(wi, u1, false);
-        if (u2 < kInf) {
-          v_[j] -= u2 - u1;
-          evict_now = true;
-        }
-      } else {
-        // Tied minimum: an unassigned tied column avoids an eviction; lowest index wins.
-        j = first_with_reduced(wi, u1, true);
-        if (j < 0) j = first_with_reduced(wi, u1, false);
+      const bool evict_now = move.best < move.second && move.second < kInf;
+      if (evict_now) v_[move.column] -= move.second - move.best;
+      const Index owner = y_[move.column];
+      x_[i] = move.column;
+      y_[move.column] = i;
+      if (owner >= 0) {
+        x_[owner] = -1;
+        (evict_now ? stack : next).push_back(owner);
       }
-      assign_evicting(i, j, evict_now, stack, next);
     }
     std::sort(next.begin(), next.end());
     return next;
+  }
+
+  // Row reduction on the dense matrix. Ties go to an unassigned tied column (no eviction), then to the
+  // lowest index.
+  std::vector<Index> augmenting_row_reduction(const std::vector<Index>& free_rows) {
+    return row_reduction(free_rows, [&](Index i) {
+      const double* wi = row(i);
+      RowMove move;
+      kernels_.row_min2(wi, v_.data(), cols_, &move.best, &move.second);
+      if (move.best == kInf) infeasible();  // the whole row is forbidden
+      if (move.best < move.second) {
+        move.column = first_with_reduced(wi, move.best, false);
+      } else {
+        move.column = first_with_reduced(wi, move.best, true);
+        if (move.column < 0) move.column = first_with_reduced(wi, move.best, false);
+      }
+      return move;
+    });
   }
 
   // Shortest augmenting paths (Dijkstra on reduced costs) from each free row in turn. All columns tied at
