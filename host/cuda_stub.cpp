@@ -3,6 +3,13 @@
 #include "cuda_backend.hpp"
 
 namespace convergent::detail {
+namespace {
+
+[[noreturn]] void not_compiled() {
+  throw Error("CUDA backend not compiled: rebuild with the CUDA toolkit and -DCONVERGENT_CUDA=ON");
+}
+
+}  // namespace
 
 bool cuda_backend_compiled() { return false; }
 
@@ -10,16 +17,8 @@ BackendStatus cuda_backend_status(const BackendOptions&) {
   return {BackendKind::cuda, false, false, "not compiled (configured without the CUDA toolkit)"};
 }
 
-std::unique_ptr<Backend> make_cuda_backend(const BackendOptions&) {
-  throw Error("CUDA backend not compiled: rebuild with the CUDA toolkit and -DCONVERGENT_CUDA=ON");
-}
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions&) { not_compiled(); }
 
-}  // namespace convergent::detail
-
-namespace convergent::detail {
-
-CudaCeiling measure_cuda_ceiling(std::int64_t, std::int64_t, Precision) {
-  throw Error("CUDA backend not compiled: rebuild with the CUDA toolkit and -DCONVERGENT_CUDA=ON");
-}
+CudaCeiling measure_cuda_ceiling(std::int64_t, std::int64_t, Precision) { not_compiled(); }
 
 }  // namespace convergent::detail
