@@ -5,6 +5,7 @@
 
 #include "convergent/error.hpp"
 #include "cuda_backend.hpp"
+#include "parallel.hpp"
 #include "reference_backend.hpp"
 
 namespace convergent {
@@ -38,7 +39,7 @@ std::unique_ptr<Backend> make_backend(BackendChoice choice, const BackendOptions
 }
 
 std::vector<BackendStatus> backend_status() {
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const int cores = thread_count(0);
   return {{BackendKind::cpu, true, true, "OpenBLAS, " + std::to_string(cores) + " cores"},
           detail::cuda_backend_status({})};
 }

@@ -10,6 +10,11 @@
 
 namespace convergent {
 
+// Threads to use for a request: the request itself, or every core for 0 (or less).
+inline int thread_count(int requested) {
+  return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 // Runs body(task) for task in [0, tasks); thread t takes tasks t, t + threads, ... so that tasks of
 // decreasing cost (rows of a triangle) spread evenly. Callers make each task's result independent of
 // the thread that ran it. The first exception a task throws is rethrown here after all threads join.

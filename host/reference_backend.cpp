@@ -336,7 +336,7 @@ std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double t
 class ReferenceBackend final : public Backend {
  public:
   explicit ReferenceBackend(const BackendOptions& options)
-      : threads_(options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency())) {
+      : threads_(thread_count(options.threads)) {
     openblas_set_num_threads(threads_);
   }
 

@@ -47,10 +47,6 @@ std::uint64_t run_seed(std::uint64_t seed, int run) {
   return mix.next();
 }
 
-int thread_count(int requested) {
-  return requested > 0 ? requested : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
 struct KMeansRun {
   std::vector<std::int64_t> labels;
   double inertia = std::numeric_limits<double>::infinity();
