@@ -1,22 +1,33 @@
 // bench_corr: streams a generated (samples x units) float32 workload from an .npy file through a backend
 // and prints samples/s and GFLOP/s; on the CPU it also runs numpy.corrcoef on the same file in the same
 // run (bench/corrcoef_numpy.py) and prints the speed ratio, both peak memories and the largest
-// difference between the two correlation matrices. On CUDA it prints the bare cuBLAS ceiling and the
-// host-to-device bandwidth measured in the same run for each unit count.
+// difference between the two correlation matrices, and the CPU's ceiling from the same rounds: the time of
+// the float32 products alone and the FMA peak, with the largest ratio over numpy each allows. On CUDA it
+// prints the bare cuBLAS ceiling and the host-to-device bandwidth measured in the same run for each unit
+// count.
+#include <cblas.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "convergent/convergent.hpp"
 #include "cuda_backend.hpp"
+#include "parallel.hpp"
 #include "npy.hpp"
 
 namespace {
@@ -147,6 +158,63 @@ StreamResult stream(Backend& backend, const std::string& path, const Config& c) 
   return result;
 }
 
+// The CPU's float32 ceiling, measured in the same round as the two passes so that a slow spell of the
+// shared machine lowers it too.
+struct CpuCeiling {
+  double fma_gflops = NAN;        // independent float32 FMAs on every thread: the arithmetic peak
+  double product_seconds = NAN;   // the workload's products alone: OpenBLAS ssyrk on resident data
+};
+
+#if defined(__x86_64__)
+// 10 independent 8-wide FMA chains: enough to keep both FMA pipes of current x86 cores busy.
+__attribute__((target("avx2,fma"))) float fma_chains(std::int64_t iterations) {
+  __m256 acc[10];
+  const __m256 scale = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-6f);
+#pragma GCC unroll 10
+  for (int k = 0; k < 10; ++k) acc[k] = _mm256_set1_ps(static_cast<float>(k));
+  for (std::int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 10
+    for (int k = 0; k < 10; ++k) acc[k] = _mm256_fmadd_ps(acc[k], scale, add);
+  }
+  float sum = 0.0f;
+  for (const __m256& a : acc) sum += _mm256_cvtss_f32(a);
+  return sum;
+}
+#endif
+
+double fma_peak_gflops(int threads) {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return NAN;
+  const std::int64_t iterations = 20'000'000;  // about 0.2 s a thread
+  std::vector<float> sinks(static_cast<std::size_t>(threads));
+  const double start = now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { sinks[t] = fma_chains(iterations); });
+  for (auto& thread : pool) thread.join();
+  const double seconds = now() - start;
+  if (std::isnan(std::accumulate(sinks.begin(), sinks.end(), 0.0f))) return NAN;
+  return 2.0 * 8 * 10 * static_cast<double>(iterations) * threads / seconds / 1e9;
+#else
+  (void)threads;
+  return NAN;
+#endif
+}
+
+// The float32 products of a samples x units pass as the CPU backend forms them (2048-row SYRKs), on one
+// resident chunk of random rows: the time no pass built on these products can beat.
+double product_seconds(std::int64_t samples, std::int64_t units) {
+  const std::int64_t rows = 2048;
+  std::vector<float> chunk(static_cast<std::size_t>(rows * units)), product(static_cast<std::size_t>(units * units));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (float& v : chunk) v = uniform(rng);
+  const double start = now();
+  for (std::int64_t r = 0; r < samples; r += rows)
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(units), static_cast<int>(std::min(rows, samples - r)),
+                1.0f, chunk.data(), static_cast<int>(units), 0.0f, product.data(), static_cast<int>(units));
+  return now() - start;
+}
+
 std::string run_capture(const std::string& command) {
   std::string output;
   FILE* pipe = ::popen(command.c_str(), "r");
@@ -187,9 +255,12 @@ void bench_cpu(const Config& c, const std::string& dir) {
     StreamResult best;
     double numpy_seconds = INFINITY, numpy_peak = NAN, diff = NAN;
     std::string numpy_note;
+    CpuCeiling ceiling;
     for (int round = 0; round < c.repeat; ++round) {
       StreamResult r = stream(*backend, data, c);
       if (round == 0 || r.seconds < best.seconds) best = std::move(r);
+      ceiling.fma_gflops = std::fmax(ceiling.fma_gflops, fma_peak_gflops(thread_count(c.threads)));
+      ceiling.product_seconds = std::fmin(ceiling.product_seconds, product_seconds(c.samples, units));
       if (!c.numpy) continue;
       if (round == 0) write_npy(ours, best.corr.data(), {units, units});
       const std::string out = run_capture(c.python + " " + script + " " + data + " " + ours + " 2>&1");
@@ -213,6 +284,21 @@ void bench_cpu(const Config& c, const std::string& dir) {
                   numpy_seconds, c.samples / numpy_seconds, numpy_peak, numpy_note.c_str());
       std::printf("ratio: %.2fx faster, %.1fx less peak memory; max |corr - numpy| = %.2e (target <= 1e-6)\n",
                   numpy_seconds / best.seconds, numpy_peak / best.peak_mib, diff);
+    }
+    // What bounds the ratio on this machine: the products alone, as OpenBLAS forms them and at the
+    // arithmetic peak, with nothing else of the pass done.
+    std::printf("ceiling: products alone %.3f s (%.1f GFLOP/s", ceiling.product_seconds,
+                flops / ceiling.product_seconds / 1e9);
+    if (!std::isnan(ceiling.fma_gflops))
+      std::printf(", %.0f%% of the float32 FMA peak %.1f GFLOP/s on %d threads; at that peak %.3f s",
+                  100.0 * flops / ceiling.product_seconds / 1e9 / ceiling.fma_gflops, ceiling.fma_gflops,
+                  thread_count(c.threads), flops / ceiling.fma_gflops / 1e9);
+    std::printf(")\n");
+    if (std::isfinite(numpy_seconds)) {
+      std::printf("ceiling ratio: at most %.2fx numpy with these products", numpy_seconds / ceiling.product_seconds);
+      if (!std::isnan(ceiling.fma_gflops))
+        std::printf(", %.2fx at the FMA peak", numpy_seconds / (flops / ceiling.fma_gflops / 1e9));
+      std::printf(" (our pass: %.2fx)\n", numpy_seconds / best.seconds);
     }
     std::remove(ours.c_str());
     std::remove(data.c_str());

@@ -49,12 +49,17 @@ class ReferenceAccumulator final : public MomentAccumulator {
     for (std::size_t net = 0; net < blocks.size(); ++net)
       if (blocks[net].rows() != rows || blocks[net].units != moments_.net_units[net])
         throw Error("add: blocks of one batch must have the same rows and the declared unit counts");
-    if (!pack(blocks, x)) x.rows = rows = drop_or_reject_nonfinite(x);
     // float32 sums grow their rounding error with their length, so each product covers at most
     // product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Every chunk is
     // summarised and centred in one parallel pass; products and merges then run in chunk order.
+    pack(blocks, x);
+    if (!summarise_and_centre(x)) {
+      // A NaN or infinity: the batch again from its source, without the rows that hold one (or an error).
+      pack(blocks, x);
+      x.rows = rows = drop_or_reject_nonfinite(x);
+      summarise_and_centre(x);
+    }
     const std::int64_t chunks = (rows + product_rows - 1) / product_rows;
-    parallel_for(chunks, threads_, [&](std::int64_t k) { summarise_and_centre(chunk(x, k), k); });
     for (std::int64_t k = 0; k < chunks; ++k) {
       const MatrixView<float> c = chunk(x, k);
       cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(u), static_cast<int>(c.rows), 1.0f, c.data,
@@ -78,31 +83,21 @@ class ReferenceAccumulator final : public MomentAccumulator {
     return {x.row(k * product_rows), std::min(product_rows, x.rows - k * product_rows), x.cols, x.stride};
   }
 
-  // Converts every net's block into its columns of x, the images split over threads. Returns whether
-  // every value is finite (checked while the rows are still in cache).
-  bool pack(const std::vector<ActivationBlock>& blocks, MatrixView<float> x) const {
-    bool all_finite = true;
+  // Converts every net's block into its columns of x, the images split over threads.
+  void pack(const std::vector<ActivationBlock>& blocks, MatrixView<float> x) const {
     for (std::size_t net = 0; net < blocks.size(); ++net) {
       const ActivationBlock& block = blocks[net];
       const std::int64_t pixels = block.height * block.width;
       const std::int64_t offset = moments_.net_offset(static_cast<int>(net));
       const std::int64_t pieces = std::min<std::int64_t>(threads_, block.images);
-      std::vector<char> finite(static_cast<std::size_t>(pieces), 1);
       parallel_for(pieces, threads_, [&](std::int64_t piece) {
         const std::int64_t first = block.images * piece / pieces, last = block.images * (piece + 1) / pieces;
         ActivationBlock part = block;
         part.data = static_cast<const char*>(block.data) + first * block.image_stride * dtype_size(block.dtype);
         part.images = last - first;
-        const MatrixView<float> rows(x.row(first * pixels), (last - first) * pixels, x.cols, x.stride);
-        pack_block(part, rows, offset);
-        float probe = 0.0f;  // becomes NaN when any value is NaN or infinite
-        for (std::int64_t r = 0; r < rows.rows; ++r)
-          for (std::int64_t c = offset; c < offset + block.units; ++c) probe += rows(r, c) * 0.0f;
-        finite[piece] = probe == 0.0f;
+        pack_block(part, MatrixView<float>(x.row(first * pixels), (last - first) * pixels, x.cols, x.stride), offset);
       });
-      for (char f : finite) all_finite &= f != 0;
     }
-    return all_finite;
   }
 
   // Drops the rows of x that hold a NaN or infinity and returns how many are kept; without skipping, the
@@ -127,15 +122,25 @@ class ReferenceAccumulator final : public MomentAccumulator {
     return kept;
   }
 
-  // Float64 mean, min and max of chunk k's columns, then the chunk centred on its mean.
-  void summarise_and_centre(MatrixView<float> x, std::int64_t k) {
+  // Every chunk of x summarised (float64 mean, min and max of its columns) and centred on its mean, the
+  // chunks split over threads. Returns false, leaving a chunk uncentred, when a column of it holds a NaN
+  // or infinity: its float64 sum is then not finite (finite float32 values cannot overflow it).
+  bool summarise_and_centre(MatrixView<float> x) {
     const std::int64_t u = x.cols;
-    double* mean = chunk_mean_.data() + k * u;
-    double* low = chunk_min_.data() + k * u;
-    double* high = chunk_max_.data() + k * u;
-    column_stats(x.data, x.rows, u, x.stride, mean, low, high);
-    for (std::int64_t c = 0; c < u; ++c) mean[c] /= static_cast<double>(x.rows);
-    centre_rows(x.data, x.rows, u, x.stride, mean);
+    const std::int64_t chunks = (x.rows + product_rows - 1) / product_rows;
+    std::vector<char> finite(static_cast<std::size_t>(chunks), 1);
+    parallel_for(chunks, threads_, [&](std::int64_t k) {
+      const MatrixView<float> c = chunk(x, k);
+      double* mean = chunk_mean_.data() + k * u;
+      column_stats(c.data, c.rows, u, c.stride, mean, chunk_min_.data() + k * u, chunk_max_.data() + k * u);
+      if (!std::all_of(mean, mean + u, [](double sum) { return std::isfinite(sum); })) {
+        finite[k] = 0;
+        return;
+      }
+      for (std::int64_t col = 0; col < u; ++col) mean[col] /= static_cast<double>(c.rows);
+      centre_rows(c.data, c.rows, u, c.stride, mean);
+    });
+    return std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; });
   }
 
   AccumulateOptions options_;
