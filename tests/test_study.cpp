@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <numeric>
 #include <random>
 
@@ -173,6 +174,42 @@ TEST(Study, TooFewSamplesAndZeroUnitsAreErrors) {
             std::string::npos);
   testing::write_array(dir.file("three.npy"), std::vector<float>(8, 1.0f), {2, 2, 2});
   EXPECT_NE(study_error({{"a", dir.file("three.npy")}, {"b", dir.file("ok.npy")}}).find("is 3-D"), std::string::npos);
+}
+
+// /proc/self/status field in MiB.
+double status_mib(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024.0;
+  return NAN;
+}
+
+// Files are memory-mapped and the pages of finished batches handed back, so resident memory follows the
+// batch size and the unit count, not the file size: what lets a file larger than RAM stream.
+TEST(Study, ResidentMemoryFollowsTheBatchNotTheFiles) {
+  ScratchDir dir;
+  const std::int64_t rows = 65536, units = 256;  // two 64 MiB files
+  std::uint64_t state = 88172645463325252ull;
+  for (const char* name : {"a.npy", "b.npy"}) {
+    std::vector<float> values(static_cast<std::size_t>(rows * units));
+    for (float& v : values) {
+      state ^= state << 13, state ^= state >> 7, state ^= state << 17;  // xorshift64
+      v = static_cast<float>(state >> 40) * 0x1p-24f;
+    }
+    testing::write_array(dir.file(name), values, {rows, units});
+  }
+  std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM := VmRSS
+  const double before = status_mib("VmRSS");
+  ASSERT_NEAR(status_mib("VmHWM"), before, 1.0) << "could not reset the peak resident size";
+  auto backend = make_backend(BackendChoice::cpu);
+  StudyOptions options;
+  options.batch_rows = 2048;
+  const Study study = run_study(*backend, {{"a", dir.file("a.npy")}, {"b", dir.file("b.npy")}}, options);
+  EXPECT_EQ(study.moments.samples, rows);
+  EXPECT_NEAR(study.moments.mean[0], 0.5, 0.01);  // uniform on [0, 1)
+  // Expected peak: a 4 MiB batch, the mapped pages of about two batches of both files (8 MiB), and a few
+  // 512 x 512 float64 matrices (2 MiB each). Mapping the files without handing pages back adds 128 MiB.
+  EXPECT_LT(status_mib("VmHWM") - before, 48.0);
 }
 
 TEST(Study, AlignPairOnRectangularBlocksMatchesTheSmallerSide) {
