@@ -21,20 +21,24 @@ double convert<double, std::uint16_t>(std::uint16_t v) {
 }
 
 template <class T, class Out>
-void pack_typed(const ActivationBlock& b, MatrixView<Out> out, std::int64_t col_offset) {
+void pack_typed(const ActivationBlock& b, MatrixView<Out> out, std::int64_t col_offset, std::int64_t first_row) {
+  if (out.rows == 0) return;
   const T* src = static_cast<const T*>(b.data);
-  std::int64_t row = 0;
-  for (std::int64_t img = 0; img < b.images; ++img)
-    for (std::int64_t y = 0; y < b.height; ++y)
-      for (std::int64_t x = 0; x < b.width; ++x, ++row) {
-        const T* first = src + img * b.image_stride + y * b.y_stride + x * b.x_stride;
-        Out* dst = out.row(row) + col_offset;
-        if (b.unit_stride == 1) {
-          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u]);
-        } else {
-          for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u * b.unit_stride]);
-        }
-      }
+  const std::int64_t pixels = b.height * b.width;
+  std::int64_t img = first_row / pixels, y = first_row % pixels / b.width, x = first_row % b.width;
+  for (std::int64_t row = 0; row < out.rows; ++row) {
+    const T* first = src + img * b.image_stride + y * b.y_stride + x * b.x_stride;
+    Out* dst = out.row(row) + col_offset;
+    if (b.unit_stride == 1) {
+      for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u]);
+    } else {
+      for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u * b.unit_stride]);
+    }
+    if (++x == b.width) {
+      x = 0;
+      if (++y == b.height) y = 0, ++img;
+    }
+  }
 }
 
 }  // namespace
@@ -65,20 +69,20 @@ float half_to_float(std::uint16_t h) {
 }
 
 template <class Out>
-void pack_any(const ActivationBlock& block, MatrixView<Out> out, std::int64_t col_offset) {
+void pack_any(const ActivationBlock& block, MatrixView<Out> out, std::int64_t col_offset, std::int64_t first_row) {
   switch (block.dtype) {
-    case DType::float16: pack_typed<std::uint16_t>(block, out, col_offset); break;
-    case DType::float32: pack_typed<float>(block, out, col_offset); break;
-    case DType::float64: pack_typed<double>(block, out, col_offset); break;
+    case DType::float16: pack_typed<std::uint16_t>(block, out, col_offset, first_row); break;
+    case DType::float32: pack_typed<float>(block, out, col_offset, first_row); break;
+    case DType::float64: pack_typed<double>(block, out, col_offset, first_row); break;
   }
 }
 
-void pack_block(const ActivationBlock& block, MatrixView<float> out, std::int64_t col_offset) {
-  pack_any(block, out, col_offset);
+void pack_block(const ActivationBlock& block, MatrixView<float> out, std::int64_t col_offset, std::int64_t first_row) {
+  pack_any(block, out, col_offset, first_row);
 }
 
-void pack_block(const ActivationBlock& block, MatrixView<double> out, std::int64_t col_offset) {
-  pack_any(block, out, col_offset);
+void pack_block(const ActivationBlock& block, MatrixView<double> out, std::int64_t col_offset, std::int64_t first_row) {
+  pack_any(block, out, col_offset, first_row);
 }
 
 }  // namespace convergent

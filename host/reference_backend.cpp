@@ -50,16 +50,22 @@ class ReferenceAccumulator final : public MomentAccumulator {
       if (blocks[net].rows() != rows || blocks[net].units != moments_.net_units[net])
         throw Error("add: blocks of one batch must have the same rows and the declared unit counts");
     // float32 sums grow their rounding error with their length, so each product covers at most
-    // product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Every chunk is
-    // summarised and centred in one parallel pass; products and merges then run in chunk order.
-    pack(blocks, x);
-    if (!summarise_and_centre(x)) {
+    // product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Each chunk is packed,
+    // summarised and centred by one thread while it is in cache; products and merges then run in chunk
+    // order.
+    std::int64_t chunks = chunk_count(rows);
+    std::vector<char> finite(static_cast<std::size_t>(chunks));
+    parallel_for(chunks, threads_, [&](std::int64_t k) {
+      pack_chunk(blocks, x, k);
+      finite[k] = summarise_and_centre(x, k);
+    });
+    if (std::find(finite.begin(), finite.end(), 0) != finite.end()) {
       // A NaN or infinity: the batch again from its source, without the rows that hold one (or an error).
-      pack(blocks, x);
+      parallel_for(chunks, threads_, [&](std::int64_t k) { pack_chunk(blocks, x, k); });
       x.rows = rows = drop_or_reject_nonfinite(x);
-      summarise_and_centre(x);
+      chunks = chunk_count(rows);
+      parallel_for(chunks, threads_, [&](std::int64_t k) { summarise_and_centre(x, k); });
     }
-    const std::int64_t chunks = (rows + product_rows - 1) / product_rows;
     for (std::int64_t k = 0; k < chunks; ++k) {
       const MatrixView<float> c = chunk(x, k);
       cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(u), static_cast<int>(c.rows), 1.0f, c.data,
@@ -79,25 +85,15 @@ class ReferenceAccumulator final : public MomentAccumulator {
   std::int64_t skipped_rows() override { return skipped_; }
 
  private:
+  static std::int64_t chunk_count(std::int64_t rows) { return (rows + product_rows - 1) / product_rows; }
   static MatrixView<float> chunk(MatrixView<float> x, std::int64_t k) {
     return {x.row(k * product_rows), std::min(product_rows, x.rows - k * product_rows), x.cols, x.stride};
   }
 
-  // Converts every net's block into its columns of x, the images split over threads.
-  void pack(const std::vector<ActivationBlock>& blocks, MatrixView<float> x) const {
-    for (std::size_t net = 0; net < blocks.size(); ++net) {
-      const ActivationBlock& block = blocks[net];
-      const std::int64_t pixels = block.height * block.width;
-      const std::int64_t offset = moments_.net_offset(static_cast<int>(net));
-      const std::int64_t pieces = std::min<std::int64_t>(threads_, block.images);
-      parallel_for(pieces, threads_, [&](std::int64_t piece) {
-        const std::int64_t first = block.images * piece / pieces, last = block.images * (piece + 1) / pieces;
-        ActivationBlock part = block;
-        part.data = static_cast<const char*>(block.data) + first * block.image_stride * dtype_size(block.dtype);
-        part.images = last - first;
-        pack_block(part, MatrixView<float>(x.row(first * pixels), (last - first) * pixels, x.cols, x.stride), offset);
-      });
-    }
+  // Converts chunk k's rows of every net's block into their columns of x.
+  void pack_chunk(const std::vector<ActivationBlock>& blocks, MatrixView<float> x, std::int64_t k) const {
+    for (std::size_t net = 0; net < blocks.size(); ++net)
+      pack_block(blocks[net], chunk(x, k), moments_.net_offset(static_cast<int>(net)), k * product_rows);
   }
 
   // Drops the rows of x that hold a NaN or infinity and returns how many are kept; without skipping, the
@@ -122,25 +118,18 @@ class ReferenceAccumulator final : public MomentAccumulator {
     return kept;
   }
 
-  // Every chunk of x summarised (float64 mean, min and max of its columns) and centred on its mean, the
-  // chunks split over threads. Returns false, leaving a chunk uncentred, when a column of it holds a NaN
-  // or infinity: its float64 sum is then not finite (finite float32 values cannot overflow it).
-  bool summarise_and_centre(MatrixView<float> x) {
-    const std::int64_t u = x.cols;
-    const std::int64_t chunks = (x.rows + product_rows - 1) / product_rows;
-    std::vector<char> finite(static_cast<std::size_t>(chunks), 1);
-    parallel_for(chunks, threads_, [&](std::int64_t k) {
-      const MatrixView<float> c = chunk(x, k);
-      double* mean = chunk_mean_.data() + k * u;
-      column_stats(c.data, c.rows, u, c.stride, mean, chunk_min_.data() + k * u, chunk_max_.data() + k * u);
-      if (!std::all_of(mean, mean + u, [](double sum) { return std::isfinite(sum); })) {
-        finite[k] = 0;
-        return;
-      }
-      for (std::int64_t col = 0; col < u; ++col) mean[col] /= static_cast<double>(c.rows);
-      centre_rows(c.data, c.rows, u, c.stride, mean);
-    });
-    return std::all_of(finite.begin(), finite.end(), [](char f) { return f != 0; });
+  // Chunk k of x summarised (float64 mean, min and max of its columns) and centred on its mean. Returns
+  // false, leaving the chunk uncentred, when a column holds a NaN or infinity: its float64 sum is then
+  // not finite (finite float32 values cannot overflow it).
+  bool summarise_and_centre(MatrixView<float> x, std::int64_t k) {
+    const MatrixView<float> c = chunk(x, k);
+    const std::int64_t u = c.cols;
+    double* mean = chunk_mean_.data() + k * u;
+    column_stats(c.data, c.rows, u, c.stride, mean, chunk_min_.data() + k * u, chunk_max_.data() + k * u);
+    if (!std::all_of(mean, mean + u, [](double sum) { return std::isfinite(sum); })) return false;
+    for (std::int64_t col = 0; col < u; ++col) mean[col] /= static_cast<double>(c.rows);
+    centre_rows(c.data, c.rows, u, c.stride, mean);
+    return true;
   }
 
   AccumulateOptions options_;
