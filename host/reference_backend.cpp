@@ -1,5 +1,6 @@
-// CPU reference backend. Each batch: pack to float32 rows, check and summarise every column, centre on
-// the batch mean, one SYRK (float32, multithreaded OpenBLAS), then the float64 Chan merge.
+// CPU reference backend. Each batch, in chunks of product_rows rows: pack to float32 rows, summarise and
+// check every column, centre on the chunk's mean, one SYRK (float32, multithreaded OpenBLAS), then the
+// float64 Chan merge.
 #include "reference_backend.hpp"
 
 #include <cblas.h>
