@@ -27,8 +27,10 @@
 
 #include "convergent/convergent.hpp"
 #include "cuda_backend.hpp"
-#include "parallel.hpp"
 #include "npy.hpp"
+#include "parallel.hpp"
+#include "reference_backend.hpp"
+#include "resident_memory.hpp"
 
 namespace {
 
@@ -85,15 +87,6 @@ Config parse(int argc, char** argv) {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Peak and current resident set size of this process, in MiB (from /proc/self/status).
-double status_mib(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024.0;
-  return 0.0;
-}
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
-
 // ReLU units driven by 16 shared factors with per-unit offsets: correlated, with means far from zero
 // (the case where a naive E[xy] - E[x]E[y] loses digits). Written batch by batch: O(batch) memory.
 void generate(const std::string& path, std::int64_t samples, std::int64_t units, std::uint64_t seed) {
@@ -135,8 +128,8 @@ StreamResult stream(Backend& backend, const std::string& path, const Config& c) 
   const std::int64_t samples = npy.header().shape[0], units = npy.header().shape[1];
   const std::int64_t batch = c.batch_rows > 0 ? c.batch_rows : std::clamp<std::int64_t>((1 << 24) / units, 256, 65536);
   StreamResult result;
-  reset_peak_rss();
-  const double rss_before = status_mib("VmRSS");
+  detail::reset_peak_resident();
+  const double rss_before = detail::status_mib("VmRSS");
   const double start = now();
   AccumulateOptions options;
   options.max_batch_rows = batch;
@@ -154,7 +147,7 @@ StreamResult stream(Backend& backend, const std::string& path, const Config& c) 
   npy.release(previous * row_bytes, samples * row_bytes);
   result.corr = backend.correlation(moments, dead_units(moments, 1e-6));
   result.seconds = now() - start;
-  result.peak_mib = status_mib("VmHWM") - rss_before;
+  result.peak_mib = detail::status_mib("VmHWM") - rss_before;
   return result;
 }
 
@@ -192,7 +185,8 @@ double fma_peak_gflops(int threads) {
   for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { sinks[t] = fma_chains(iterations); });
   for (auto& thread : pool) thread.join();
   const double seconds = now() - start;
-  if (std::isnan(std::accumulate(sinks.begin(), sinks.end(), 0.0f))) return NAN;
+  volatile float sink = std::accumulate(sinks.begin(), sinks.end(), 0.0f);  // the chains' results are used
+  (void)sink;
   return 2.0 * 8 * 10 * static_cast<double>(iterations) * threads / seconds / 1e9;
 #else
   (void)threads;
@@ -200,18 +194,19 @@ double fma_peak_gflops(int threads) {
 #endif
 }
 
-// The float32 products of a samples x units pass as the CPU backend forms them (2048-row SYRKs), on one
-// resident chunk of random rows: the time no pass built on these products can beat.
+// The float32 products of a samples x units pass as the CPU backend forms them (one SYRK per
+// cpu_product_rows rows), on one resident chunk of random rows: the time no pass built on them can beat.
 double product_seconds(std::int64_t samples, std::int64_t units) {
-  const std::int64_t rows = 2048;
+  const std::int64_t rows = detail::cpu_product_rows;
   std::vector<float> chunk(static_cast<std::size_t>(rows * units)), product(static_cast<std::size_t>(units * units));
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   for (float& v : chunk) v = uniform(rng);
   const double start = now();
+  const int u = static_cast<int>(units);
   for (std::int64_t r = 0; r < samples; r += rows)
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(units), static_cast<int>(std::min(rows, samples - r)),
-                1.0f, chunk.data(), static_cast<int>(units), 0.0f, product.data(), static_cast<int>(units));
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, u, static_cast<int>(std::min(rows, samples - r)), 1.0f,
+                chunk.data(), u, 0.0f, product.data(), u);
   return now() - start;
 }
 

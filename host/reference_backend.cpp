@@ -1,6 +1,6 @@
-// CPU reference backend. Each batch, in chunks of product_rows rows: pack to float32 rows, summarise and
-// check every column, centre on the chunk's mean, one SYRK (float32, multithreaded OpenBLAS), then the
-// float64 Chan merge.
+// CPU reference backend. Each batch, in chunks of cpu_product_rows rows: pack to float32 rows,
+// summarise and check every column, centre on the chunk's mean, one SYRK (float32, multithreaded
+// OpenBLAS), then the float64 Chan merge.
 #include "reference_backend.hpp"
 
 #include <cblas.h>
@@ -21,10 +21,6 @@
 namespace convergent::detail {
 namespace {
 
-// Rows per float32 product: correlations stay within ~5e-7 of float64 on ReLU-like data, and the
-// float64 merge after each product costs under 5% of it at 1024 units.
-constexpr std::int64_t product_rows = 2048;
-
 class ReferenceAccumulator final : public MomentAccumulator {
  public:
   ReferenceAccumulator(const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options, int threads)
@@ -35,8 +31,7 @@ class ReferenceAccumulator final : public MomentAccumulator {
     const std::int64_t u = moments_.units();
     batch_.resize(static_cast<std::size_t>(options.max_batch_rows * u));
     product_.resize(static_cast<std::size_t>(u * u));
-    const std::int64_t chunks = (options.max_batch_rows + product_rows - 1) / product_rows;
-    chunk_mean_.resize(static_cast<std::size_t>(chunks * u));
+    chunk_mean_.resize(static_cast<std::size_t>(chunk_count(options.max_batch_rows) * u));
     chunk_min_.resize(chunk_mean_.size());
     chunk_max_.resize(chunk_mean_.size());
   }
@@ -51,9 +46,9 @@ class ReferenceAccumulator final : public MomentAccumulator {
       if (blocks[net].rows() != rows || blocks[net].units != moments_.net_units[net])
         throw Error("add: blocks of one batch must have the same rows and the declared unit counts");
     // float32 sums grow their rounding error with their length, so each product covers at most
-    // product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Each chunk is packed,
-    // summarised and centred by one thread while it is in cache; products and merges then run in chunk
-    // order.
+    // cpu_product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Each chunk is
+    // packed, summarised and centred by one thread while it is in cache; products and merges then run in
+    // chunk order.
     std::int64_t chunks = chunk_count(rows);
     std::vector<char> finite(static_cast<std::size_t>(chunks));
     parallel_for(chunks, threads_, [&](std::int64_t k) {
@@ -86,15 +81,16 @@ class ReferenceAccumulator final : public MomentAccumulator {
   std::int64_t skipped_rows() override { return skipped_; }
 
  private:
-  static std::int64_t chunk_count(std::int64_t rows) { return (rows + product_rows - 1) / product_rows; }
+  static std::int64_t chunk_count(std::int64_t rows) { return (rows + cpu_product_rows - 1) / cpu_product_rows; }
   static MatrixView<float> chunk(MatrixView<float> x, std::int64_t k) {
-    return {x.row(k * product_rows), std::min(product_rows, x.rows - k * product_rows), x.cols, x.stride};
+    const std::int64_t first = k * cpu_product_rows;
+    return {x.row(first), std::min(cpu_product_rows, x.rows - first), x.cols, x.stride};
   }
 
   // Converts chunk k's rows of every net's block into their columns of x.
   void pack_chunk(const std::vector<ActivationBlock>& blocks, MatrixView<float> x, std::int64_t k) const {
     for (std::size_t net = 0; net < blocks.size(); ++net)
-      pack_block(blocks[net], chunk(x, k), moments_.net_offset(static_cast<int>(net)), k * product_rows);
+      pack_block(blocks[net], chunk(x, k), moments_.net_offset(static_cast<int>(net)), k * cpu_product_rows);
   }
 
   // Drops the rows of x that hold a NaN or infinity and returns how many are kept; without skipping, the

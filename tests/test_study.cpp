@@ -3,11 +3,11 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <numeric>
 #include <random>
 
 #include "convergent/convergent.hpp"
+#include "resident_memory.hpp"
 #include "test_util.hpp"
 
 namespace convergent {
@@ -176,14 +176,6 @@ TEST(Study, TooFewSamplesAndZeroUnitsAreErrors) {
   EXPECT_NE(study_error({{"a", dir.file("three.npy")}, {"b", dir.file("ok.npy")}}).find("is 3-D"), std::string::npos);
 }
 
-// /proc/self/status field in MiB.
-double status_mib(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024.0;
-  return NAN;
-}
-
 // Files are memory-mapped and the pages of finished batches handed back, so resident memory follows the
 // batch size and the unit count, not the file size: what lets a file larger than RAM stream.
 TEST(Study, ResidentMemoryFollowsTheBatchNotTheFiles) {
@@ -198,9 +190,9 @@ TEST(Study, ResidentMemoryFollowsTheBatchNotTheFiles) {
     }
     testing::write_array(dir.file(name), values, {rows, units});
   }
-  std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM := VmRSS
-  const double before = status_mib("VmRSS");
-  ASSERT_NEAR(status_mib("VmHWM"), before, 1.0) << "could not reset the peak resident size";
+  detail::reset_peak_resident();
+  const double before = detail::status_mib("VmRSS");
+  ASSERT_NEAR(detail::status_mib("VmHWM"), before, 1.0) << "could not reset the peak resident size";
   auto backend = make_backend(BackendChoice::cpu);
   StudyOptions options;
   options.batch_rows = 2048;
@@ -209,7 +201,7 @@ TEST(Study, ResidentMemoryFollowsTheBatchNotTheFiles) {
   EXPECT_NEAR(study.moments.mean[0], 0.5, 0.01);  // uniform on [0, 1)
   // Expected peak: a 4 MiB batch, the mapped pages of about two batches of both files (8 MiB), and a few
   // 512 x 512 float64 matrices (2 MiB each). Mapping the files without handing pages back adds 128 MiB.
-  EXPECT_LT(status_mib("VmHWM") - before, 48.0);
+  EXPECT_LT(detail::status_mib("VmHWM") - before, 48.0);
 }
 
 TEST(Study, AlignPairOnRectangularBlocksMatchesTheSmallerSide) {
