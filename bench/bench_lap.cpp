@@ -61,20 +61,12 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-Matrix uniform(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+// Independent entries drawn from `distribution`.
+template <class Distribution>
+Matrix random_matrix(std::int64_t rows, std::int64_t cols, std::uint64_t seed, Distribution distribution) {
   std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(0.0, 1.0);
   Matrix m(rows, cols);
-  for (std::int64_t i = 0; i < rows * cols; ++i) m.data()[i] = u(rng);
-  return m;
-}
-
-// Small integers 0..9: masses of exact ties, the degenerate case for assignment solvers.
-Matrix ties(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> u(0, 9);
-  Matrix m(rows, cols);
-  for (std::int64_t i = 0; i < rows * cols; ++i) m.data()[i] = u(rng);
+  for (std::int64_t i = 0; i < rows * cols; ++i) m.data()[i] = distribution(rng);
   return m;
 }
 
@@ -201,11 +193,12 @@ int main(int argc, char** argv) {
     if (!a.npy.empty()) {
       w = read_npy(a.npy);
     } else if (a.kind == "uniform" || a.kind == "rect") {
-      w = uniform(a.n, a.cols, a.seed);
+      w = random_matrix(a.n, a.cols, a.seed, std::uniform_real_distribution<double>(0.0, 1.0));
     } else if (a.kind == "corr") {
       w = corr(a.n, a.cols, a.seed);
     } else if (a.kind == "ties") {
-      w = ties(a.n, a.cols, a.seed);
+      // Small integers 0..9: masses of exact ties, the degenerate case for assignment solvers.
+      w = random_matrix(a.n, a.cols, a.seed, std::uniform_int_distribution<int>(0, 9));
     } else {
       usage("unknown kind " + a.kind);
     }
