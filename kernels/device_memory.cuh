@@ -15,35 +15,36 @@
 
 namespace convergent::cuda {
 
-// Non-owning view of device memory: a pointer and an element count.
-template <class T>
-struct DeviceSpan {
-  T* data = nullptr;
-  std::int64_t size = 0;
-
-  T* begin() const { return data; }
-  bool empty() const { return size == 0; }
-  std::size_t bytes() const { return static_cast<std::size_t>(size) * sizeof(T); }
-  DeviceSpan subspan(std::int64_t offset, std::int64_t count) const { return {data + offset, count}; }
-  // A view of const elements converts implicitly from a view of mutable ones.
-  operator DeviceSpan<const T>() const { return {data, size}; }  // NOLINT(google-explicit-constructor)
+// Where a buffer lives: device memory, or page-locked host memory (so that copies to the device run
+// asynchronously at full rate).
+struct DeviceMemory {
+  static void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    CONVERGENT_CUDA_CHECK(cudaMalloc(&p, bytes));
+    return p;
+  }
+  static void free(void* p) noexcept { cudaFree(p); }
+};
+struct PinnedMemory {
+  static void* allocate(std::size_t bytes) {
+    void* p = nullptr;
+    CONVERGENT_CUDA_CHECK(cudaMallocHost(&p, bytes));
+    return p;
+  }
+  static void free(void* p) noexcept { cudaFreeHost(p); }
 };
 
-// Owning device allocation of `size` elements of T (uninitialised). Move-only.
-template <class T>
-class DeviceBuffer {
+// Owning allocation of `size` elements of T (uninitialised) in Memory. Move-only.
+template <class T, class Memory>
+class CudaBuffer {
  public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(std::int64_t size) : size_(size) {
-    if (size > 0) {
-      void* p = nullptr;
-      CONVERGENT_CUDA_CHECK(cudaMalloc(&p, static_cast<std::size_t>(size) * sizeof(T)));
-      data_ = static_cast<T*>(p);
-    }
+  CudaBuffer() = default;
+  explicit CudaBuffer(std::int64_t size) : size_(size) {
+    if (size > 0) data_ = static_cast<T*>(Memory::allocate(bytes()));
   }
-  DeviceBuffer(DeviceBuffer&& other) noexcept
+  CudaBuffer(CudaBuffer&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+  CudaBuffer& operator=(CudaBuffer&& other) noexcept {
     if (this != &other) {
       release();
       data_ = std::exchange(other.data_, nullptr);
@@ -51,18 +52,17 @@ class DeviceBuffer {
     }
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { release(); }
+  CudaBuffer(const CudaBuffer&) = delete;
+  CudaBuffer& operator=(const CudaBuffer&) = delete;
+  ~CudaBuffer() { release(); }
 
   T* data() const { return data_; }
   std::int64_t size() const { return size_; }
   std::size_t bytes() const { return static_cast<std::size_t>(size_) * sizeof(T); }
-  DeviceSpan<T> span() const { return {data_, size_}; }
 
  private:
   void release() noexcept {
-    if (data_ != nullptr) cudaFree(data_);
+    if (data_ != nullptr) Memory::free(data_);
     data_ = nullptr;
     size_ = 0;
   }
@@ -70,45 +70,10 @@ class DeviceBuffer {
   std::int64_t size_ = 0;
 };
 
-// Page-locked host memory, so that copies to the device run asynchronously at full rate. Move-only.
 template <class T>
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  explicit PinnedBuffer(std::int64_t size) : size_(size) {
-    if (size > 0) {
-      void* p = nullptr;
-      CONVERGENT_CUDA_CHECK(cudaMallocHost(&p, static_cast<std::size_t>(size) * sizeof(T)));
-      data_ = static_cast<T*>(p);
-    }
-  }
-  PinnedBuffer(PinnedBuffer&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept {
-    if (this != &other) {
-      release();
-      data_ = std::exchange(other.data_, nullptr);
-      size_ = std::exchange(other.size_, 0);
-    }
-    return *this;
-  }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() { release(); }
-
-  T* data() const { return data_; }
-  std::int64_t size() const { return size_; }
-  std::size_t bytes() const { return static_cast<std::size_t>(size_) * sizeof(T); }
-
- private:
-  void release() noexcept {
-    if (data_ != nullptr) cudaFreeHost(data_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-  T* data_ = nullptr;
-  std::int64_t size_ = 0;
-};
+using DeviceBuffer = CudaBuffer<T, DeviceMemory>;
+template <class T>
+using PinnedBuffer = CudaBuffer<T, PinnedMemory>;
 
 // Non-owning stream handle; what kernels and launchers take.
 struct StreamRef {
