@@ -642,15 +642,7 @@ class DenseSolver {
         sd_[j] = kInf;
         sdone_[j] = 0;
       }
-      Index j = sink;
-      for (;;) {
-        const Index i = spred_[j];
-        y_[j] = i;
-        const Index prev = x_[i];
-        x_[i] = j;
-        if (i == f) break;
-        j = prev;
-      }
+      flip_path(spred_.data(), sink, f);
     }
     return {};
   }
@@ -866,15 +858,7 @@ class DenseSolver {
         v_[j] -= m - settled_at[j];
         vvp[j] = v_[j];
       }
-      Index j = sink;
-      for (;;) {
-        const Index i = pp[j];
-        y_[j] = i;
-        const Index prev = x_[i];
-        x_[i] = j;
-        if (i == f) break;
-        j = prev;
-      }
+      flip_path(pp, sink, f);
     }
   }
 
@@ -886,6 +870,19 @@ class DenseSolver {
   static constexpr Index kCandidates = 32;
   static constexpr Index kColumnCandidates = 16;
   static constexpr Index kVerifyAdd = 256;
+
+  // Assigns along the augmenting path that pred traces back from column `sink` to free row f: each row
+  // on it takes the column after it, and f becomes assigned.
+  void flip_path(const Index* pred, Index sink, Index f) {
+    for (Index j = sink;;) {
+      const Index i = pred[j];
+      y_[j] = i;
+      const Index prev = x_[i];
+      x_[i] = j;
+      if (i == f) break;
+      j = prev;
+    }
+  }
 
   const double* w_;
   Index rows_;
