@@ -36,6 +36,8 @@ class ActivationFile {
       axis_unit = 3;
     }
     block_.dtype = npy_.header().dtype;
+    // TEMPORARY until ActivationBlock carries big_endian (the pack swaps bytes): refuse rather than misread.
+    if (npy_.header().big_endian) throw Error(path + ": big-endian data is not supported yet");
     block_.images = shape[0];
     block_.units = shape[axis_unit];
     block_.height = axis_y < 0 ? 1 : shape[axis_y];

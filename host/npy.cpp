@@ -1,4 +1,5 @@
-// .npy reading (memory-mapped, with every header field checked against the file) and writing.
+// .npy reading (memory-mapped; a strict parser for the header dictionary, every field checked against the
+// file) and writing.
 #include "npy.hpp"
 
 #include <fcntl.h>
@@ -6,10 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <regex>
+#include <limits>
+#include <string_view>
 #include <utility>
 
 #include "convergent/error.hpp"
@@ -21,38 +24,239 @@ constexpr unsigned char npy_magic[] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 
 [[noreturn]] void fail(const std::string& path, const std::string& problem) { throw Error(path + ": " + problem); }
 
-// Value text of `'key': value` in the header dictionary, or "" when absent.
-std::string dict_value(const std::string& dict, const std::string& key, const std::string& value_pattern) {
-  std::smatch match;
-  if (std::regex_search(dict, match, std::regex("['\"]" + key + "['\"]\\s*:\\s*(" + value_pattern + ")")))
-    return match[1].str();
-  return "";
-}
+// The host's own byte order, for the '=' and '|' descr prefixes (which mean "native").
+constexpr bool host_is_big_endian =
+#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    true;
+#else
+    false;
+#endif
 
-DType parse_descr(const std::string& path, const std::string& descr) {
-  if (descr.size() < 3) fail(path, "unsupported dtype '" + descr + "'");
-  const char order = descr[0];
-  const std::string kind = descr.substr(1);
-  if (order == '>' && (kind == "f2" || kind == "f4" || kind == "f8"))
-    fail(path, "big-endian dtype '" + descr + "' is not supported; convert with arr.astype('<" + kind + "')");
-  if (order == '<' || order == '=' || order == '|') {
-    if (kind == "f2") return DType::float16;
-    if (kind == "f4") return DType::float32;
-    if (kind == "f8") return DType::float64;
+// Sets dtype and byte order from a descr string such as '<f4' or '>f8'.
+void parse_descr(const std::string& path, const std::string& descr, NpyHeader& header) {
+  const std::string kind = descr.size() == 3 ? descr.substr(1) : "";
+  const char order = descr.empty() ? '\0' : descr[0];
+  // '|' ("byte order not applicable") is not what numpy writes for floats, but it is unambiguous: read it
+  // as native, as numpy.dtype('|f4') does.
+  const bool known_order = order == '<' || order == '>' || order == '=' || order == '|';
+  if (known_order && (kind == "f2" || kind == "f4" || kind == "f8")) {
+    header.dtype = kind == "f2" ? DType::float16 : kind == "f4" ? DType::float32 : DType::float64;
+    header.big_endian = order == '>' || (order != '<' && host_is_big_endian);
+    return;
   }
   fail(path, "unsupported dtype '" + descr + "': convergent reads float16, float32 and float64 activations");
 }
 
-std::vector<std::int64_t> parse_shape(const std::string& path, const std::string& tuple) {
-  std::vector<std::int64_t> shape;
-  static const std::regex number("\\d+");
-  for (auto it = std::sregex_iterator(tuple.begin(), tuple.end(), number); it != std::sregex_iterator(); ++it) {
-    const std::string digits = it->str();
-    if (digits.size() > 15) fail(path, "header shape " + tuple + " is implausibly large");
-    shape.push_back(std::stoll(digits));
+// `text` quoted for an error message: printable ASCII as is, anything else as an escape, long text cut.
+std::string quoted(std::string_view text) {
+  constexpr std::size_t max_shown = 48;
+  std::string out = "'";
+  for (std::size_t i = 0; i < text.size() && i < max_shown; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      static const char hex[] = "0123456789abcdef";
+      out += {'\\', 'x', hex[c >> 4], hex[c & 15]};
+    }
   }
-  if (shape.empty()) fail(path, "header shape " + tuple + " is a scalar; expected a 2-D or 4-D array");
-  return shape;
+  if (text.size() > max_shown) out += "...";
+  return out + "'";
+}
+
+bool is_word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; }
+
+// The header dictionary, read as the subset of Python literal syntax that .npy writers produce:
+//   header     := space* '{' space* [entry (space* ',' space* entry)* space* [',' space*]] '}' ' '* '\n'
+//   entry      := key space* ':' space* value
+//   key        := a quoted string: 'descr', 'fortran_order' or 'shape', each exactly once
+//   descr      := a quoted string           fortran_order := True | False
+//   shape      := '(' space* [dim space* ',' space* (dim space* ',' space*)* [dim space*]] ')'   (a tuple)
+//   dim        := '0' | [1-9][0-9]* ['L' | 'l']   (the L of Python 2 longs)
+//   string     := '...' or "..." without backslashes or newlines;  space := ' ' | '\t'
+// Nothing is picked out of the text: whatever does not parse is an error quoting what was found, because
+// a header read loosely turns a lying file into a plausible array of the wrong shape.
+class HeaderParser {
+ public:
+  HeaderParser(const std::string& path, std::string_view text) : path_(path), text_(text) {}
+
+  void parse(NpyHeader& header) {
+    skip_spaces();
+    if (peek() != '{') expected("'{' opening the header dictionary");
+    ++pos_;
+    bool have_descr = false, have_fortran = false, have_shape = false;
+    for (;;) {
+      skip_spaces();
+      if (peek() == '}') break;  // an empty dictionary, or a trailing comma
+      const std::string key = parse_string("a quoted key");
+      bool* seen = key == "descr" ? &have_descr : key == "fortran_order" ? &have_fortran : key == "shape" ? &have_shape : nullptr;
+      if (!seen)
+        malformed("unknown key " + quoted(key) + " (an .npy header holds 'descr', 'fortran_order' and 'shape')");
+      if (*seen) malformed("key " + quoted(key) + " appears twice");
+      *seen = true;
+      skip_spaces();
+      if (peek() != ':') expected("':' after " + quoted(key));
+      ++pos_;
+      skip_spaces();
+      if (key == "descr") {
+        if (peek() == '[') fail(path_, "unsupported dtype: structured arrays are not activations");
+        parse_descr(path_, parse_string("a quoted dtype string for 'descr'"), header);
+      } else if (key == "fortran_order") {
+        header.fortran_order = parse_bool();
+      } else {
+        header.shape = parse_shape();
+      }
+      skip_spaces();
+      if (peek() == ',') {
+        ++pos_;
+        continue;
+      }
+      if (peek() != '}') expected("',' or '}' after the value of " + quoted(key));
+      break;
+    }
+    ++pos_;  // the '}'
+    while (pos_ < text_.size() && text_[pos_] == ' ') ++pos_;
+    if (pos_ + 1 != text_.size() || text_[pos_] != '\n') expected("only space padding and a final newline after '}'");
+    if (!have_descr) malformed("no 'descr'");
+    if (!have_fortran) malformed("no 'fortran_order'");
+    if (!have_shape) malformed("no 'shape'");
+  }
+
+ private:
+  [[noreturn]] void malformed(const std::string& problem) const { fail(path_, "malformed .npy header: " + problem); }
+  [[noreturn]] void expected(const std::string& what) const { malformed("expected " + what + ", found " + found()); }
+
+  // The token at the read position for an error message: up to the next ',', ':', ')', ']' or '}' outside
+  // brackets and quotes, so that `np.int64(3000)` is shown whole.
+  std::string found() const {
+    if (pos_ >= text_.size()) return "the end of the header";
+    std::size_t end = pos_;
+    int depth = 0;
+    for (; end < text_.size(); ++end) {
+      const char c = text_[end];
+      if (c == '\'' || c == '"') {
+        const std::size_t close = text_.find_first_of(std::string{c, '\n'}, end + 1);
+        if (close == std::string_view::npos || text_[close] == '\n') {
+          end = close == std::string_view::npos ? text_.size() : close;
+          break;
+        }
+        end = close;
+      } else if (c == '(' || c == '[' || c == '{') {
+        ++depth;
+      } else if (c == ')' || c == ']' || c == '}') {
+        if (depth == 0) break;
+        --depth;
+      } else if ((c == ',' || c == ':') && depth == 0) {
+        break;
+      } else if (c == '\n') {
+        break;
+      }
+    }
+    while (end > pos_ && (text_[end - 1] == ' ' || text_[end - 1] == '\t')) --end;
+    if (end == pos_) end = pos_ + 1;  // a lone delimiter
+    return quoted(text_.substr(pos_, end - pos_));
+  }
+
+  char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
+
+  void skip_spaces() {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t')) ++pos_;
+  }
+
+  std::string parse_string(const std::string& what) {
+    const char quote = peek();
+    if (quote != '\'' && quote != '"') expected(what);
+    for (std::size_t end = pos_ + 1; end < text_.size(); ++end) {
+      if (text_[end] == quote) {
+        std::string value(text_.substr(pos_ + 1, end - pos_ - 1));
+        pos_ = end + 1;
+        return value;
+      }
+      // Python escapes would need a full decoder; no .npy writer emits them.
+      if (text_[end] == '\\') malformed("escape sequences are not supported, found " + found());
+      if (text_[end] == '\n') break;
+    }
+    malformed("unterminated string " + found());
+  }
+
+  bool parse_bool() {
+    for (const bool value : {true, false}) {
+      const std::string_view word = value ? "True" : "False";
+      if (text_.substr(pos_, word.size()) == word &&
+          (pos_ + word.size() == text_.size() || !is_word_char(text_[pos_ + word.size()]))) {
+        pos_ += word.size();
+        return value;
+      }
+    }
+    expected("True or False for 'fortran_order'");
+  }
+
+  std::vector<std::int64_t> parse_shape() {
+    if (peek() != '(') expected("a tuple for 'shape'");
+    const std::size_t open = pos_++;
+    std::vector<std::int64_t> shape;
+    bool comma = false;  // after the last dimension
+    for (;;) {
+      skip_spaces();
+      if (peek() == ')') break;
+      if (!shape.empty() && !comma) expected("',' or ')' in 'shape'");
+      shape.push_back(parse_dimension());
+      skip_spaces();
+      comma = peek() == ',';
+      if (comma) ++pos_;
+    }
+    ++pos_;
+    if (shape.size() == 1 && !comma) {
+      pos_ = open;
+      malformed("'shape' " + found() + " is not a tuple (a 1-D shape is written (n,))");
+    }
+    if (shape.empty()) fail(path_, "header shape () is a 0-d scalar; expected an array (2-D or 4-D)");
+    return shape;
+  }
+
+  std::int64_t parse_dimension() {
+    const std::size_t start = pos_;
+    std::int64_t value = 0;
+    while (pos_ < text_.size() && std::isdigit(static_cast<unsigned char>(text_[pos_]))) {
+      const int digit = text_[pos_] - '0';
+      if (value > (std::numeric_limits<std::int64_t>::max() - digit) / 10) {
+        pos_ = start;
+        malformed("dimension " + found() + " in 'shape' does not fit in 64 bits");
+      }
+      value = value * 10 + digit;
+      ++pos_;
+    }
+    if (pos_ < text_.size() && (text_[pos_] == 'L' || text_[pos_] == 'l') && pos_ > start) ++pos_;
+    // A number must stand alone: no sign, no fraction or exponent, no call, no leading zero (Python 3
+    // rejects 012 too).
+    const bool leading_zero = pos_ - start > 1 && text_[start] == '0';
+    if (pos_ == start || leading_zero || (pos_ < text_.size() && (is_word_char(text_[pos_]) || text_[pos_] == '('))) {
+      pos_ = start;
+      expected("a non-negative integer in 'shape'");
+    }
+    return value;
+  }
+
+  const std::string& path_;
+  std::string_view text_;
+  std::size_t pos_ = 0;
+};
+
+// Bytes of data the header announces, or an error when that does not fit in 64 bits.
+std::int64_t announced_bytes(const std::string& path, const NpyHeader& header) {
+  const std::int64_t item = dtype_size(header.dtype);
+  for (auto d : header.shape)
+    if (d == 0) return 0;
+  std::int64_t bytes = item;
+  for (auto d : header.shape) {
+    if (bytes > std::numeric_limits<std::int64_t>::max() / d)
+      fail(path, "header shape " + shape_text(header.shape) + " of " + dtype_name(header.dtype) +
+                     " is more than 2^63 bytes of data; the header is corrupt");
+    bytes *= d;
+  }
+  return bytes;
 }
 
 template <class T>
@@ -85,38 +289,37 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 NpyHeader parse_npy_header(const std::string& path, const unsigned char* bytes, std::int64_t size) {
   if (size < 10 || std::memcmp(bytes, npy_magic, sizeof npy_magic) != 0)
     fail(path, "not an .npy file (no \\x93NUMPY magic at the start)");
-  const int major = bytes[6];
+  const int major = bytes[6], minor = bytes[7];
+  if ((major != 1 && major != 2 && major != 3) || minor != 0)
+    fail(path, "unsupported .npy format version " + std::to_string(major) + "." + std::to_string(minor) +
+                   " (numpy writes 1.0, 2.0 and 3.0)");
   std::int64_t header_len = 0;
   std::int64_t prefix = 0;
   if (major == 1) {
     header_len = bytes[8] | (bytes[9] << 8);
     prefix = 10;
-  } else if (major == 2 || major == 3) {
-    if (size < 12) fail(path, "not an .npy file (header cut short)");
+  } else {
+    if (size < 12) fail(path, "truncated: the file ends inside its .npy header");
     header_len = static_cast<std::int64_t>(bytes[8]) | (static_cast<std::int64_t>(bytes[9]) << 8) |
                  (static_cast<std::int64_t>(bytes[10]) << 16) | (static_cast<std::int64_t>(bytes[11]) << 24);
     prefix = 12;
-  } else {
-    fail(path, "unsupported .npy format version " + std::to_string(major));
   }
   if (prefix + header_len > size) fail(path, "truncated: the file ends inside its .npy header");
-  const std::string dict(reinterpret_cast<const char*>(bytes + prefix), static_cast<std::size_t>(header_len));
 
+  // Versions 1.0 and 2.0 are latin-1, 3.0 utf-8: either way every byte the grammar accepts is ASCII, and a
+  // stray byte is quoted as an escape.
   NpyHeader header;
-  const std::string descr = dict_value(dict, "descr", "'[^']*'|\"[^\"]*\"|\\[");
-  if (descr.empty()) fail(path, "malformed .npy header: no 'descr'");
-  if (descr == "[") fail(path, "unsupported dtype: structured arrays are not activations");
-  header.dtype = parse_descr(path, descr.substr(1, descr.size() - 2));
-  const std::string fortran = dict_value(dict, "fortran_order", "True|False");
-  if (fortran.empty()) fail(path, "malformed .npy header: no 'fortran_order'");
-  header.fortran_order = fortran == "True";
-  const std::string shape = dict_value(dict, "shape", "\\([^)]*\\)");
-  if (shape.empty()) fail(path, "malformed .npy header: no 'shape'");
-  header.shape = parse_shape(path, shape);
+  HeaderParser(path, std::string_view(reinterpret_cast<const char*>(bytes + prefix), static_cast<std::size_t>(header_len)))
+      .parse(header);
   header.data_offset = prefix + header_len;
+  // The data is read in place through typed pointers, so it must start on an element boundary; numpy pads
+  // headers to 64 bytes (16 in old versions), so only a broken writer gets this wrong.
+  if (header.data_offset % dtype_size(header.dtype) != 0)
+    fail(path, "the data starts at byte " + std::to_string(header.data_offset) + ", not a multiple of the " +
+                   std::to_string(dtype_size(header.dtype)) + "-byte element size; rewrite the file with numpy.save");
 
   const std::int64_t data_bytes = size - header.data_offset;
-  const std::int64_t expected = header.elements() * dtype_size(header.dtype);
+  const std::int64_t expected = announced_bytes(path, header);
   const std::string announced = "its header announces shape " + shape_text(header.shape) + " " +
                                 dtype_name(header.dtype) + " = " + std::to_string(expected) + " bytes of data";
   if (data_bytes < expected)

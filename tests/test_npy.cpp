@@ -81,14 +81,23 @@ TEST(Npy, RejectsFilesThatAreNotNpy) {
 TEST(Npy, RejectsUnsupportedDtypes) {
   ScratchDir dir;
   const int values[4] = {1, 2, 3, 4};
-  for (const char* descr : {"<i4", "<c8", "|O", "|b1", "<u2"}) {
+  for (const char* descr : {"<i4", "<c8", "|O", "|b1", "<u2", ">i4", ">c16"}) {
     write_raw_npy(dir.file("bad.npy"), descr, false, "(2, 2)", values, sizeof values);
     const std::string message = error_of(dir.file("bad.npy"));
     EXPECT_NE(message.find("unsupported dtype"), std::string::npos) << descr << ": " << message;
     EXPECT_NE(message.find("bad.npy"), std::string::npos) << message;
   }
+}
+
+TEST(Npy, ReadsBigEndianHeaders) {
+  ScratchDir dir;
+  const float values[4] = {};
   write_raw_npy(dir.file("be.npy"), ">f4", false, "(2, 2)", values, sizeof values);
-  EXPECT_NE(error_of(dir.file("be.npy")).find("big-endian"), std::string::npos);
+  MappedNpy be(dir.file("be.npy"));
+  EXPECT_TRUE(be.header().big_endian);
+  EXPECT_EQ(be.header().dtype, DType::float32);
+  write_raw_npy(dir.file("le.npy"), "<f4", false, "(2, 2)", values, sizeof values);
+  EXPECT_FALSE(MappedNpy(dir.file("le.npy")).header().big_endian);
 }
 
 TEST(Npy, RejectsTruncatedData) {
