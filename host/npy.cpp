@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -32,21 +31,6 @@ constexpr bool host_is_big_endian =
     false;
 #endif
 
-// Sets dtype and byte order from a descr string such as '<f4' or '>f8'.
-void parse_descr(const std::string& path, const std::string& descr, NpyHeader& header) {
-  const std::string kind = descr.size() == 3 ? descr.substr(1) : "";
-  const char order = descr.empty() ? '\0' : descr[0];
-  // '|' ("byte order not applicable") is not what numpy writes for floats, but it is unambiguous: read it
-  // as native, as numpy.dtype('|f4') does.
-  const bool known_order = order == '<' || order == '>' || order == '=' || order == '|';
-  if (known_order && (kind == "f2" || kind == "f4" || kind == "f8")) {
-    header.dtype = kind == "f2" ? DType::float16 : kind == "f4" ? DType::float32 : DType::float64;
-    header.big_endian = order == '>' || (order != '<' && host_is_big_endian);
-    return;
-  }
-  fail(path, "unsupported dtype '" + descr + "': convergent reads float16, float32 and float64 activations");
-}
-
 // `text` quoted for an error message: printable ASCII as is, anything else as an escape, long text cut.
 std::string quoted(std::string_view text) {
   constexpr std::size_t max_shown = 48;
@@ -66,14 +50,34 @@ std::string quoted(std::string_view text) {
   return out + "'";
 }
 
-bool is_word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.'; }
+// Sets dtype and byte order from a descr string such as '<f4' or '>f8'.
+void parse_descr(const std::string& path, const std::string& descr, NpyHeader& header) {
+  const std::string kind = descr.size() == 3 ? descr.substr(1) : "";
+  const char order = descr.empty() ? '\0' : descr[0];
+  // '|' ("byte order not applicable") is not what numpy writes for floats, but it can only mean native
+  // order; it was accepted before, so files written that way keep working.
+  const bool known_order = order == '<' || order == '>' || order == '=' || order == '|';
+  if (known_order && (kind == "f2" || kind == "f4" || kind == "f8")) {
+    header.dtype = kind == "f2" ? DType::float16 : kind == "f4" ? DType::float32 : DType::float64;
+    header.big_endian = order == '>' || (order != '<' && host_is_big_endian);
+    return;
+  }
+  fail(path, "unsupported dtype " + quoted(descr) + ": convergent reads float16, float32 and float64 activations");
+}
+
+// ASCII only, whatever the locale: a byte above 0x7f is never part of a token the grammar accepts.
+bool is_word_char(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '.';
+}
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 // The header dictionary, read as the subset of Python literal syntax that .npy writers produce:
 //   header     := space* '{' space* [entry (space* ',' space* entry)* space* [',' space*]] '}' ' '* '\n'
 //   entry      := key space* ':' space* value
 //   key        := a quoted string: 'descr', 'fortran_order' or 'shape', each exactly once
 //   descr      := a quoted string           fortran_order := True | False
-//   shape      := '(' space* [dim space* ',' space* (dim space* ',' space*)* [dim space*]] ')'   (a tuple)
+//   shape      := '(' space* [dim space* ',' space* (dim space* ',' space*)* [dim space*]] ')'
+//                 (a Python tuple: (n,) is 1-D, (n) is not a tuple; () parses but is refused as 0-d)
 //   dim        := '0' | [1-9][0-9]* ['L' | 'l']   (the L of Python 2 longs)
 //   string     := '...' or "..." without backslashes or newlines;  space := ' ' | '\t'
 // Nothing is picked out of the text: whatever does not parse is an error quoting what was found, because
@@ -219,7 +223,7 @@ class HeaderParser {
   std::int64_t parse_dimension() {
     const std::size_t start = pos_;
     std::int64_t value = 0;
-    while (pos_ < text_.size() && std::isdigit(static_cast<unsigned char>(text_[pos_]))) {
+    while (pos_ < text_.size() && is_digit(text_[pos_])) {
       const int digit = text_[pos_] - '0';
       if (value > (std::numeric_limits<std::int64_t>::max() - digit) / 10) {
         pos_ = start;
