@@ -1,6 +1,9 @@
-// The backend factory and the names of the enums.
+// The backend factory, the names of the enums, and the argument checks every backend shares (the public
+// Backend functions check, then call the backend's do_ implementation).
 #include "convergent/backend.hpp"
 
+#include <cmath>
+#include <cstdio>
 #include <thread>
 
 #include "convergent/error.hpp"
@@ -25,6 +28,127 @@ Precision parse_precision(const std::string& text) {
   for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16})
     if (text == to_string(p)) return p;
   throw Error("unknown precision '" + text + "': expected fp32, tf32 or bf16");
+}
+
+namespace {
+
+// Index of the first NaN or infinity in v[0, n), or n. x - x is 0 for every finite x and NaN otherwise;
+// eight independent sums over blocks keep the common all-finite case at memory speed.
+template <class T>
+std::int64_t first_non_finite(const T* v, std::int64_t n) {
+  constexpr std::int64_t block = 64;
+  std::int64_t start = 0;
+  for (; start + block <= n; start += block) {
+    T sums[8] = {};
+    for (std::int64_t i = 0; i < block; i += 8)
+      for (int lane = 0; lane < 8; ++lane) sums[lane] += v[start + i + lane] - v[start + i + lane];
+    T all = 0;
+    for (T s : sums) all += s;
+    if (all != 0 || std::isnan(all)) break;  // a NaN somewhere in this block: find it below
+  }
+  for (; start < n; ++start)
+    if (!std::isfinite(v[start])) return start;
+  return n;
+}
+
+// A number as %g writes it: "1e-09", "0", "-0.001", "nan".
+std::string number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
+template <class T>
+std::string shape_of(MatrixView<const T> m) {
+  return std::to_string(m.rows) + " x " + std::to_string(m.cols);
+}
+
+// What every view handed to a backend must satisfy; `op` names the operation in the message.
+template <class T>
+void check_view(const char* op, MatrixView<const T> m) {
+  if (m.rows < 0 || m.cols < 0) throw Error(std::string(op) + ": negative matrix dimensions " + shape_of(m));
+  if (m.rows > 1 && m.stride < m.cols)
+    throw Error(std::string(op) + ": row stride " + std::to_string(m.stride) + " is below the column count " +
+                std::to_string(m.cols));
+  if (m.data == nullptr && m.rows > 0 && m.cols > 0) throw Error(std::string(op) + ": the matrix has no data");
+}
+
+template <class T>
+void check_eigen_arguments(MatrixView<const T> a, std::int64_t k, const EigenOptions& options) {
+  check_view("smallest_eigenpairs", a);
+  if (a.cols != a.rows) throw Error("smallest_eigenpairs: the matrix is " + shape_of(a) + ", not square");
+  if (k < 1 || k > a.rows)
+    throw Error("smallest_eigenpairs: k = " + std::to_string(k) + " outside [1, " + std::to_string(a.rows) + "]");
+  if (!(options.relative_residual > 0.0))
+    throw Error("smallest_eigenpairs: the residual tolerance must be positive, not " +
+                number(options.relative_residual));
+  for (std::int64_t i = 0; i < a.rows; ++i) {
+    const std::int64_t j = first_non_finite(a.row(i), a.cols);
+    if (j < a.cols)
+      throw Error("smallest_eigenpairs: the matrix holds " + std::string(std::isnan(a(i, j)) ? "NaN" : "an infinity") +
+                  " at (" + std::to_string(i) + ", " + std::to_string(j) + ")");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<MomentAccumulator> Backend::accumulator(const std::vector<std::int64_t>& units_per_net,
+                                                        const AccumulateOptions& options) {
+  if (units_per_net.empty()) throw Error("accumulator: no nets; give the unit count of at least one");
+  for (std::size_t net = 0; net < units_per_net.size(); ++net)
+    if (units_per_net[net] < 1)
+      throw Error("accumulator: net " + std::to_string(net) + " has " + std::to_string(units_per_net[net]) +
+                  " units; every net needs at least one");
+  if (options.max_batch_rows < 1)
+    throw Error("accumulator: max_batch_rows must be at least 1, not " + std::to_string(options.max_batch_rows));
+  return do_accumulator(units_per_net, options);
+}
+
+Matrix Backend::correlation(const Moments& moments, const std::vector<bool>& dead) {
+  const std::int64_t u = moments.units();
+  if (moments.comoment.rows() != u || moments.comoment.cols() != u)
+    throw Error("correlation: the comoment is " + std::to_string(moments.comoment.rows()) + " x " +
+                std::to_string(moments.comoment.cols()) + ", but the moments have " + std::to_string(u) + " units");
+  if (static_cast<std::int64_t>(dead.size()) != u)
+    throw Error("correlation: `dead` has " + std::to_string(dead.size()) + " entries for " + std::to_string(u) +
+                " units");
+  const MatrixView<const double> m2 = moments.comoment.view();
+  for (std::int64_t i = 0; i < u; ++i) {
+    const std::int64_t j = first_non_finite(m2.row(i), u);
+    if (j < u)
+      throw Error("correlation: the comoment holds " + std::string(std::isnan(m2(i, j)) ? "NaN" : "an infinity") +
+                  " at (" + std::to_string(i) + ", " + std::to_string(j) + ")");
+    if (!dead[i] && !(m2(i, i) > 0.0))
+      throw Error("correlation: unit " + std::to_string(i) + " has variance " + number(m2(i, i)) +
+                  " but is not flagged dead; flag it (dead_units) or its correlations would be NaN");
+  }
+  return do_correlation(moments, dead);
+}
+
+std::vector<std::int64_t> Backend::row_argmax(MatrixView<const double> m) {
+  check_view("row_argmax", m);
+  if (m.rows > 0 && m.cols == 0)
+    throw Error("row_argmax: a " + shape_of(m) + " matrix has no column to pick in its rows");
+  if (m.rows == 0) return {};
+  return do_row_argmax(m);
+}
+
+void Backend::row_argmax_nan(std::int64_t row, std::int64_t col) {
+  throw Error("row_argmax: NaN at row " + std::to_string(row) + ", column " + std::to_string(col) +
+              "; the matrix must hold no NaN");
+}
+
+Eigenpairs Backend::smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions& options) {
+  check_eigen_arguments(a, k, options);
+  return do_smallest_eigenpairs(a, k, options);
+}
+
+Eigenpairs Backend::smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) {
+  check_eigen_arguments(a, k, options);
+  if (options.relative_residual < 1e-5)
+    throw Error("smallest_eigenpairs: a float32 matrix supports residuals of 1e-5 and looser, not " +
+                number(options.relative_residual));
+  return do_smallest_eigenpairs(a, k, options);
 }
 
 std::unique_ptr<Backend> make_backend(BackendChoice choice, const BackendOptions& options) {

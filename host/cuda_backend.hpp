@@ -16,6 +16,16 @@ BackendStatus cuda_backend_status(const BackendOptions& options);
 // Throws Error when not compiled or when no device is usable.
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
 
+// Test hooks (tests/test_conformance.cpp), no-ops or "no device" answers without CUDA.
+// After `successes` more device or pinned allocations of the CUDA backend, the next one fails as if the
+// device or host were out of memory (CudaError, out_of_memory()); -1 turns the hook off.
+void fail_cuda_allocation_after(int successes);
+// Devices the runtime sees (0 when none or not compiled); the calling thread's current device (-1 when
+// none) and a way to choose it, so that a test can check that the backend gives it back unchanged.
+int cuda_device_count();
+int cuda_current_device();
+void set_cuda_current_device(int device);  // throws Error when not compiled or on a bad ordinal
+
 }  // namespace convergent::detail
 
 namespace convergent::detail {

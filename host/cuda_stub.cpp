@@ -21,4 +21,9 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendOptions&) { not_compiled
 
 CudaCeiling measure_cuda_ceiling(std::int64_t, std::int64_t, Precision) { not_compiled(); }
 
+void fail_cuda_allocation_after(int) {}
+int cuda_device_count() { return 0; }
+int cuda_current_device() { return -1; }
+void set_cuda_current_device(int) { not_compiled(); }
+
 }  // namespace convergent::detail

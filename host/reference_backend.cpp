@@ -159,14 +159,6 @@ Eigenpairs dense_smallest(MatrixView<const T> a, std::int64_t k) {
   return result;
 }
 
-template <class T>
-void check_eigen_arguments(MatrixView<const T> a, std::int64_t k, const EigenOptions& options) {
-  if (a.cols != a.rows) throw Error("smallest_eigenpairs: the matrix is not square");
-  if (!(options.relative_residual > 0.0)) throw Error("smallest_eigenpairs: the residual tolerance must be positive");
-  if (k < 1 || k > a.rows)
-    throw Error("smallest_eigenpairs: k = " + std::to_string(k) + " outside [1, " + std::to_string(a.rows) + "]");
-}
-
 // Block size of the Lanczos solver: room for clustered eigenvalues around the k wanted.
 std::int64_t lanczos_block(std::int64_t k) { return k + std::max<std::int64_t>(8, k / 4); }
 
@@ -337,12 +329,15 @@ class ReferenceBackend final : public Backend {
     return "cpu (OpenBLAS, " + std::to_string(threads_) + (threads_ == 1 ? " thread)" : " threads)");
   }
 
-  std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
-                                                 const AccumulateOptions& options) override {
+ protected:
+  std::unique_ptr<MomentAccumulator> do_accumulator(const std::vector<std::int64_t>& units_per_net,
+                                                    const AccumulateOptions& options) override {
     return std::make_unique<ReferenceAccumulator>(units_per_net, options, threads_);
   }
 
-  Matrix correlation(const Moments& moments, const std::vector<bool>& dead) override {
+  // The upper triangle is computed and mirrored, so the result is exactly symmetric whatever the
+  // rounding of the products; the CUDA backend computes the same triangle with the same operations.
+  Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) override {
     const std::int64_t u = moments.units();
     std::vector<double> scale(static_cast<std::size_t>(u));
     for (std::int64_t i = 0; i < u; ++i) scale[i] = dead[i] ? 0.0 : 1.0 / std::sqrt(moments.comoment(i, i));
@@ -352,15 +347,20 @@ class ReferenceBackend final : public Backend {
         corr(i, j) = std::clamp(moments.comoment(i, j) * scale[i] * scale[j], -1.0, 1.0);
       corr(i, i) = dead[i] ? 0.0 : 1.0;
     }
-    fill_lower_triangle(corr);  // exactly symmetric, whatever the rounding of the products
+    for (std::int64_t i = 0; i < u; ++i)
+      for (std::int64_t j = 0; j < i; ++j) corr(i, j) = corr(j, i);
     return corr;
   }
 
-  std::vector<std::int64_t> row_argmax(MatrixView<const double> m) override {
+  std::vector<std::int64_t> do_row_argmax(MatrixView<const double> m) override {
     std::vector<std::int64_t> best(static_cast<std::size_t>(m.rows), 0);
     for (std::int64_t r = 0; r < m.rows; ++r) {
       const double* row = m.row(r);
-      best[r] = std::max_element(row, row + m.cols) - row;  // first maximum: ties go to the lower column
+      // Strictly greater replaces: the first maximum, so ties go to the lower column.
+      for (std::int64_t c = 0; c < m.cols; ++c) {
+        if (std::isnan(row[c])) row_argmax_nan(r, c);
+        if (row[c] > row[best[r]]) best[r] = c;
+      }
     }
     return best;
   }
@@ -369,8 +369,7 @@ class ReferenceBackend final : public Backend {
   // block_lanczos; small ones, and those it gives up on, through dsyevr. A loose tolerance (1e-5 and up)
   // takes the products in float32 on a float32 copy of A: their error, about sqrt(n) 6e-8 ||A||, is well
   // inside it.
-  Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions& options) override {
-    check_eigen_arguments(a, k, options);
+  Eigenpairs do_smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions& options) override {
     const std::int64_t n = a.rows;
     if (dense_is_better(n, k)) return dense_smallest(a, k);
     std::optional<Eigenpairs> result;
@@ -388,11 +387,7 @@ class ReferenceBackend final : public Backend {
     return result ? std::move(*result) : dense_smallest(a, k);
   }
 
-  Eigenpairs smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
-    check_eigen_arguments(a, k, options);
-    if (options.relative_residual < 1e-5)
-      throw Error("smallest_eigenpairs: a float32 matrix supports residuals of 1e-5 and looser, not " +
-                  std::to_string(options.relative_residual));
+  Eigenpairs do_smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
     if (dense_is_better(a.rows, k)) return dense_smallest(a, k);
     std::optional<Eigenpairs> result = block_lanczos(a.rows, k, options.relative_residual, Float32Product(a));
     return result ? std::move(*result) : dense_smallest(a, k);

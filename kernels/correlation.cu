@@ -1,14 +1,11 @@
-// Correlation from the comoment. The arithmetic is the reference's, in the same order, so results agree
-// to the last bit: scale_i = 1 / sqrt(M2_ii), corr_ij = (M2_ij * scale_i) * scale_j.
-#include <algorithm>
-
+// Correlation from the comoment: the upper triangle tile by tile (tiles below the diagonal return at
+// once), then launch_mirror_upper. The arithmetic is the reference's, in the same order; double division
+// and sqrt are correctly rounded on the device as on the host, so results agree to the last bit.
 #include "correlation.cuh"
+#include "mirror.cuh"
 
 namespace convergent::cuda {
 namespace {
-
-constexpr int kColumns = 32;
-constexpr int kRows = 8;
 
 __global__ void inverse_sd_kernel(const double* __restrict__ m2, const unsigned char* __restrict__ dead,
                                   std::int64_t units, double* __restrict__ scale) {
@@ -16,15 +13,23 @@ __global__ void inverse_sd_kernel(const double* __restrict__ m2, const unsigned 
   if (i < units) scale[i] = dead[i] ? 0.0 : 1.0 / sqrt(m2[i * units + i]);
 }
 
-__global__ void correlation_kernel(const double* __restrict__ m2, const unsigned char* __restrict__ dead,
-                                   std::int64_t units, const double* __restrict__ scale, double* __restrict__ corr) {
-  const std::int64_t j = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
+__global__ void correlation_upper_kernel(const double* __restrict__ m2, const unsigned char* __restrict__ dead,
+                                         std::int64_t units, const double* __restrict__ scale,
+                                         double* __restrict__ corr) {
+  if (blockIdx.y > blockIdx.x) return;
+  const std::int64_t j = std::int64_t{blockIdx.x} * kTileSize + threadIdx.x;
   if (j >= units) return;
-  for (std::int64_t i = std::int64_t{blockIdx.y} * kRows + threadIdx.y; i < units;
-       i += std::int64_t{gridDim.y} * kRows) {
-    double v = m2[i * units + j] * scale[i] * scale[j];
-    v = v < -1.0 ? -1.0 : (1.0 < v ? 1.0 : v);  // std::clamp's comparisons, so a NaN passes through alike
-    if (i == j && !dead[i]) v = 1.0;
+  const double scale_j = scale[j];
+  for (int k = threadIdx.y; k < kTileSize; k += kTileRowStep) {
+    const std::int64_t i = std::int64_t{blockIdx.y} * kTileSize + k;
+    if (i > j) break;  // i only grows with k
+    double v;
+    if (i == j) {
+      v = dead[i] ? 0.0 : 1.0;
+    } else {
+      v = m2[i * units + j] * scale[i] * scale_j;
+      v = v < -1.0 ? -1.0 : (1.0 < v ? 1.0 : v);  // std::clamp's comparisons
+    }
     corr[i * units + j] = v;
   }
 }
@@ -38,10 +43,10 @@ void launch_correlation(const double* m2, const unsigned char* dead, std::int64_
   inverse_sd_kernel<<<static_cast<unsigned>((units + threads - 1) / threads), threads, 0, stream.handle>>>(
       m2, dead, units, scale);
   CONVERGENT_CUDA_CHECK_LAUNCH();
-  const dim3 grid(static_cast<unsigned>((units + kColumns - 1) / kColumns),
-                  static_cast<unsigned>(std::min<std::int64_t>((units + kRows - 1) / kRows, 65535)));
-  correlation_kernel<<<grid, dim3(kColumns, kRows), 0, stream.handle>>>(m2, dead, units, scale, corr);
+  correlation_upper_kernel<<<upper_tile_grid(units, "CUDA correlation"), dim3(kTileSize, kTileRowStep), 0,
+                             stream.handle>>>(m2, dead, units, scale, corr);
   CONVERGENT_CUDA_CHECK_LAUNCH();
+  launch_mirror_upper(corr, units, stream);
 }
 
 }  // namespace convergent::cuda

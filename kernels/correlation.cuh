@@ -1,5 +1,4 @@
-// Device versions of Backend::correlation and Backend::row_argmax (references in
-// host/reference_backend.cpp).
+// Device version of Backend::correlation (reference: ReferenceBackend in host/reference_backend.cpp).
 #pragma once
 
 #include <cstdint>
@@ -8,13 +7,12 @@
 
 namespace convergent::cuda {
 
-// corr_ij = M2_ij / sqrt(M2_ii M2_jj), clamped to [-1, 1]; diagonal exactly 1 for live units; dead units
-// (dead[i] != 0) are 0 everywhere, their diagonal included. `scale` is u doubles of scratch.
+// corr_ij = clamp((M2_ij * s_i) * s_j, -1, 1) with s_i = 1 / sqrt(M2_ii), for j > i, the reference's
+// operations in its order, so that the two agree to the last bit; the lower triangle is the mirror of
+// the upper one (exactly symmetric); the diagonal is 1 for live units. Dead units (dead[i] != 0) are 0
+// everywhere, their diagonal included. Only the upper triangle of the row-major U x U `m2` is read.
+// `scale` is U doubles of scratch.
 void launch_correlation(const double* m2, const unsigned char* dead, std::int64_t units, double* scale, double* corr,
                         StreamRef stream);
-
-// Column of the first maximum of each row of the row-major (rows x cols) matrix `m` (rows `stride` apart).
-void launch_row_argmax(const double* m, std::int64_t rows, std::int64_t cols, std::int64_t stride,
-                       std::int64_t* out, StreamRef stream);
 
 }  // namespace convergent::cuda

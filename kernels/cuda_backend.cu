@@ -3,13 +3,17 @@
 //
 // Pipeline of one add(), with two slots used alternately so that batch k+1 is staged and copied while
 // the product of batch k runs:
-//   host:     wait copied[s]; fill pinned staging[s] (raw bytes of dense blocks, or host-packed floats)
-//   copy_:    wait packed[s]; staging[s] -> raw[s];                         record copied[s]
+//   host:     wait copied[s]; then, in pieces of kStagingPieceBytes spread over the staging threads, fill
+//             pinned staging[s] (raw bytes of dense blocks, or host-packed floats) and queue each piece's
+//             copy staging[s] -> raw[s] on copy_ as soon as it is filled (after copy_ waits packed[s]),
+//             so that the host copy and the host-to-device copy overlap;          record copied[s]
 //   pack_:    wait copied[s], done[s]; raw[s] -> x[s] (convert, transpose); record packed[s];
 //             flag non-finite rows, count kept rows (-> pinned counters);   record scanned[s]
 //   host:     unless skipping rows, wait scanned[s] and throw on a non-finite value
-//   compute_: wait scanned[s]; stats, centre, product, Chan merge;           record done[s]
-// The wait for scanned[s] does not wait for the product of batch k-1, which runs on compute_.
+//   compute_: wait scanned[s]; stats, centre; per chunk: product, then one pass over the upper triangle
+//             of M2 adding it (and, on the last chunk, the Chan term);              record done[s]
+// The wait for scanned[s] does not wait for the product of batch k-1, which runs on compute_. M2's lower
+// triangle is filled by a mirror when the moments are read.
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -22,19 +26,38 @@
 #include "cuda_backend.hpp"
 #include "device_memory.cuh"
 #include "eigenpairs.cuh"
+#include "mirror.cuh"
 #include "moments.cuh"
 #include "pack.cuh"
 #include "pack.hpp"
+#include "parallel.hpp"
 #include "product.cuh"
+#include "row_argmax.cuh"
 
 namespace convergent::cuda {
 namespace {
 
 constexpr std::size_t kAlignment = 256;           // staging offsets: enough for any element type
 constexpr std::size_t kReserveBytes = 512u << 20;  // left free for cuBLAS/cuSOLVER workspaces and the context
-// Rows per float32 product (the CPU backend takes 2048; larger products run nearer the cuBLAS peak, and
+// Rows per fp32 product (the CPU backend takes 2048; larger products run nearer the cuBLAS peak, and
 // 4096 rows stayed within 8e-7 of float64 on the CPU benchmark).
 constexpr std::int64_t kProductRows = 4096;
+// Host staging goes in pieces of this size: each piece's host-to-device copy is queued as soon as the
+// piece is filled, so the first copy starts after 2 MiB rather than after the whole batch, and pieces
+// spread over the staging threads.
+constexpr std::size_t kStagingPieceBytes = std::size_t{2} << 20;
+// More threads than this do not copy faster: a few saturate the memory bandwidth of a socket.
+constexpr int kMaxStagingThreads = 8;
+
+// Rows per chunk product for a batch of `rows`: fp32 keeps float32 sums to kProductRows rows (DESIGN.md,
+// precision: 1e-6), in chunks of equal size; the tensor-core modes round their inputs to 10 or 7 bits,
+// far above what float32 sums over a whole batch add (sqrt(65536) 6e-8 = 1.5e-5), so they take the batch
+// in one product and one pass over M2.
+std::int64_t chunk_rows_for(Precision precision, std::int64_t rows) {
+  if (precision != Precision::fp32 || rows <= kProductRows) return rows;
+  const std::int64_t chunks = (rows + kProductRows - 1) / kProductRows;
+  return (rows + chunks - 1) / chunks;
+}
 
 std::size_t align_up(std::size_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
 
@@ -63,30 +86,43 @@ struct StagedBlock {
   bool host_packed = false;  // staged as row-major float32 by the host reference pack_block
 };
 
+// One piece of staging work: bytes [offset, offset + bytes) of the staging buffer, filled either by a
+// memcpy from `source` or, for a host-packed net, by packing its sample rows [first_row, first_row + rows).
+struct StagingPiece {
+  std::size_t net = 0;
+  std::size_t offset = 0;
+  std::size_t bytes = 0;
+  const std::byte* source = nullptr;  // null: host-packed
+  std::int64_t first_row = 0;
+  std::int64_t rows = 0;
+};
+
 class CudaAccumulator final : public MomentAccumulator {
  public:
+  // Arguments were checked by Backend::accumulator; what is left are this backend's own limits.
   CudaAccumulator(int device, const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options,
-                  Fp32Routine routine)
-      : device_(use_device(device)),
+                  Fp32Routine routine, int staging_threads)
+      : scope_(device),
+        device_(device),
         options_(options),
         routine_(routine),
+        staging_threads_(staging_threads),
         net_units_(units_per_net),
         units_(std::accumulate(units_per_net.begin(), units_per_net.end(), std::int64_t{0})) {
-    if (net_units_.empty()) throw Error("accumulator: no nets");
-    if (options.max_batch_rows < 1) throw Error("accumulator: max_batch_rows must be at least 1");
     checked_int(units_, "units");
     checked_int(options.max_batch_rows, "max_batch_rows");
     for (std::size_t net = 0; net <= net_units_.size(); ++net)
       net_offsets_.push_back(std::accumulate(net_units_.begin(), net_units_.begin() + net, std::int64_t{0}));
     check_device_memory();
     allocate();
+    scope_.leave();
   }
 
   CudaAccumulator(const CudaAccumulator&) = delete;
   CudaAccumulator& operator=(const CudaAccumulator&) = delete;
 
   ~CudaAccumulator() override {
-    cudaSetDevice(device_);
+    scope_.enter();
     // Let queued work finish before its buffers go; errors are ignored, nothing can be done about them here.
     cudaStreamSynchronize(copy_.handle());
     cudaStreamSynchronize(pack_.handle());
@@ -99,14 +135,10 @@ class CudaAccumulator final : public MomentAccumulator {
     if (rows == 0) return;
     Slot& slot = slots_[next_slot_];
 
-    // Host: the pinned buffer of this slot is free once its last copy finished.
+    // Host: the pinned buffer of this slot is free once its last copy finished; raw[s] once the pack
+    // that read it finished (copy_ waits for that inside stage_and_copy).
     slot.copied.synchronize();
-    const std::vector<StagedBlock> staged = stage(blocks, rows, slot);
-
-    // Copy: raw[s] is free once the pack that read it finished.
-    slot.packed.make_wait(copy_.ref());
-    copy_async(slot.raw.data(), slot.staging.data(), static_cast<std::int64_t>(staged_bytes(staged)),
-               cudaMemcpyHostToDevice, copy_.ref());
+    const std::vector<StagedBlock> staged = stage_and_copy(blocks, rows, slot);
     slot.copied.record(copy_.ref());
 
     // Pack and scan: x[s], row_bad[s] and counters[s] are free once the batch that last used them is merged.
@@ -137,16 +169,17 @@ class CudaAccumulator final : public MomentAccumulator {
     launch_centre(slot.x.data(), rows, units_, slot.row_bad.data(), batch_mean_.data(), x_bf16, compute_.ref());
     const auto* product_input = static_cast<const char*>(x_bf16 != nullptr ? static_cast<const void*>(x_bf16)
                                                                            : static_cast<const void*>(slot.x.data()));
-    // float32 sums grow their rounding error with their length: the batch product is taken in chunks of
-    // kProductRows rows, each added to M2 in float64, which keeps fp32 correlations within 1e-6.
+    // float32 sums grow their rounding error with their length: an fp32 batch product is taken in chunks
+    // of at most kProductRows rows, each added to M2 in float64, which keeps correlations within 1e-6.
+    // Each chunk costs one pass over M2's upper triangle, the Chan term riding on the last one.
     const std::int64_t row_bytes = units_ * product_element_bytes(options_.precision);
-    for (std::int64_t first = 0; first < rows; first += kProductRows) {
+    const std::int64_t chunk_rows = chunk_rows_for(options_.precision, rows);
+    for (std::int64_t first = 0; first < rows; first += chunk_rows) {
       batch_product(cublas_.get(), options_.precision, routine_, product_input + first * row_bytes,
-                    std::min(kProductRows, rows - first), units_, product_.data());
-      launch_add_product(product_.data(), units_, m2_.data(), compute_.ref());
+                    std::min(chunk_rows, rows - first), units_, product_.data());
+      launch_merge_product(product_.data(), units_, /*chan_term=*/first + chunk_rows >= rows, batch_mean_.data(),
+                           mean_.data(), totals_.data(), slot.counters.data(), m2_.data(), compute_.ref());
     }
-    launch_merge_comoment(units_, batch_mean_.data(), mean_.data(), totals_.data(), slot.counters.data(),
-                          m2_.data(), compute_.ref());
     launch_merge_moments(batch_mean_.data(), batch_min_.data(), batch_max_.data(), units_, rows,
                          slot.counters.data(), mean_.data(), min_.data(), max_.data(), totals_.data(),
                          compute_.ref());
@@ -158,6 +191,7 @@ class CudaAccumulator final : public MomentAccumulator {
     Moments result(net_units_);
     const Totals totals = fetch_totals();  // synchronises all streams
     result.samples = static_cast<std::int64_t>(totals.samples);
+    launch_mirror_upper(m2_.data(), units_, compute_.ref());  // merges keep the upper triangle only
     copy_async(result.mean.data(), mean_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
     copy_async(result.min.data(), min_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
     copy_async(result.max.data(), max_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
@@ -270,46 +304,75 @@ class CudaAccumulator final : public MomentAccumulator {
   }
 
   // Fills the slot's pinned staging buffer, growing it (and its device twin) if this batch needs more
-  // room than planned, which happens for float64 input.
-  std::vector<StagedBlock> stage(const std::vector<ActivationBlock>& blocks, std::int64_t rows, Slot& slot) {
+  // room than planned, which happens for float64 input, and queues its copy to raw[s] on copy_, piece by
+  // piece as the staging threads fill them. The caller records copied[s] after it.
+  std::vector<StagedBlock> stage_and_copy(const std::vector<ActivationBlock>& blocks, std::int64_t rows, Slot& slot) {
     std::vector<StagedBlock> staged(blocks.size());
+    std::vector<StagingPiece> pieces;
     std::size_t offset = 0;
     for (std::size_t net = 0; net < blocks.size(); ++net) {
-      const std::int64_t span = dense_span_elements(blocks[net]);
-      staged[net].host_packed = span < 0;
-      staged[net].bytes = span < 0 ? static_cast<std::size_t>(rows * blocks[net].units) * sizeof(float)
-                                   : static_cast<std::size_t>(span) * dtype_size(blocks[net].dtype);
-      staged[net].offset = offset;
-      offset = align_up(offset + staged[net].bytes);
+      const ActivationBlock& b = blocks[net];
+      const std::int64_t span = dense_span_elements(b);
+      StagedBlock& st = staged[net];
+      st.host_packed = span < 0;
+      st.bytes = span < 0 ? static_cast<std::size_t>(rows * b.units) * sizeof(float)
+                          : static_cast<std::size_t>(span) * dtype_size(b.dtype);
+      st.offset = offset;
+      offset = align_up(offset + st.bytes);
+      if (st.host_packed) {
+        const std::size_t row_bytes = static_cast<std::size_t>(b.units) * sizeof(float);
+        const std::int64_t piece_rows = std::max<std::int64_t>(1, kStagingPieceBytes / row_bytes);
+        for (std::int64_t r = 0; r < rows; r += piece_rows) {
+          const std::int64_t n = std::min(piece_rows, rows - r);
+          pieces.push_back({net, st.offset + r * row_bytes, n * row_bytes, nullptr, r, n});
+        }
+      } else {
+        const auto* source = static_cast<const std::byte*>(b.data);
+        for (std::size_t done = 0; done < st.bytes; done += kStagingPieceBytes)
+          pieces.push_back({net, st.offset + done, std::min(kStagingPieceBytes, st.bytes - done), source + done, 0, 0});
+      }
     }
     if (offset > slot.staging.bytes()) grow_staging(slot, offset);
-    for (std::size_t net = 0; net < blocks.size(); ++net) {
-      std::byte* dst = slot.staging.data() + staged[net].offset;
-      if (staged[net].host_packed) {
-        pack_block(blocks[net], MatrixView<float>(reinterpret_cast<float*>(dst), rows, blocks[net].units), 0);
-      } else if (staged[net].bytes > 0) {
-        std::memcpy(dst, blocks[net].data, staged[net].bytes);
-      }
+
+    slot.packed.make_wait(copy_.ref());
+    const int threads = static_cast<int>(std::min<std::size_t>(staging_threads_, pieces.size()));
+    try {
+      parallel_for(static_cast<std::int64_t>(pieces.size()), threads, [&](std::int64_t p) {
+        const StagingPiece& piece = pieces[p];
+        std::byte* dst = slot.staging.data() + piece.offset;
+        if (piece.source != nullptr) {
+          std::memcpy(dst, piece.source, piece.bytes);
+        } else {
+          const ActivationBlock& b = blocks[piece.net];
+          pack_block(b, MatrixView<float>(reinterpret_cast<float*>(dst), piece.rows, b.units), 0, piece.first_row);
+        }
+        // Threads of our own start on device 0; the copy belongs to this accumulator's device.
+        if (threads > 1) CONVERGENT_CUDA_CHECK(cudaSetDevice(device_));
+        copy_async(slot.raw.data() + piece.offset, dst, static_cast<std::int64_t>(piece.bytes), cudaMemcpyHostToDevice,
+                   copy_.ref());
+      });
+    } catch (...) {
+      // Copies already queued read staging[s], which the next batch refills once copied[s] says they are
+      // done; they are not covered by copied[s], so they are waited for here.
+      cudaStreamSynchronize(copy_.handle());
+      throw;
     }
     return staged;
   }
 
-  static std::size_t staged_bytes(const std::vector<StagedBlock>& staged) {
-    return staged.empty() ? 0 : staged.back().offset + staged.back().bytes;
-  }
-
+  // Exception-safe: the new buffers are allocated before the old ones go, so a failure (out of memory)
+  // leaves the slot with its old, smaller buffers and the accumulator usable for batches that fit them.
   void grow_staging(Slot& slot, std::size_t bytes) {
     slot.packed.synchronize();  // the device twin is no longer read (the pinned one was checked by the caller)
     const DeviceMemoryInfo info = device_memory_info();
-    const std::size_t extra = bytes - slot.raw.bytes();
-    if (extra + kReserveBytes > info.free_bytes)
+    if (bytes + kReserveBytes > info.free_bytes)
       throw Error("CUDA backend: a batch of this input type needs " + gib(double(bytes)) +
                   " of device staging, but only " + gib(double(info.free_bytes)) +
                   " are free; lower the batch size (max_batch_rows)");
-    slot.raw = DeviceBuffer<std::byte>();
-    slot.raw = DeviceBuffer<std::byte>(static_cast<std::int64_t>(bytes));
-    slot.staging = PinnedBuffer<std::byte>();
-    slot.staging = PinnedBuffer<std::byte>(static_cast<std::int64_t>(bytes));
+    DeviceBuffer<std::byte> raw(static_cast<std::int64_t>(bytes));
+    PinnedBuffer<std::byte> staging(static_cast<std::int64_t>(bytes));
+    slot.raw = std::move(raw);
+    slot.staging = std::move(staging);
   }
 
   // How the pack kernel sees a staged block: the block's own strides over raw[s], or, when the host
@@ -340,9 +403,11 @@ class CudaAccumulator final : public MomentAccumulator {
     return *totals_host_.data();
   }
 
-  int device_;  // made current in the initialiser, so that the members below belong to it
+  DeviceScope scope_;  // first: the members below are made and released with the device current
+  int device_;
   AccumulateOptions options_;
   Fp32Routine routine_;
+  int staging_threads_;
   std::vector<std::int64_t> net_units_;
   std::vector<std::int64_t> net_offsets_;  // nets + 1 entries
   std::int64_t units_;
@@ -370,9 +435,15 @@ std::string device_summary(int device) {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& options)
-      : device_(use_device(options.device)),
+      : scope_(options.device),
+        device_(options.device),
         summary_(device_summary(device_)),
-        routine_(fp32_routine_from_environment()) {}
+        routine_(fp32_routine_from_environment()),
+        staging_threads_(std::min(thread_count(options.threads), kMaxStagingThreads)) {
+    scope_.leave();
+  }
+
+  ~CudaBackend() override { scope_.enter(); }
 
   BackendKind kind() const override { return BackendKind::cuda; }
 
@@ -380,17 +451,15 @@ class CudaBackend final : public Backend {
     return "cuda (" + summary_ + "; fp32 product: cublasS" + to_string(routine_) + ")";
   }
 
-  std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
-                                                 const AccumulateOptions& options) override {
-    return std::make_unique<CudaAccumulator>(device_, units_per_net, options, routine_);
+ protected:
+  std::unique_ptr<MomentAccumulator> do_accumulator(const std::vector<std::int64_t>& units_per_net,
+                                                    const AccumulateOptions& options) override {
+    return std::make_unique<CudaAccumulator>(device_, units_per_net, options, routine_, staging_threads_);
   }
 
-  Matrix correlation(const Moments& moments, const std::vector<bool>& dead) override {
+  Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) override {
     DeviceGuard guard(device_);
     const std::int64_t u = moments.units();
-    if (moments.comoment.rows() != u || moments.comoment.cols() != u || static_cast<std::int64_t>(dead.size()) != u)
-      throw Error("correlation: the comoment must be U x U and `dead` must have U entries (U = " + std::to_string(u) +
-                  ")");
     Matrix corr(u, u);
     if (u == 0) return corr;
     const std::vector<unsigned char> dead_bytes(dead.begin(), dead.end());
@@ -404,47 +473,61 @@ class CudaBackend final : public Backend {
     return corr;
   }
 
-  std::vector<std::int64_t> row_argmax(MatrixView<const double> m) override {
+  std::vector<std::int64_t> do_row_argmax(MatrixView<const double> m) override {
     DeviceGuard guard(device_);
     std::vector<std::int64_t> best(static_cast<std::size_t>(m.rows), 0);
-    if (m.rows == 0 || m.cols == 0) return best;
     DeviceBuffer<double> matrix(m.rows * m.cols);
     DeviceBuffer<std::int64_t> out(m.rows);
+    DeviceBuffer<unsigned long long> first_nan(1);
+    unsigned long long host_first_nan = 0;
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(first_nan.data(), 0xff, first_nan.bytes(), stream_.handle()));
     CONVERGENT_CUDA_CHECK(cudaMemcpy2DAsync(matrix.data(), sizeof(double) * m.cols, m.data, sizeof(double) * m.stride,
                                             sizeof(double) * m.cols, static_cast<std::size_t>(m.rows),
                                             cudaMemcpyHostToDevice, stream_.handle()));
-    launch_row_argmax(matrix.data(), m.rows, m.cols, m.cols, out.data(), stream_.ref());
+    launch_row_argmax(matrix.data(), m.rows, m.cols, m.cols, out.data(), first_nan.data(), stream_.ref());
     copy_async(best.data(), out.data(), m.rows, cudaMemcpyDeviceToHost, stream_.ref());
+    copy_async(&host_first_nan, first_nan.data(), 1, cudaMemcpyDeviceToHost, stream_.ref());
     stream_.synchronize();
+    if (host_first_nan != std::numeric_limits<unsigned long long>::max()) {
+      const auto cols = static_cast<unsigned long long>(m.cols);
+      row_argmax_nan(static_cast<std::int64_t>(host_first_nan / cols), static_cast<std::int64_t>(host_first_nan % cols));
+    }
     return best;
   }
 
   // cuSOLVER solves to working precision, whatever residual the caller would accept.
-  Eigenpairs smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions&) override {
+  Eigenpairs do_smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions&) override {
     DeviceGuard guard(device_);
-    const std::int64_t n = a.rows;
-    if (a.cols != n) throw Error("smallest_eigenpairs: the matrix is not square");
-    if (k < 1 || k > n)
-      throw Error("smallest_eigenpairs: k = " + std::to_string(k) + " outside [1, " + std::to_string(n) + "]");
     return smallest_eigenpairs_on_device(cusolver_.get(), stream_.ref(), a, k);
   }
 
   // cuSOLVER has no float32 subset solver that beats converting: the matrix is widened on the host.
-  Eigenpairs smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
-    if (options.relative_residual < 1e-5)
-      throw Error("smallest_eigenpairs: a float32 matrix supports residuals of 1e-5 and looser");
+  Eigenpairs do_smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
     Matrix wide(a.rows, a.cols);
     for (std::int64_t i = 0; i < a.rows; ++i) std::copy(a.row(i), a.row(i) + a.cols, wide.data() + i * a.cols);
-    return smallest_eigenpairs(wide.view(), k, options);
+    return do_smallest_eigenpairs(MatrixView<const double>(wide.view()), k, options);
   }
 
  private:
-  int device_;  // made current in the initialiser, so that the members below belong to it
+  DeviceScope scope_;  // first: the members below are made and released with the device current
+  int device_;
   std::string summary_;
   Fp32Routine routine_;  // read once from CONVERGENT_CUDA_FP32_PRODUCT, so a bad value fails at creation
+  int staging_threads_;
   Stream stream_;
   CusolverHandle cusolver_;
 };
+
+// "driver supports CUDA 12.4, runtime 13.0": what to compare when the runtime refuses the driver.
+std::string driver_and_runtime_versions() {
+  int driver = 0, runtime = 0;
+  auto text = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  const std::string driver_text = cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0
+                                      ? "driver supports CUDA " + text(driver)
+                                      : "no CUDA driver loaded";
+  cudaRuntimeGetVersion(&runtime);
+  return driver_text + ", runtime " + text(runtime);
+}
 
 // Used only to ask the runtime whether this binary carries code the device can run.
 __global__ void probe_kernel() {}
@@ -463,7 +546,8 @@ BackendStatus cuda_backend_status(const BackendOptions& options) {
     const cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess) {
       cudaGetLastError();  // clear the sticky-free error so later calls start clean
-      status.detail = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+      status.detail = std::string("no usable CUDA device: ") + cudaGetErrorString(err) + " (" +
+                      cuda::driver_and_runtime_versions() + ")";
       return status;
     }
     if (count == 0) {
@@ -502,5 +586,23 @@ std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options) {
   if (!status.usable) throw Error("CUDA backend not usable: " + status.detail);
   return std::make_unique<cuda::CudaBackend>(options);
 }
+
+void fail_cuda_allocation_after(int successes) { cuda::allocation_failure_countdown().store(successes); }
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+int cuda_current_device() {
+  int device = -1;
+  return cudaGetDevice(&device) == cudaSuccess ? device : -1;
+}
+
+void set_cuda_current_device(int device) { CONVERGENT_CUDA_CHECK(cudaSetDevice(device)); }
 
 }  // namespace convergent::detail

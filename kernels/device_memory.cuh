@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -15,10 +16,23 @@
 
 namespace convergent::cuda {
 
+// Test hook behind fail_cuda_allocation_after (host/cuda_backend.hpp): while >= 0, how many device or
+// pinned allocations still succeed before one fails as if out of memory; -1 (the default) is off.
+inline std::atomic<int>& allocation_failure_countdown() {
+  static std::atomic<int> countdown{-1};
+  return countdown;
+}
+inline void check_injected_allocation_failure() {
+  std::atomic<int>& countdown = allocation_failure_countdown();
+  if (countdown.load() >= 0 && countdown.fetch_sub(1) == 0)
+    throw CudaError("CUDA error cudaErrorMemoryAllocation (out of memory, injected by a test)", true);
+}
+
 // Where a buffer lives: device memory, or page-locked host memory (so that copies to the device run
 // asynchronously at full rate).
 struct DeviceMemory {
   static void* allocate(std::size_t bytes) {
+    check_injected_allocation_failure();
     void* p = nullptr;
     CONVERGENT_CUDA_CHECK(cudaMalloc(&p, bytes));
     return p;
@@ -27,6 +41,7 @@ struct DeviceMemory {
 };
 struct PinnedMemory {
   static void* allocate(std::size_t bytes) {
+    check_injected_allocation_failure();
     void* p = nullptr;
     CONVERGENT_CUDA_CHECK(cudaMallocHost(&p, bytes));
     return p;
@@ -162,12 +177,38 @@ class CusolverHandle {
   cusolverDnHandle_t handle_ = nullptr;
 };
 
-// Makes `device` current for the calling thread and returns it; for member initialisers, so that the
-// resources created after it belong to that device.
-inline int use_device(int device) {
-  CONVERGENT_CUDA_CHECK(cudaSetDevice(device));
-  return device;
-}
+// For an object that owns resources of one device, declared as its first member: makes `device` current
+// from this member's construction until leave(), which the owner's constructor calls last, so that the
+// members built in between belong to the device; and again from enter(), which the owner's destructor
+// calls first, until this member's own destruction (it goes last), so that they are released there. The
+// caller's current device is restored after each: a multi-GPU host keeps the device it had chosen.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) : device_(device) {
+    CONVERGENT_CUDA_CHECK(cudaGetDevice(&previous_));
+    CONVERGENT_CUDA_CHECK(cudaSetDevice(device));
+    active_ = true;
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+  ~DeviceScope() { leave(); }
+
+  int device() const { return device_; }
+  void leave() noexcept {
+    if (active_) cudaSetDevice(previous_);
+    active_ = false;
+  }
+  // Errors are ignored: a destructor can do nothing about them.
+  void enter() noexcept {
+    if (active_ || cudaGetDevice(&previous_) != cudaSuccess) return;
+    active_ = cudaSetDevice(device_) == cudaSuccess;
+  }
+
+ private:
+  int device_;
+  int previous_ = 0;
+  bool active_ = false;
+};
 
 // Makes `device` current for the calling thread for the guard's lifetime, restoring the previous one.
 class DeviceGuard {

@@ -1,9 +1,10 @@
 // Kernels of one accumulation step. Columns are units, so 32 threads of a warp take 32 adjacent units of
 // one row (coalesced) and the 8 warps of a block walk rows; reductions over rows go through fixed-order
-// partials so that results do not depend on scheduling.
+// partials so that results do not depend on scheduling. M2 is updated in its upper triangle only.
 #include <algorithm>
 #include <cmath>
 
+#include "mirror.cuh"
 #include "moments.cuh"
 
 namespace convergent::cuda {
@@ -118,28 +119,29 @@ __global__ void centre_kernel(float* __restrict__ x, std::int64_t rows, std::int
   }
 }
 
-// Block (32 x 8) over (column j, row i) of the U x U M2.
-__global__ void add_product_kernel(const float* __restrict__ s, std::int64_t units, double* __restrict__ m2) {
-  const std::int64_t j = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
-  const std::int64_t i = std::int64_t{blockIdx.y} * kRowsPerPass + threadIdx.y;
-  if (i >= units || j >= units) return;
-  // Only the upper triangle of S is defined: both halves of M2 read it, so M2 stays symmetric.
-  m2[i * units + j] += static_cast<double>(j >= i ? s[i * units + j] : s[j * units + i]);
-}
-
-__global__ void merge_comoment_kernel(std::int64_t units, const double* __restrict__ batch_mean,
-                                      const double* __restrict__ mean, const Totals* totals,
-                                      const BatchCounters* counters, double* __restrict__ m2) {
-  const std::int64_t j = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
-  const std::int64_t i = std::int64_t{blockIdx.y} * kRowsPerPass + threadIdx.y;
-  if (i >= units || j >= units) return;
-  const double nb = static_cast<double>(counters->kept_rows);
-  if (nb == 0.0) return;
-  const double n = static_cast<double>(totals->samples);
-  const double weight = n * nb / (n + nb);  // 0 for the first batch: M2 is then the batch's own comoment
-  const double di = batch_mean[i] - mean[i];
-  const double dj = batch_mean[j] - mean[j];
-  m2[i * units + j] += weight * (di * dj);  // d_i * d_j in one order for (i, j) and (j, i): M2 stays symmetric
+// One block per 32 x 32 tile on or above the diagonal; a thread walks 4 rows of one column, so each row
+// of the tile is read and written by one warp (coalesced). Entries below the diagonal are not touched.
+__global__ void merge_product_kernel(const float* __restrict__ s, std::int64_t units, bool chan_term,
+                                     const double* __restrict__ batch_mean, const double* __restrict__ mean,
+                                     const Totals* totals, const BatchCounters* counters, double* __restrict__ m2) {
+  if (blockIdx.y > blockIdx.x) return;
+  const std::int64_t j = std::int64_t{blockIdx.x} * kTileSize + threadIdx.x;
+  if (j >= units) return;
+  double weight = 0.0, dj = 0.0;
+  if (chan_term) {
+    const double nb = static_cast<double>(counters->kept_rows);
+    const double n = static_cast<double>(totals->samples);
+    // 0 for the first batch (M2 is then the batch's own comoment) and for a batch with no kept rows.
+    weight = nb > 0.0 ? n * nb / (n + nb) : 0.0;
+    dj = batch_mean[j] - mean[j];
+  }
+  for (int k = threadIdx.y; k < kTileSize; k += kTileRowStep) {
+    const std::int64_t i = std::int64_t{blockIdx.y} * kTileSize + k;
+    if (i > j) break;  // i only grows with k
+    double v = m2[i * units + j] + static_cast<double>(s[i * units + j]);
+    if (chan_term) v += weight * ((batch_mean[i] - mean[i]) * dj);
+    m2[i * units + j] = v;
+  }
 }
 
 __global__ void merge_moments_kernel(const double* __restrict__ batch_mean, const double* __restrict__ batch_min,
@@ -220,25 +222,12 @@ void launch_centre(float* x, std::int64_t rows, std::int64_t units, const unsign
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 
-// The (column, row) grid over the full U x U M2.
-dim3 comoment_grid(std::int64_t units) {
-  if ((units + kRowsPerPass - 1) / kRowsPerPass > kMaxGridY)
-    throw Error("CUDA merge: " + std::to_string(units) + " units exceed the launch grid");
-  return dim3(static_cast<unsigned>((units + kColumns - 1) / kColumns),
-              static_cast<unsigned>((units + kRowsPerPass - 1) / kRowsPerPass));
-}
-
-void launch_add_product(const float* s, std::int64_t units, double* m2, StreamRef stream) {
+void launch_merge_product(const float* s, std::int64_t units, bool chan_term, const double* batch_mean,
+                          const double* mean, const Totals* totals, const BatchCounters* counters, double* m2,
+                          StreamRef stream) {
   if (units == 0) return;
-  add_product_kernel<<<comoment_grid(units), dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(s, units, m2);
-  CONVERGENT_CUDA_CHECK_LAUNCH();
-}
-
-void launch_merge_comoment(std::int64_t units, const double* batch_mean, const double* mean, const Totals* totals,
-                           const BatchCounters* counters, double* m2, StreamRef stream) {
-  if (units == 0) return;
-  merge_comoment_kernel<<<comoment_grid(units), dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(
-      units, batch_mean, mean, totals, counters, m2);
+  merge_product_kernel<<<upper_tile_grid(units, "CUDA merge"), dim3(kTileSize, kTileRowStep), 0, stream.handle>>>(
+      s, units, chan_term, batch_mean, mean, totals, counters, m2);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 

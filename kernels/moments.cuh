@@ -43,17 +43,18 @@ void launch_column_stats(const float* x, std::int64_t rows, std::int64_t units, 
 void launch_centre(float* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
                    const double* mean, __nv_bfloat16* x_bf16, StreamRef stream);
 
-// M2 += S for the product S of one chunk of centred rows (the batch's product is taken in chunks so
-// that float32 sums stay short); `s` is row-major and only its upper triangle (j >= i) is read.
-void launch_add_product(const float* s, std::int64_t units, double* m2, StreamRef stream);
-
-// M2 += delta delta^T n nb / (n + nb), delta = batch_mean - mean, for the full U x U float64 M2: the
-// Chan term, once per batch. n and nb come from `totals` and `counters`, on the device.
-void launch_merge_comoment(std::int64_t units, const double* batch_mean, const double* mean, const Totals* totals,
-                           const BatchCounters* counters, double* m2, StreamRef stream);
+// One pass over the upper triangle (j >= i) of the row-major U x U float64 M2 per chunk product:
+//   M2_ij += S_ij, and on the batch's last chunk (`chan_term`) also + delta_i delta_j n nb / (n + nb),
+//   delta = batch_mean - mean, n and nb from `totals` and `counters` on the device.
+// The batch's product is taken in chunks so that float32 sums stay short; `s` is row-major and only its
+// upper triangle is read (the column-major lower triangle cuBLAS syrk writes). The lower triangle of M2
+// is left stale: launch_mirror_upper fills it when the moments are read.
+void launch_merge_product(const float* s, std::int64_t units, bool chan_term, const double* batch_mean,
+                          const double* mean, const Totals* totals, const BatchCounters* counters, double* m2,
+                          StreamRef stream);
 
 // mean += delta nb / (n + nb); min/max folded; then samples += nb and skipped += rows - nb. Must follow
-// launch_merge_comoment, which reads the old mean and count.
+// the batch's last launch_merge_product, which reads the old mean and count.
 void launch_merge_moments(const double* batch_mean, const double* batch_min, const double* batch_max,
                           std::int64_t units, std::int64_t rows, const BatchCounters* counters, double* mean,
                           double* min, double* max, Totals* totals, StreamRef stream);

@@ -16,6 +16,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "convergent/backend.hpp"
@@ -505,10 +506,11 @@ TEST_P(Conformance, CorrelationIsSymmetricWithUnitDiagonalAndMatchesTheReference
     for (std::int64_t j = 0; j < u; ++j) {
       ASSERT_TRUE(std::isfinite(corr(i, j))) << i << "," << j;
       EXPECT_LE(std::abs(corr(i, j)), 1.0);
-      // (M2_ij s_i) s_j and (M2_ji s_j) s_i round differently by at most an ulp or two.
-      EXPECT_NEAR(corr(i, j), corr(j, i), 1e-15) << i << "," << j;
-      // The same float64 operations in the same order as the reference.
-      EXPECT_NEAR(corr(i, j), ref(i, j), 1e-15) << i << "," << j;
+      // One triangle computed, the other its mirror: exactly symmetric.
+      EXPECT_EQ(corr(i, j), corr(j, i)) << i << "," << j;
+      // The same float64 operations in the same order as the reference (correctly rounded multiplication,
+      // division and sqrt on both sides): the same bits.
+      EXPECT_EQ(corr(i, j), ref(i, j)) << i << "," << j;
       EXPECT_NEAR(corr(i, j), oracle_corr(oracle, i, j), 1e-6) << i << "," << j;
     }
   }
@@ -521,6 +523,32 @@ TEST_P(Conformance, CorrelationIsSymmetricWithUnitDiagonalAndMatchesTheReference
   const Matrix clamped = backend_->correlation(tight, {false, false});
   EXPECT_EQ(clamped(0, 1), 1.0);
   EXPECT_EQ(clamped(1, 0), 1.0);
+}
+
+// (M2_ij s_i) s_j and (M2_ij s_j) s_i round differently for some pairs: a backend that computes each
+// triangle on its own is not exactly symmetric. A random comoment has many such pairs.
+TEST_P(Conformance, CorrelationIsExactlySymmetricWhereTheTwoProductOrdersDisagree) {
+  const std::int64_t u = 64, rows = 200;
+  std::mt19937_64 rng(31);
+  std::normal_distribution<double> normal;
+  std::vector<double> data(static_cast<std::size_t>(rows * u));
+  for (double& v : data) v = normal(rng);
+  const Moments m = moments_of(MatrixView<const double>(data.data(), rows, u), {u});
+  const std::vector<bool> dead(static_cast<std::size_t>(u), false);
+  std::int64_t disagreeing = 0;  // the test has teeth only if the two orders differ somewhere
+  for (std::int64_t i = 0; i < u; ++i)
+    for (std::int64_t j = i + 1; j < u; ++j) {
+      const double si = 1.0 / std::sqrt(m.comoment(i, i)), sj = 1.0 / std::sqrt(m.comoment(j, j));
+      disagreeing += m.comoment(i, j) * si * sj != m.comoment(j, i) * sj * si;
+    }
+  ASSERT_GT(disagreeing, 0);
+  const Matrix corr = backend_->correlation(m, dead);
+  const Matrix ref = reference_->correlation(m, dead);
+  for (std::int64_t i = 0; i < u; ++i)
+    for (std::int64_t j = 0; j < u; ++j) {
+      ASSERT_EQ(corr(i, j), corr(j, i)) << i << "," << j;
+      ASSERT_EQ(corr(i, j), ref(i, j)) << i << "," << j;
+    }
 }
 
 TEST_P(Conformance, RowArgmaxTakesTheFirstMaximum) {
@@ -549,6 +577,141 @@ TEST_P(Conformance, RowArgmaxTakesTheFirstMaximum) {
   for (std::int64_t i = 0; i < r.rows(); ++i)
     for (std::int64_t j = 0; j < r.cols(); ++j) r(i, j) = value(rng);
   EXPECT_EQ(backend_->row_argmax(r.view()), reference_->row_argmax(r.view()));
+}
+
+// Calls f and returns the text of the Error it throws ("" and a failure when it throws none).
+template <class F>
+std::string error_text(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no Error thrown";
+  return "";
+}
+
+// The NaN rule (backend.hpp): a NaN anywhere is an Error naming the first one in row-major order. Rows of
+// 100 columns are longer than a warp, so on the GPU the NaN sits in different lanes and passes; before
+// the rule a NaN in a lane's first column hid every later value of that lane.
+TEST_P(Conformance, RowArgmaxRejectsNaNWhereverItIs) {
+  const std::int64_t cols = 100;
+  for (std::int64_t nan_col : {std::int64_t{0}, std::int64_t{33}, std::int64_t{57}, cols - 1}) {
+    Matrix m(5, cols);
+    for (std::int64_t r = 0; r < m.rows(); ++r)
+      for (std::int64_t c = 0; c < cols; ++c) m(r, c) = std::sin(double(r * cols + c));
+    m(2, nan_col) = std::numeric_limits<double>::quiet_NaN();
+    m(4, 0) = std::numeric_limits<double>::quiet_NaN();  // a later NaN: not the one named
+    m(3, 60) = std::nan("");                               // nor this one, later in row-major order
+    const std::string expected =
+        "row_argmax: NaN at row 2, column " + std::to_string(nan_col) + "; the matrix must hold no NaN";
+    EXPECT_EQ(error_text([&] { backend_->row_argmax(m.view()); }), expected);
+  }
+  // A strided view sees only its own columns: the NaN outside it does not count.
+  Matrix m(3, 80, 1.0);
+  m(1, 0) = std::nan("");
+  m(1, 50) = 5.0;
+  const MatrixView<const double> inner(m.data() + 10, 3, 60, 80);
+  EXPECT_EQ(backend_->row_argmax(inner), (std::vector<std::int64_t>{0, 40, 0}));
+  m(2, 69) = std::nan("");  // column 59 of the view, its last
+  EXPECT_EQ(error_text([&] { backend_->row_argmax(inner); }),
+            "row_argmax: NaN at row 2, column 59; the matrix must hold no NaN");
+}
+
+TEST_P(Conformance, RowArgmaxTakesInfinitiesAsValues) {
+  const double inf = std::numeric_limits<double>::infinity();
+  Matrix m(3, 70, 0.0);
+  m(0, 0) = -inf;            // the row's maximum is 0 at column 1
+  m(1, 45) = inf;
+  m(1, 66) = inf;            // a tie of infinities: the lower column
+  for (std::int64_t c = 0; c < 70; ++c) m(2, c) = -inf;
+  const std::vector<std::int64_t> expected{1, 45, 0};
+  EXPECT_EQ(backend_->row_argmax(m.view()), expected);
+}
+
+// Every invalid argument of every public operation: the same words on every backend (backend.hpp checks
+// them once, before a backend sees them).
+TEST_P(Conformance, InvalidArgumentsAreRefusedWithTheSameWords) {
+  AccumulateOptions options;
+  EXPECT_EQ(error_text([&] { backend_->accumulator({}, options); }),
+            "accumulator: no nets; give the unit count of at least one");
+  EXPECT_EQ(error_text([&] { backend_->accumulator({3, 0}, options); }),
+            "accumulator: net 1 has 0 units; every net needs at least one");
+  EXPECT_EQ(error_text([&] { backend_->accumulator({-2}, options); }),
+            "accumulator: net 0 has -2 units; every net needs at least one");
+  options.max_batch_rows = 0;
+  EXPECT_EQ(error_text([&] { backend_->accumulator({3}, options); }),
+            "accumulator: max_batch_rows must be at least 1, not 0");
+
+  Moments m(std::vector<std::int64_t>{2, 1});
+  m.samples = 4;
+  m.comoment(0, 0) = m.comoment(1, 1) = m.comoment(2, 2) = 2.0;
+  m.comoment(0, 1) = m.comoment(1, 0) = 0.5;
+  EXPECT_EQ(error_text([&] { backend_->correlation(m, {false, false}); }),
+            "correlation: `dead` has 2 entries for 3 units");
+  Moments wrong = m;
+  wrong.comoment = Matrix(3, 2);
+  EXPECT_EQ(error_text([&] { backend_->correlation(wrong, {false, false, false}); }),
+            "correlation: the comoment is 3 x 2, but the moments have 3 units");
+  Moments nan = m;
+  nan.comoment(2, 1) = std::nan("");
+  EXPECT_EQ(error_text([&] { backend_->correlation(nan, {false, false, false}); }),
+            "correlation: the comoment holds NaN at (2, 1)");
+  nan.comoment(2, 1) = -std::numeric_limits<double>::infinity();
+  EXPECT_EQ(error_text([&] { backend_->correlation(nan, {false, false, false}); }),
+            "correlation: the comoment holds an infinity at (2, 1)");
+  Moments flat = m;
+  flat.comoment(1, 1) = 0.0;
+  EXPECT_EQ(error_text([&] { backend_->correlation(flat, {false, false, false}); }),
+            "correlation: unit 1 has variance 0 but is not flagged dead; flag it (dead_units) or its "
+            "correlations would be NaN");
+  EXPECT_EQ(backend_->correlation(flat, {false, true, false})(1, 1), 0.0);  // flagged: fine
+
+  Matrix a(4, 4, 0.0);
+  for (int i = 0; i < 4; ++i) a(i, i) = double(i);
+  EXPECT_EQ(error_text([&] { backend_->row_argmax(MatrixView<const double>(a.data(), 3, 0, 4)); }),
+            "row_argmax: a 3 x 0 matrix has no column to pick in its rows");
+  EXPECT_EQ(error_text([&] { backend_->row_argmax(MatrixView<const double>(a.data(), 3, 4, 2)); }),
+            "row_argmax: row stride 2 is below the column count 4");
+  EXPECT_EQ(error_text([&] { backend_->row_argmax(MatrixView<const double>(nullptr, 3, 4, 4)); }),
+            "row_argmax: the matrix has no data");
+  EXPECT_EQ(backend_->row_argmax(MatrixView<const double>(nullptr, 0, 4, 4)), std::vector<std::int64_t>{});
+
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(a.block(0, 0, 3, 4), 1, {}); }),
+            "smallest_eigenpairs: the matrix is 3 x 4, not square");
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(a.view(), 0, {}); }),
+            "smallest_eigenpairs: k = 0 outside [1, 4]");
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(a.view(), 5, {}); }),
+            "smallest_eigenpairs: k = 5 outside [1, 4]");
+  const std::pair<double, const char*> residuals[] = {{0.0, "0"}, {-1e-3, "-0.001"}, {std::nan(""), "nan"}};
+  for (const auto& [residual, text] : residuals) {
+    EigenOptions bad;
+    bad.relative_residual = residual;
+    EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(a.view(), 2, bad); }),
+              std::string("smallest_eigenpairs: the residual tolerance must be positive, not ") + text);
+  }
+  Matrix holed = a;
+  holed(1, 3) = std::nan("");
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(holed.view(), 2, {}); }),
+            "smallest_eigenpairs: the matrix holds NaN at (1, 3)");
+  holed(1, 3) = 0.0;
+  holed(3, 0) = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(holed.view(), 2, {}); }),
+            "smallest_eigenpairs: the matrix holds an infinity at (3, 0)");
+
+  std::vector<float> a32(16, 0.0f);
+  const MatrixView<const float> view32(a32.data(), 4, 4);
+  EigenOptions loose;
+  loose.relative_residual = 1e-5;
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(view32, 0, loose); }),
+            "smallest_eigenpairs: k = 0 outside [1, 4]");
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(MatrixView<const float>(a32.data(), 4, 3), 1, loose); }),
+            "smallest_eigenpairs: the matrix is 4 x 3, not square");
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(view32, 2, {}); }),
+            "smallest_eigenpairs: a float32 matrix supports residuals of 1e-5 and looser, not 1e-09");
+  a32[6] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(error_text([&] { backend_->smallest_eigenpairs(view32, 2, loose); }),
+            "smallest_eigenpairs: the matrix holds NaN at (1, 2)");
 }
 
 // A = Q diag(lambda) Q^T with a random orthogonal Q (Gram-Schmidt of a seeded Gaussian matrix).
@@ -650,6 +813,90 @@ TEST_P(Conformance, BadBatchesAreRefused) {
   EXPECT_EQ(empty.min[0], std::numeric_limits<double>::infinity());
 }
 
+// Batches of several MiB are staged in pieces (2 MiB on the CUDA backend) spread over threads, each
+// copied to the device as soon as it is filled: dense blocks split at byte offsets, host-packed ones
+// (Fortran order) at rows. 6000 rows also cross the fp32 product's 4096-row chunks.
+TEST_P(Conformance, BatchesOfSeveralMebibytesAreStagedInPieces) {
+  const Study s = make_study(Shape{6000}, {{DType::float32, Layout::c_order, 101}, {DType::float32, Layout::fortran, 90},
+                                          {DType::float64, Layout::padded_rows, 3}},
+                             32);
+  check_study(s, 6000);
+}
+
+// Sets the allocation-failure hook for one scope and turns it off again, whatever happens.
+struct InjectedAllocationFailure {
+  explicit InjectedAllocationFailure(int successes) { detail::fail_cuda_allocation_after(successes); }
+  ~InjectedAllocationFailure() { detail::fail_cuda_allocation_after(-1); }
+};
+
+// float64 input needs twice the staging planned for float32: the first such batch in each slot grows the
+// slot's buffers. An out-of-memory failure there (of the device buffer, or of the pinned one after the
+// device one succeeded) must leave the old buffers in place: the accumulator then takes batches that fit
+// them, and grows when memory is back, with every row counted once.
+TEST_P(Conformance, StagingGrowthSurvivesAnAllocationFailure) {
+  if (GetParam() != BackendKind::cuda) GTEST_SKIP() << "staging buffers are the CUDA backend's";
+  const Study s = make_study(Shape{170}, {{DType::float64, Layout::c_order, 7}, {DType::float32, Layout::c_order, 2}}, 33);
+  for (int successes : {0, 1}) {
+    AccumulateOptions options;
+    options.max_batch_rows = 50;
+    auto acc = backend_->accumulator(s.units(), options);
+    auto batch = [&](std::int64_t first, std::int64_t count) {
+      std::vector<ActivationBlock> blocks;
+      for (const auto& a : s.arrays) blocks.push_back(a.block(first, count));
+      acc->add(blocks);
+    };
+    {
+      const InjectedAllocationFailure failure(successes);
+      const std::string text = error_text([&] { batch(0, 50); });
+      EXPECT_NE(text.find("out of memory"), std::string::npos) << text;
+    }
+    batch(0, 20);    // fits the planned buffers of slot 0 (20 x 7 doubles + 20 x 2 floats)
+    batch(20, 20);   // slot 1
+    batch(40, 50);   // slot 0 grows now
+    batch(90, 50);   // slot 1 grows
+    batch(140, 30);  // slot 0, grown
+    expect_moments_near(acc->moments(), oracle_of(s), 1e-6,
+                        "after a failed growth (" + std::to_string(successes) + " allocations succeeded)");
+  }
+  // A failure while the accumulator itself is built leaves nothing behind (RAII) and the backend usable.
+  {
+    const InjectedAllocationFailure failure(3);
+    AccumulateOptions options;
+    options.max_batch_rows = 50;
+    EXPECT_NE(error_text([&] { backend_->accumulator(s.units(), options); }).find("out of memory"), std::string::npos);
+  }
+  check_study(s, 50);
+}
+
+// A multi-GPU host keeps the device its caller chose: creating and using the backend on another device
+// gives the caller's current device back after every call, and after destruction.
+TEST_P(Conformance, TheCallersCurrentDeviceIsRestored) {
+  if (GetParam() != BackendKind::cuda) GTEST_SKIP() << "devices are the CUDA backend's";
+  if (detail::cuda_device_count() < 2)
+    GTEST_SKIP() << "needs two CUDA devices (" << detail::cuda_device_count() << " present); a device run on a "
+                 << "single-GPU host cannot confirm this";
+  const Study s = make_study(Shape{64}, {{DType::float32, Layout::c_order, 5}}, 34);
+  detail::set_cuda_current_device(1);
+  {
+    auto backend = make_backend(BackendChoice::cuda, {0, 0});
+    EXPECT_EQ(detail::cuda_current_device(), 1) << "after creating the backend";
+    const Moments m = stream(*backend, s, 16).moments;
+    EXPECT_EQ(detail::cuda_current_device(), 1) << "after streaming";
+    const Matrix corr = backend->correlation(m, dead_of(m));
+    backend->row_argmax(corr.view());
+    backend->smallest_eigenpairs(corr.view(), 2, {});
+    EXPECT_EQ(detail::cuda_current_device(), 1) << "after the other operations";
+    AccumulateOptions options;
+    options.max_batch_rows = 8;
+    auto acc = backend->accumulator(s.units(), options);
+    detail::set_cuda_current_device(1);
+    acc.reset();
+    EXPECT_EQ(detail::cuda_current_device(), 1) << "after destroying an accumulator";
+  }
+  EXPECT_EQ(detail::cuda_current_device(), 1) << "after destroying the backend";
+  detail::set_cuda_current_device(0);
+}
+
 // Tensor-core precisions exist on the CUDA backend only; they are checked against the float64 oracle
 // with tolerances from their mantissas: TF32 keeps 10 bits (unit round-off 2^-11 ~ 4.9e-4), BF16 keeps
 // 7 (2^-8 ~ 3.9e-3); errors of the products of centred values average over the rows, so correlations
@@ -674,6 +921,15 @@ TEST_P(Conformance, TensorCorePrecisionsStayWithinTheirStatedError) {
   RecordProperty("bf16_max_correlation_error", std::to_string(bf16_error));
   EXPECT_LT(tf32_error, 2e-3);
   EXPECT_LT(bf16_error, 2e-2);
+  // Tensor-core modes take a whole batch in one product (no 4096-row chunks): a 9000-row batch.
+  const Study long_study = make_study(Shape{9000}, {{DType::float32, Layout::c_order, 20}}, 35);
+  const Moments long_oracle = oracle_of(long_study);
+  const Moments long_tf32 = stream(*backend_, long_study, 9000, Precision::tf32).moments;
+  double long_error = 0.0;
+  for (std::int64_t i = 0; i < long_oracle.units(); ++i)
+    for (std::int64_t j = 0; j < long_oracle.units(); ++j)
+      long_error = std::max(long_error, std::abs(oracle_corr(long_tf32, i, j) - oracle_corr(long_oracle, i, j)));
+  EXPECT_LT(long_error, 2e-3);
   EXPECT_EQ(tf32.samples, oracle.samples);
   for (std::int64_t i = 0; i < oracle.units(); ++i) {  // means and ranges do not go through the product
     EXPECT_NEAR(tf32.mean[i], oracle.mean[i], 1e-6 * std::abs(oracle.max[i]));

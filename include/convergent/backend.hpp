@@ -58,6 +58,9 @@ struct Eigenpairs {
   Matrix vectors;              // n x k, column j belongs to values[j]
 };
 
+// Every public operation is a non-virtual function that checks its arguments, then calls the backend's
+// protected do_ implementation: both backends refuse the same inputs with the same words (an Error whose
+// text names the operation and the argument), and implementations trust what reaches them.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -65,20 +68,45 @@ class Backend {
   // One line for humans and summary.json, e.g. "cpu (OpenBLAS, 2 threads)".
   virtual std::string description() const = 0;
 
-  virtual std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
-                                                         const AccumulateOptions& options) = 0;
-  // Pearson correlation of every pair of units (U x U). Units flagged in `dead` get 0 everywhere,
-  // their diagonal included, so no NaN ever leaves this call.
-  virtual Matrix correlation(const Moments& moments, const std::vector<bool>& dead) = 0;
-  // Column of the largest entry of each row; ties go to the lower column.
-  virtual std::vector<std::int64_t> row_argmax(MatrixView<const double> m) = 0;
-  // The k smallest eigenvalues (ascending) and their eigenvectors of a symmetric n x n matrix.
-  virtual Eigenpairs smallest_eigenpairs(MatrixView<const double> symmetric, std::int64_t k,
-                                         const EigenOptions& options) = 0;
+  // An accumulator for nets of `units_per_net` units each (in net order). Throws Error when there is no
+  // net, a net has fewer than one unit, or options.max_batch_rows < 1; and when the backend cannot
+  // compute in options.precision (the CPU backend: fp32 only) or lacks the memory for the buffers.
+  std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
+                                                 const AccumulateOptions& options);
+  // Pearson correlation of every pair of units (U x U, exactly symmetric, unit diagonal for live units).
+  // Units flagged in `dead` get 0 everywhere, their diagonal included, so no NaN ever leaves this call.
+  // Throws Error unless the comoment is U x U with U = moments.units(), `dead` has U entries, every
+  // comoment entry is finite, and every unit not flagged dead has a positive variance (dead_units()
+  // flags every unit whose variance is 0).
+  Matrix correlation(const Moments& moments, const std::vector<bool>& dead);
+  // Column of the largest entry of each row (rows entries); ties go to the lower column. NaN rule: a
+  // NaN anywhere in `m` is an Error naming the first one in row-major order (a NaN compares false both
+  // ways, so no answer for its row would mean anything); infinities are ordinary values. Also throws
+  // Error for a view with rows > 0 and no columns, a stride below the column count, or no data.
+  std::vector<std::int64_t> row_argmax(MatrixView<const double> m);
+  // The k smallest eigenvalues (ascending) and their eigenvectors (n x k) of a symmetric n x n matrix.
+  // Pass an exactly symmetric matrix: a backend may read either triangle, or both. Throws Error when
+  // the matrix is not square or holds a NaN or infinity, k is outside [1, n], or
+  // options.relative_residual is not positive.
+  Eigenpairs smallest_eigenpairs(MatrixView<const double> symmetric, std::int64_t k, const EigenOptions& options);
   // The same for a float32 matrix, for tolerances of 1e-5 and looser (Error otherwise): half the memory
   // of a float64 one, which is what makes spectral clustering of large layers fast on the CPU.
-  virtual Eigenpairs smallest_eigenpairs(MatrixView<const float> symmetric, std::int64_t k,
-                                         const EigenOptions& options) = 0;
+  Eigenpairs smallest_eigenpairs(MatrixView<const float> symmetric, std::int64_t k, const EigenOptions& options);
+
+ protected:
+  // The implementations: called only with arguments that passed the checks above.
+  virtual std::unique_ptr<MomentAccumulator> do_accumulator(const std::vector<std::int64_t>& units_per_net,
+                                                            const AccumulateOptions& options) = 0;
+  virtual Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) = 0;
+  // A NaN in `m` is reported through row_argmax_nan() (so that every backend throws the same Error).
+  virtual std::vector<std::int64_t> do_row_argmax(MatrixView<const double> m) = 0;
+  virtual Eigenpairs do_smallest_eigenpairs(MatrixView<const double> symmetric, std::int64_t k,
+                                            const EigenOptions& options) = 0;
+  virtual Eigenpairs do_smallest_eigenpairs(MatrixView<const float> symmetric, std::int64_t k,
+                                            const EigenOptions& options) = 0;
+
+  // The one Error for a NaN met by do_row_argmax at (row, col), the first in row-major order.
+  [[noreturn]] static void row_argmax_nan(std::int64_t row, std::int64_t col);
 };
 
 struct BackendOptions {
