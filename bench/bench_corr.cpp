@@ -41,6 +41,7 @@ struct Config {
   std::string backend = "cpu";
   std::int64_t samples = 100000;
   bool samples_given = false;  // --backend cuda sizes the workload itself unless told
+  std::int64_t file_mib = 0;   // > 0: samples chosen per unit count so that the file has this size
   std::vector<std::int64_t> units = {1024};
   bool units_given = false;
   std::int64_t batch_rows = 0;
@@ -57,7 +58,8 @@ struct Config {
   std::fprintf(stderr,
                "usage: bench_corr [--backend cpu|cuda] [--samples N] [--units U[,U...]] [--batch-rows B]\n"
                "                  [--threads T] [--seed S] [--precision fp32|tf32|bf16] [--no-numpy]\n"
-               "                  [--python PYTHON] [--work-dir DIR] [--repeat R]\n"
+               "                  [--python PYTHON] [--work-dir DIR] [--repeat R] [--file-mib M]\n"
+               "  --file-mib M: for each unit count, as many samples as make an M MiB float32 file\n"
                "  --no-numpy also leaves out torch.corrcoef with --backend cuda\n");
   std::exit(2);
 }
@@ -332,7 +334,8 @@ void bench_cuda(const Config& c, const std::string& dir) {
   for (const std::int64_t units : c.units) {
     // Unless told: enough samples for a few seconds of products, capped by a 4 GiB workload file.
     const std::int64_t samples =
-        c.samples_given ? c.samples
+        c.file_mib > 0  ? (c.file_mib << 20) / (units * 4)
+        : c.samples_given ? c.samples
                         : std::min<std::int64_t>(std::max<std::int64_t>(100000, (std::int64_t{1} << 40) / (units * units)),
                                                  (std::int64_t{1} << 30) / units);
     const std::string data = dir + "/bench_corr_data.npy", ours = dir + "/bench_corr_ours.npy";
@@ -395,6 +398,9 @@ int main(int argc, char** argv) {
     if (c.backend == "cuda") {
       if (!c.units_given) c.units = {256, 1024, 4096, 8192};
       bench_cuda(c, dir);
+    } else if (c.file_mib > 0) {
+      std::fprintf(stderr, "bench_corr: --file-mib is for --backend cuda; use --samples\n");
+      return 2;
     } else {
       bench_cpu(c, dir);
     }
