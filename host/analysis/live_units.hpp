@@ -1,0 +1,88 @@
+// What every analysis reads from a Study: the live units of one net, and the blocks of the combined
+// correlation and covariance that belong to them. Dead units are left out here, once.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "convergent/error.hpp"
+#include "convergent/matrix.hpp"
+#include "convergent/study.hpp"
+
+namespace convergent::detail {
+
+// Checks a net index of a study (Error naming `what` and the range otherwise).
+inline void check_net(const Study& study, int net, const char* what) {
+  if (net < 0 || net >= static_cast<int>(study.nets.size()))
+    throw Error(std::string(what) + ": net " + std::to_string(net) + " is out of range (the study has " +
+                std::to_string(study.nets.size()) + " nets)");
+}
+
+// Live units of a net, as indices within the net, ascending.
+inline std::vector<std::int64_t> live_units(const Study& study, int net) {
+  const NetInfo& info = study.nets[static_cast<std::size_t>(net)];
+  std::vector<std::int64_t> live;
+  for (std::int64_t u = 0; u < info.units; ++u)
+    if (!study.dead[static_cast<std::size_t>(info.offset + u)]) live.push_back(u);
+  return live;
+}
+
+// correlation(rows of net a, columns of net b) over the given units (indices within each net).
+inline Matrix correlation_block(const Study& study, int a, const std::vector<std::int64_t>& rows, int b,
+                                const std::vector<std::int64_t>& cols) {
+  const std::int64_t ra = study.nets[static_cast<std::size_t>(a)].offset;
+  const std::int64_t cb = study.nets[static_cast<std::size_t>(b)].offset;
+  Matrix m(static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(cols.size()));
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    for (std::size_t j = 0; j < cols.size(); ++j)
+      m(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j)) = study.correlation(ra + rows[i], cb + cols[j]);
+  return m;
+}
+
+// Covariances in the input's units up to one power of two per net: every unit of net k is multiplied by
+// 2^scale_k, with scale_k the smallest comoment exponent among its live units. Indices that are invariant
+// to a global scale of each net (CKA, CCA, SVCCA, PWCCA, Procrustes after normalisation) read these; the
+// largest-spread unit of each net then has a spread near 1, so no square or sum of squares of these
+// entries overflows, whatever the input's magnitude.
+class ScaledCovariance {
+ public:
+  explicit ScaledCovariance(const Study& study) : study_(study) {}
+  int net_scale(int net, const std::vector<std::int64_t>& live) const {
+    const std::int64_t offset = study_.nets[static_cast<std::size_t>(net)].offset;
+    int scale = 0;
+    bool first = true;
+    for (const std::int64_t u : live) {
+      const int e = study_.moments.exponent[static_cast<std::size_t>(offset + u)];
+      scale = first ? e : std::min(scale, e);
+      first = false;
+    }
+    return scale;
+  }
+  // rows of net a x columns of net b, both scaled as above.
+  Matrix block(int a, const std::vector<std::int64_t>& rows, int b, const std::vector<std::int64_t>& cols) const {
+    const Moments& m = study_.moments;
+    const std::int64_t ra = study_.nets[static_cast<std::size_t>(a)].offset;
+    const std::int64_t cb = study_.nets[static_cast<std::size_t>(b)].offset;
+    const int sa = net_scale(a, rows), sb = net_scale(b, cols);
+    const double n = static_cast<double>(m.samples);
+    Matrix out(static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(cols.size()));
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const std::int64_t gi = ra + rows[i];
+      const int ei = sa - m.exponent[static_cast<std::size_t>(gi)];
+      for (std::size_t j = 0; j < cols.size(); ++j) {
+        const std::int64_t gj = cb + cols[j];
+        out(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j)) =
+            std::ldexp(m.comoment(gi, gj) / n, ei + sb - m.exponent[static_cast<std::size_t>(gj)]);
+      }
+    }
+    return out;
+  }
+
+ private:
+  const Study& study_;
+};
+
+}  // namespace convergent::detail
