@@ -26,17 +26,33 @@ AffinityMode parse_affinity_mode(const std::string& text);  // "abs", "positive"
 enum class KRule { given, eigengap };
 const char* to_string(KRule rule);
 
+// Which candidate labelling the clustering kept (see spectral_clustering): k-means++ on the NJW embedding
+// (rows of the eigenvectors scaled to unit length, Ng, Jordan and Weiss 2001), k-means++ on the
+// random-walk embedding D^-1/2 V (the Shi-Malik relaxation, scikit-learn's embedding), or Yu and Shi's
+// discretisation ("Multiclass spectral clustering", ICCV 2003).
+enum class LabelAssignment { kmeans_njw, kmeans_random_walk, yu_shi };
+const char* to_string(LabelAssignment assignment);  // "kmeans-njw", "kmeans-random-walk", "yu-shi"
+
 struct SpectralOptions {
   // Number of clusters. Without it, the eigengap rule picks k (see max_k).
   std::optional<std::int64_t> k;
   AffinityMode affinity = AffinityMode::abs;
-  // Eigengap rule: with the smallest eigenvalues l_1 <= l_2 <= ... of the Laplacian over the live units,
-  // k = the j in [2, min(max_k, live - 1)] with the largest gap l_{j+1} - l_j (first such j on ties).
-  // j = 1 is left out on purpose: every |corr| is slightly positive, so the affinity graph is one dense
-  // component whose gap l_2 - l_1 dwarfs all others and would always answer "one cluster". With fewer
-  // than three live units, k = 1.
+  // Eigengap rule, on the m = min(max_k + 1, live) smallest eigenvalues l_1 <= ... <= l_m of the
+  // Laplacian over the live units, with gaps g_j = l_{j+1} - l_j and a tolerance tau from the
+  // eigensolver's accuracy (SpectralResult::eigengap_tolerance): gaps that differ by at most tau are ties.
+  //   - G = the largest gap g_j with j in [2, m - 1]. If G > tau, k = the smallest j in [2, m - 1] with
+  //     g_j >= G - tau (the smallest k on ties).
+  //   - Otherwise every gap after the first is rounding noise: l_2 .. l_m are one tied group, the graph
+  //     is one tight block (identical units, say), and k = 1.
+  // g_1 is never a candidate by size: every |corr| is slightly positive, so the affinity graph is one
+  // dense component whose gap l_2 - l_1 dwarfs all others even when there is inner structure (planted
+  // subspaces give clear gaps at j >= 2); only a flat rest of the spectrum says there is none. With
+  // fewer than three live units, k = 1.
   std::int64_t max_k = 64;
-  int restarts = 10;              // k-means++ runs; the lowest inertia wins (the earliest run on ties)
+  // k-means++ runs on each of the two embeddings; per embedding the lowest inertia wins (the earliest
+  // run on ties).
+  int restarts = 4;
+  int yu_shi_starts = 2;          // Yu-Shi discretisations, each from its own random first row
   int max_iterations = 300;       // Lloyd iterations per run; a run also stops when no label changes
   std::uint64_t seed = 0;         // same seed, same labels, on any thread count
   int threads = 0;                // k-means threads, 0 = all cores; the result does not depend on it
@@ -49,13 +65,20 @@ struct SpectralResult {
   std::vector<std::int64_t> labels;  // per unit, in [0, k); -1 for dead units
   std::int64_t k = 0;
   KRule k_rule = KRule::given;
+  // The tie tolerance tau of the eigengap rule: each eigenvalue is within delta = r ||L||_2 + ||E||_2 of
+  // an exact eigenvalue of L, where r = 1e-5 is the eigensolver's relative residual, ||L||_2 <= 2, and
+  // E is the float32 rounding of L (||E||_2 <= 2^-24 ||L||_F); a gap is then known to within 2 delta =
+  // tau. 0 when k was given.
+  double eigengap_tolerance = 0.0;
   // Eigenvalues of L = I - D^-1/2 A D^-1/2 over the live units, ascending: the k used for the embedding,
   // or, with the eigengap rule, the min(max_k + 1, live) it looked at.
   std::vector<double> eigenvalues;
   // Sum over clusters C of cut(C, V \ C) / vol(C) on the affinity A over the live units, where
   // vol(C) = sum over i in C of the degree d_i = sum_j A_ij (the unit diagonal included).
   double normalized_cut = 0.0;
-  double inertia = 0.0;                        // k-means objective of the kept run (unit-length rows)
+  LabelAssignment assignment = LabelAssignment::kmeans_njw;  // the candidate whose refined labels were kept
+  std::int64_t refinement_moves = 0;               // single-unit moves the greedy refinement made on it
+  double inertia = 0.0;  // k-means objective of the final labels on the NJW embedding (unit-length rows)
   std::vector<std::int64_t> cluster_sizes;     // k
   std::vector<std::vector<std::int64_t>> net_counts;  // [cluster][net]: units of that net in the cluster
   std::vector<bool> mixed;                     // per cluster: units from two or more nets
@@ -68,11 +91,20 @@ struct SpectralResult {
 
 // Clusters the units of all nets. `correlation` is the combined U x U correlation matrix (nets
 // concatenated in the order of units_per_net, as Backend::correlation returns it); it must be
-// symmetric and finite on live units. Labels are canonical: cluster 0 holds the lowest live unit,
-// cluster 1 the lowest unit not in cluster 0, and so on. Throws Error when k is larger than the number
-// of live units, or on a malformed input. The Laplacian takes one dense live x live float32 matrix
-// (1 GiB at U = 16384), plus a float64 copy inside the backend when it uses a dense eigensolver;
-// eigenvectors are solved to a residual of 1e-5 of ||L||, ample for k-means on their rows.
+// symmetric and finite on live units.
+// Steps: affinity A, symmetric normalised Laplacian L, its k smallest eigenvectors V (k from the eigengap
+// rule unless given), then candidate labellings: k-means++ with restarts on the NJW embedding (rows of
+// V at unit length), k-means++ on the random-walk embedding D^-1/2 V, and Yu-Shi discretisations. Each
+// candidate is refined greedily (Dhillon, Guan and Kulis 2004: a unit moves to the cluster that lowers
+// the normalised cut most, in unit order, sweep after sweep, until no move lowers it; no cluster is
+// emptied), and the candidate with the lowest normalised cut is kept (the earlier one on ties, in the
+// order above). The candidates were chosen by measurement (bench/RESULTS.md): on real activations the
+// NJW k-means alone cut up to 15% worse than the best of them.
+// Labels are canonical: cluster 0 holds the lowest live unit, cluster 1 the lowest unit not in cluster
+// 0, and so on. Throws Error when k is larger than the number of live units, or on a malformed input.
+// The Laplacian takes one dense live x live float32 matrix (1 GiB at U = 16384), plus a float64 copy
+// inside the backend when it uses a dense eigensolver; eigenvectors are solved to a residual of 1e-5 of
+// ||L||, ample for clustering on their rows.
 SpectralResult spectral_clustering(Backend& backend, MatrixView<const double> correlation,
                                    const std::vector<std::int64_t>& units_per_net,
                                    const SpectralOptions& options = {});
