@@ -107,8 +107,8 @@ std::vector<PairReport> align_all_pairs(Backend& backend, const Study& study, in
 }
 
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
-                         const std::optional<SpectralReport>& spectral, const std::string& precision,
-                         const std::string& version) {
+                         const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
+                         const std::string& precision, const std::string& version) {
   const std::vector<double> sd = study.moments.stddev();
   json nets = json::array();
   for (const NetInfo& net : study.nets) {
@@ -144,6 +144,7 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
                   {"nets", nets},
                   {"pairs", pair_list}};
   if (spectral) summary["spectral"] = stage_spectral(out, study, *spectral);
+  stage_analysis_outputs(out, study, analyses, summary);
   write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "convergent/spectral.hpp"
+#include "analysis/analyses.hpp"
 #include "convergent/study.hpp"
 #include "outputs.hpp"
 
@@ -31,10 +32,11 @@ struct SpectralReport {
 
 // Stages summary.json, matching_<a>_<b>.csv, semi_<a>_<b>.csv, corr_<a>_<b>.npy and corr_<a>.npy; with
 // a spectral report also clusters.csv (net,unit,cluster, in cluster order) and corr_clustered.npy (the
-// combined correlation matrix with rows and columns in that same order).
+// combined correlation matrix with rows and columns in that same order); and the outputs of the
+// analyses that ran (stage_analysis_outputs).
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
-                         const std::optional<SpectralReport>& spectral, const std::string& precision,
-                         const std::string& version);
+                         const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
+                         const std::string& precision, const std::string& version);
 
 // Reads a 2-D correlation matrix (float16/32/64, C or Fortran order) whole; NaN is an error naming the file.
 Matrix read_matrix_npy(const std::string& path);

@@ -120,11 +120,32 @@ std::optional<SpectralReport> cluster_units(Backend& backend, const Study& study
                         options.affinity, options.seed};
 }
 
+// --analyses and --lasso-alpha as given on the command line.
+struct AnalysisArguments {
+  std::string analyses = "all";
+  std::string lasso_alphas = "0.001,0.01,0.03,0.1,0.3";
+};
+
+AnalysisResults analyse(const Study& study, const std::vector<PairReport>& pairs, const AnalysisArguments& arguments,
+                        const ClusterOptions& cluster, int threads) {
+  AnalysisOptions options;
+  options.selection = parse_analyses(arguments.analyses);
+  options.lasso.alphas = parse_alphas(arguments.lasso_alphas);
+  options.lasso.threads = threads;
+  options.means.seed = cluster.seed;
+  std::vector<PairAlignment> matchings;
+  for (const PairReport& pair : pairs) matchings.push_back(pair.alignment);
+  return run_analyses(study, matchings, options);
+}
+
 int run_align(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
-              const ClusterOptions& cluster, const std::string& backend_name, const std::string& precision) {
+              const ClusterOptions& cluster, const AnalysisArguments& analysis, const std::string& backend_name,
+              const std::string& precision) {
   const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
   if (nets.size() < 2) throw Error("align needs at least two nets");
   options.precision = parse_precision(precision);
+  parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
+  parse_alphas(analysis.lasso_alphas);
   OutputDir out(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
   const BackendChoice choice = backend_name == "cpu"    ? BackendChoice::cpu
                                : backend_name == "cuda" ? BackendChoice::cuda
@@ -138,7 +159,8 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
   const Study study = run_study(*backend, nets, options);
   const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
   const auto spectral = cluster_units(*backend, study, cluster, common.threads);
-  stage_study_outputs(out, study, pairs, spectral, precision, version);
+  const AnalysisResults analyses = analyse(study, pairs, analysis, cluster, common.threads);
+  stage_study_outputs(out, study, pairs, spectral, analyses, precision, version);
   out.commit();
   for (const PairReport& pair : pairs)
     std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
@@ -203,6 +225,13 @@ int main(int argc, char** argv) {
   align->add_option("--dead-threshold", study_options.dead_threshold,
                     "A unit is dead when std <= this x max|value|")
       ->check(CLI::NonNegativeNumber);
+  AnalysisArguments analysis;
+  align->add_option("--analyses", analysis.analyses,
+                    "Analyses to run: all, none, or a comma-separated list of " + analysis_names())
+      ->capture_default_str();
+  align->add_option("--lasso-alpha", analysis.lasso_alphas,
+                    "L1 penalties of sparse prediction, comma-separated (nearly dense to very sparse)")
+      ->capture_default_str();
 
   std::string corr_path, name_a = "a", name_b = "b";
   auto* match = app.add_subcommand("match", "One-to-one and semi-matching of a correlation matrix you already have");
@@ -226,7 +255,7 @@ int main(int argc, char** argv) {
     }
     if (align->parsed()) {
       study_options.layout = layout == "nhwc" ? Layout::nhwc : Layout::nchw;
-      return run_align(net_arguments, common, study_options, cluster, backend_name, precision);
+      return run_align(net_arguments, common, study_options, cluster, analysis, backend_name, precision);
     }
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
     std::cout << app.help();
