@@ -1,5 +1,6 @@
 // run_study: open and check every activation file, then one streaming pass through the backend.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "convergent/error.hpp"
@@ -36,8 +37,7 @@ class ActivationFile {
       axis_unit = 3;
     }
     block_.dtype = npy_.header().dtype;
-    // TEMPORARY until ActivationBlock carries big_endian (the pack swaps bytes): refuse rather than misread.
-    if (npy_.header().big_endian) throw Error(path + ": big-endian data is not supported yet");
+    block_.big_endian = npy_.header().big_endian;
     block_.images = shape[0];
     block_.units = shape[axis_unit];
     block_.height = axis_y < 0 ? 1 : shape[axis_y];
@@ -88,6 +88,23 @@ class ActivationFile {
 std::int64_t automatic_batch_rows(std::int64_t units) {
   // About 64 MiB of float32 per batch: large enough that the product dominates the per-batch merge.
   return std::clamp<std::int64_t>((std::int64_t{1} << 24) / units, 256, 65536);
+}
+
+// Every finite input gives finite statistics (DESIGN.md, numerics), so a NaN or infinity here is a bug of
+// ours: it is reported as one before it can reach the assignment solver, the clustering or an output.
+void check_finite(const Study& study) {
+  const Moments& m = study.moments;
+  const std::vector<double> sd = m.stddev();
+  for (std::int64_t i = 0; i < m.units(); ++i)
+    if (!std::isfinite(m.mean[i]) || !std::isfinite(sd[i]))
+      throw InternalError("unit " + std::to_string(i) + " has mean " + std::to_string(m.mean[i]) + " and std " +
+                          std::to_string(sd[i]));
+  const Matrix& c = study.correlation;
+  for (std::int64_t i = 0; i < c.rows(); ++i)
+    for (std::int64_t j = 0; j < c.cols(); ++j)
+      if (!std::isfinite(c(i, j)))
+        throw InternalError("the correlation of units " + std::to_string(i) + " and " + std::to_string(j) + " is " +
+                            std::to_string(c(i, j)));
 }
 
 }  // namespace
@@ -163,6 +180,7 @@ Study run_study(Backend& backend, const std::vector<NetSource>& sources, const S
                 " sample rows are free of NaN/infinity; correlations need at least 2");
   study.dead = dead_units(study.moments, options.dead_threshold);
   study.correlation = backend.correlation(study.moments, study.dead);
+  check_finite(study);
   study.backend = backend.description();
   return study;
 }

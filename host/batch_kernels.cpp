@@ -1,30 +1,47 @@
-// See batch_kernels.hpp. Plain loops the compiler vectorises; each clone computes the same sums in the
-// same order, so results do not depend on which one runs.
+// See batch_kernels.hpp. Plain loops the compiler vectorises (the arrays never overlap: __restrict__ lets
+// it know); each clone computes the same sums in the same order, so results do not depend on which runs.
 #include "batch_kernels.hpp"
-
-#include <limits>
 
 #define CONVERGENT_CLONES __attribute__((target_clones("avx2", "default")))
 
 namespace convergent {
+namespace {
+
+template <class T>
+inline void row_scale_impl(const T* __restrict__ v, std::int64_t n, const double* __restrict__ centre,
+                           const double* __restrict__ multiplier, float* __restrict__ out, double* __restrict__ sum,
+                           double* __restrict__ low, double* __restrict__ high, double* __restrict__ probe) {
+  for (std::int64_t c = 0; c < n; ++c) {
+    const double x = static_cast<double>(v[c]);
+    const double y = (x - centre[c]) * multiplier[c];
+    out[c] = static_cast<float>(y);
+    sum[c] += y;
+    low[c] = x < low[c] ? x : low[c];
+    high[c] = x > high[c] ? x : high[c];
+    probe[c] += x - x;
+  }
+}
+
+template <class T>
+inline void merge_row_impl(double* __restrict__ m2, const T* __restrict__ s, double s_row_scale,
+                           const double* __restrict__ s_scale, const double* __restrict__ delta, double weighted_delta,
+                           std::int64_t n) {
+  for (std::int64_t j = 0; j < n; ++j)
+    m2[j] += static_cast<double>(s[j]) * (s_row_scale * s_scale[j]) + weighted_delta * delta[j];
+}
+
+}  // namespace
 
 CONVERGENT_CLONES
-void column_stats(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t stride, double* sum, double* low,
-                  double* high) {
-  for (std::int64_t c = 0; c < cols; ++c) {
-    sum[c] = 0.0;
-    low[c] = std::numeric_limits<double>::infinity();
-    high[c] = -std::numeric_limits<double>::infinity();
-  }
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* row = x + r * stride;
-    for (std::int64_t c = 0; c < cols; ++c) {
-      const double v = row[c];
-      sum[c] += v;
-      low[c] = v < low[c] ? v : low[c];
-      high[c] = v > high[c] ? v : high[c];
-    }
-  }
+void row_scale(const float* v, std::int64_t n, const double* centre, const double* multiplier, float* out,
+               double* sum, double* low, double* high, double* probe) {
+  row_scale_impl(v, n, centre, multiplier, out, sum, low, high, probe);
+}
+
+CONVERGENT_CLONES
+void row_scale(const double* v, std::int64_t n, const double* centre, const double* multiplier, float* out,
+               double* sum, double* low, double* high, double* probe) {
+  row_scale_impl(v, n, centre, multiplier, out, sum, low, high, probe);
 }
 
 CONVERGENT_CLONES
@@ -36,13 +53,15 @@ void centre_rows(float* x, std::int64_t rows, std::int64_t cols, std::int64_t st
 }
 
 CONVERGENT_CLONES
-void merge_row(double* m2, const float* s, const double* delta, double weight, std::int64_t n) {
-  for (std::int64_t j = 0; j < n; ++j) m2[j] += static_cast<double>(s[j]) + weight * delta[j];
+void merge_row(double* m2, const float* s, double s_row_scale, const double* s_scale, const double* delta,
+               double weighted_delta, std::int64_t n) {
+  merge_row_impl(m2, s, s_row_scale, s_scale, delta, weighted_delta, n);
 }
 
 CONVERGENT_CLONES
-void merge_row(double* m2, const double* s, const double* delta, double weight, std::int64_t n) {
-  for (std::int64_t j = 0; j < n; ++j) m2[j] += s[j] + weight * delta[j];
+void merge_row(double* m2, const double* s, double s_row_scale, const double* s_scale, const double* delta,
+               double weighted_delta, std::int64_t n) {
+  merge_row_impl(m2, s, s_row_scale, s_scale, delta, weighted_delta, n);
 }
 
 }  // namespace convergent

@@ -7,16 +7,23 @@
 
 namespace convergent {
 
-// Per-column float64 sums, minima and maxima of a row-major (rows x cols) block, summed in
-// row order. The outputs are overwritten.
-void column_stats(const float* x, std::int64_t rows, std::int64_t cols, std::int64_t stride, double* sum, double* low,
-                  double* high);
+// One row of n units: out[c] = float32((v[c] - centre[c]) * multiplier[c]), the subtraction in float64
+// (the input's own precision or better, so an offset keeps the spread's digits); sum[c] += that value
+// before rounding; low[c] and high[c] take the running minimum and maximum of v[c]; probe[c] stays 0 while
+// every v[c] is finite and becomes NaN at the first NaN or infinity (v - v).
+void row_scale(const float* v, std::int64_t n, const double* centre, const double* multiplier, float* out,
+               double* sum, double* low, double* high, double* probe);
+void row_scale(const double* v, std::int64_t n, const double* centre, const double* multiplier, float* out,
+               double* sum, double* low, double* high, double* probe);
 
 // x[r][c] = float(x[r][c] - mean[c]).
 void centre_rows(float* x, std::int64_t rows, std::int64_t cols, std::int64_t stride, const double* mean);
 
-// m2[j] += s[j] + weight * delta[j] for j in [0, n): one row of the Chan merge.
-void merge_row(double* m2, const float* s, const double* delta, double weight, std::int64_t n);
-void merge_row(double* m2, const double* s, const double* delta, double weight, std::int64_t n);
+// m2[j] += s[j] * (s_row_scale * s_scale[j]) + weighted_delta * delta[j] for j in [0, n): one row of the
+// scaled Chan merge (running_moments.hpp).
+void merge_row(double* m2, const float* s, double s_row_scale, const double* s_scale, const double* delta,
+               double weighted_delta, std::int64_t n);
+void merge_row(double* m2, const double* s, double s_row_scale, const double* s_scale, const double* delta,
+               double weighted_delta, std::int64_t n);
 
 }  // namespace convergent

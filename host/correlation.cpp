@@ -11,8 +11,10 @@ std::vector<bool> dead_units(const Moments& moments, double dead_threshold) {
   const std::vector<double> sd = moments.stddev();
   std::vector<bool> dead(sd.size());
   for (std::size_t i = 0; i < sd.size(); ++i) {
-    const double magnitude = std::max(std::abs(moments.min[i]), std::abs(moments.max[i]));
-    dead[i] = sd[i] == 0.0 || sd[i] <= dead_threshold * magnitude;
+    // The spread, not the magnitude: an offset of 1e8 on a unit of std 1 is signal, not noise. Halves
+    // first, so that the range of values near the float64 limits does not overflow.
+    const double half_range = 0.5 * moments.max[i] - 0.5 * moments.min[i];
+    dead[i] = !(half_range > 0.0) || sd[i] == 0.0 || sd[i] <= dead_threshold * 2.0 * half_range;
   }
   return dead;
 }

@@ -1,50 +1,22 @@
-// Moments: construction, the Chan-Golub-LeVeque merges, and the float64 oracle.
+// Moments: construction, unscaled readings, the merge of two shards, and the float64 oracle.
 #include "convergent/moments.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
 
 #include "convergent/error.hpp"
-#include "batch_kernels.hpp"
-#include "parallel.hpp"
+#include "running_moments.hpp"
 
 namespace convergent {
-namespace {
-
-template <class T>
-void merge_batch_impl(Moments& into, const BatchMoments& batch, MatrixView<const T> s, int threads) {
-  const std::int64_t u = into.units();
-  const double n = static_cast<double>(into.samples);
-  const double nb = static_cast<double>(batch.rows);
-  if (batch.rows == 0) return;
-  const double total = n + nb;
-  const double weight = n * nb / total;  // 0 for the first batch: M2 is then the batch's own comoment
-  std::vector<double> delta(static_cast<std::size_t>(u));
-  for (std::int64_t i = 0; i < u; ++i) delta[i] = batch.mean[i] - into.mean[i];
-  // Every entry is updated by one thread in one fixed way, so the result does not depend on the thread
-  // count; rows of the triangle shrink with i, and parallel_for deals them out round-robin.
-  constexpr std::int64_t rows_per_task = 16;
-  parallel_for((u + rows_per_task - 1) / rows_per_task, threads, [&](std::int64_t task) {
-    for (std::int64_t i = task * rows_per_task; i < std::min(u, (task + 1) * rows_per_task); ++i) {
-      merge_row(into.comoment.data() + i * u + i, s.row(i) + i, delta.data() + i, weight * delta[i], u - i);
-    }
-  });
-  for (std::int64_t i = 0; i < u; ++i) {
-    into.mean[i] += delta[i] * (nb / total);
-    into.min[i] = std::min(into.min[i], batch.min[i]);
-    into.max[i] = std::max(into.max[i], batch.max[i]);
-  }
-  into.samples += batch.rows;
-}
-
-}  // namespace
 
 Moments::Moments(std::vector<std::int64_t> units_per_net) : net_units(std::move(units_per_net)) {
   const std::int64_t u = std::accumulate(net_units.begin(), net_units.end(), std::int64_t{0});
   mean.assign(static_cast<std::size_t>(u), 0.0);
   min.assign(static_cast<std::size_t>(u), std::numeric_limits<double>::infinity());
   max.assign(static_cast<std::size_t>(u), -std::numeric_limits<double>::infinity());
+  exponent.assign(static_cast<std::size_t>(u), 0);
   comoment = Matrix(u, u);
 }
 
@@ -56,28 +28,27 @@ std::vector<double> Moments::stddev() const {
   std::vector<double> sd(mean.size(), 0.0);
   if (samples < 2) return sd;
   for (std::int64_t i = 0; i < units(); ++i)
-    sd[i] = std::sqrt(std::max(0.0, comoment(i, i)) / static_cast<double>(samples));
+    sd[i] = std::ldexp(std::sqrt(std::max(0.0, comoment(i, i)) / static_cast<double>(samples)), -exponent[i]);
   return sd;
 }
 
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const float> batch_comoment, int threads) {
-  merge_batch_impl(into, batch, batch_comoment, threads);
-}
-
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const double> batch_comoment, int threads) {
-  merge_batch_impl(into, batch, batch_comoment, threads);
-}
-
-void fill_lower_triangle(Matrix& m) {
-  for (std::int64_t i = 0; i < m.rows(); ++i)
-    for (std::int64_t j = 0; j < i; ++j) m(i, j) = m(j, i);
+double Moments::covariance(std::int64_t i, std::int64_t j) const {
+  if (samples == 0) return 0.0;
+  return std::ldexp(comoment(i, j) / static_cast<double>(samples), -exponent[i] - exponent[j]);
 }
 
 void merge(Moments& into, const Moments& other) {
   if (into.net_units != other.net_units) throw Error("cannot merge Moments of different nets or unit counts");
-  const BatchMoments batch{other.samples, other.mean.data(), other.min.data(), other.max.data()};
-  merge_batch(into, batch, other.comoment.view());
-  fill_lower_triangle(into.comoment);
+  detail::RunningMoments running(into);
+  std::vector<double> half_mean(other.mean.size());
+  for (std::size_t i = 0; i < half_mean.size(); ++i) half_mean[i] = 0.5 * other.mean[i];
+  std::vector<int> exponent = other.exponent;
+  // A unit constant over the shard has a zero comoment row and no scale of its own.
+  for (std::size_t i = 0; i < exponent.size(); ++i)
+    if (other.comoment(static_cast<std::int64_t>(i), static_cast<std::int64_t>(i)) == 0.0) exponent[i] = detail::no_spread;
+  const detail::ScaledBatch batch{other.samples, half_mean.data(), other.min.data(), other.max.data(), exponent.data()};
+  running.merge(batch, other.comoment.view());
+  into = running.result();
 }
 
 Moments moments_of(MatrixView<const double> rows, std::vector<std::int64_t> units_per_net) {

@@ -1,44 +1,80 @@
-// Reference packing of activations into float32 rows.
+// Reference reading of activation blocks. Every pass walks the sample rows the same way: native float32
+// and float64 rows with contiguous units are read in place; any other row (float16, big-endian, units
+// strided as in NCHW) is first gathered into a float64 scratch row, which is exact for every dtype.
 #include "pack.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "batch_kernels.hpp"
 
 namespace convergent {
 namespace {
 
-// Plain casts, except that float16 arrives as raw bits.
-template <class Out, class T>
-Out convert(T v) {
-  return static_cast<Out>(v);
-}
-template <>
-float convert<float, std::uint16_t>(std::uint16_t v) {
-  return half_to_float(v);
-}
-template <>
-double convert<double, std::uint16_t>(std::uint16_t v) {
-  return half_to_float(v);
+template <class T>
+double load(const T* p, bool swap) {
+  if (!swap) return static_cast<double>(*p);
+  unsigned char bytes[sizeof(T)];
+  std::memcpy(bytes, p, sizeof(T));
+  std::reverse(bytes, bytes + sizeof(T));
+  T value;
+  std::memcpy(&value, bytes, sizeof(T));
+  return static_cast<double>(value);
 }
 
-template <class T, class Out>
-void pack_typed(const ActivationBlock& b, MatrixView<Out> out, std::int64_t col_offset, std::int64_t first_row) {
-  if (out.rows == 0) return;
+template <>
+double load<std::uint16_t>(const std::uint16_t* p, bool swap) {
+  std::uint16_t bits = *p;
+  if (swap) bits = static_cast<std::uint16_t>((bits >> 8) | (bits << 8));
+  return half_to_float(bits);
+}
+
+// Calls visit(row, values) for block's samples [first_row, first_row + rows) in (image, y, x) order, with
+// `row` counted from first_row and `values` pointing at the sample's `units` values (const T* read in
+// place, or const double* gathered).
+template <class T, class Visit>
+void for_each_row(const ActivationBlock& b, std::int64_t first_row, std::int64_t rows, const Visit& visit) {
+  if (rows <= 0) return;
   const T* src = static_cast<const T*>(b.data);
+  const bool in_place = b.unit_stride == 1 && !b.big_endian && !std::is_same_v<T, std::uint16_t>;
+  std::vector<double> scratch(in_place ? 0 : static_cast<std::size_t>(b.units));
   const std::int64_t pixels = b.height * b.width;
   std::int64_t img = first_row / pixels, y = first_row % pixels / b.width, x = first_row % b.width;
-  for (std::int64_t row = 0; row < out.rows; ++row) {
+  for (std::int64_t row = 0; row < rows; ++row) {
     const T* first = src + img * b.image_stride + y * b.y_stride + x * b.x_stride;
-    Out* dst = out.row(row) + col_offset;
-    if (b.unit_stride == 1) {
-      for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u]);
-    } else {
-      for (std::int64_t u = 0; u < b.units; ++u) dst[u] = convert<Out>(first[u * b.unit_stride]);
+    if constexpr (!std::is_same_v<T, std::uint16_t>) {
+      if (in_place) visit(row, first);
+    }
+    if (!in_place) {
+      for (std::int64_t u = 0; u < b.units; ++u) scratch[u] = load(first + u * b.unit_stride, b.big_endian);
+      visit(row, static_cast<const double*>(scratch.data()));
     }
     if (++x == b.width) {
       x = 0;
       if (++y == b.height) y = 0, ++img;
     }
   }
+}
+
+// Runs for_each_row with the element type of the block's dtype (float16 arrives as raw bits).
+template <class Visit>
+void for_each_row(const ActivationBlock& b, std::int64_t first_row, std::int64_t rows, const Visit& visit) {
+  switch (b.dtype) {
+    case DType::float16: for_each_row<std::uint16_t>(b, first_row, rows, visit); break;
+    case DType::float32: for_each_row<float>(b, first_row, rows, visit); break;
+    case DType::float64: for_each_row<double>(b, first_row, rows, visit); break;
+  }
+}
+
+template <class Out>
+void pack_any(const ActivationBlock& block, MatrixView<Out> out, std::int64_t col_offset, std::int64_t first_row) {
+  for_each_row(block, first_row, out.rows, [&](std::int64_t row, const auto* values) {
+    Out* dst = out.row(row) + col_offset;
+    for (std::int64_t u = 0; u < block.units; ++u) dst[u] = static_cast<Out>(values[u]);
+  });
 }
 
 }  // namespace
@@ -68,21 +104,24 @@ float half_to_float(std::uint16_t h) {
   return f;
 }
 
-template <class Out>
-void pack_any(const ActivationBlock& block, MatrixView<Out> out, std::int64_t col_offset, std::int64_t first_row) {
-  switch (block.dtype) {
-    case DType::float16: pack_typed<std::uint16_t>(block, out, col_offset, first_row); break;
-    case DType::float32: pack_typed<float>(block, out, col_offset, first_row); break;
-    case DType::float64: pack_typed<double>(block, out, col_offset, first_row); break;
-  }
-}
-
 void pack_block(const ActivationBlock& block, MatrixView<float> out, std::int64_t col_offset, std::int64_t first_row) {
   pack_any(block, out, col_offset, first_row);
 }
 
 void pack_block(const ActivationBlock& block, MatrixView<double> out, std::int64_t col_offset, std::int64_t first_row) {
   pack_any(block, out, col_offset, first_row);
+}
+
+bool pack_scaled(const ActivationBlock& block, MatrixView<float> out, std::int64_t col_offset, std::int64_t first_row,
+                 const double* centre, const double* multiplier, double* sum, double* low, double* high) {
+  std::fill(sum, sum + block.units, 0.0);
+  std::fill(low, low + block.units, std::numeric_limits<double>::infinity());
+  std::fill(high, high + block.units, -std::numeric_limits<double>::infinity());
+  std::vector<double> probe(static_cast<std::size_t>(block.units), 0.0);
+  for_each_row(block, first_row, out.rows, [&](std::int64_t row, const auto* values) {
+    row_scale(values, block.units, centre, multiplier, out.row(row) + col_offset, sum, low, high, probe.data());
+  });
+  return std::all_of(probe.begin(), probe.end(), [](double p) { return p == 0.0; });
 }
 
 }  // namespace convergent

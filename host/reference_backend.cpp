@@ -1,6 +1,7 @@
-// CPU reference backend. Each batch, in chunks of cpu_product_rows rows: pack to float32 rows,
-// summarise and check every column, centre on the chunk's mean, one SYRK (float32, multithreaded
-// OpenBLAS), then the float64 Chan merge.
+// CPU reference backend. Each batch, in chunks of cpu_product_rows rows: values shifted and scaled by a
+// power of two in float64 before they are rounded to float32 (checking for NaN and infinity and taking
+// each unit's range on the way), centred on the chunk's mean, one SYRK (float32, multithreaded
+// OpenBLAS), and the scaled float64 Chan merge (running_moments.hpp).
 #include "reference_backend.hpp"
 
 #include <cblas.h>
@@ -17,6 +18,7 @@
 #include "batch_kernels.hpp"
 #include "pack.hpp"
 #include "parallel.hpp"
+#include "running_moments.hpp"
 
 namespace convergent::detail {
 namespace {
@@ -24,59 +26,53 @@ namespace {
 class ReferenceAccumulator final : public MomentAccumulator {
  public:
   ReferenceAccumulator(const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options, int threads)
-      : options_(options), threads_(threads), moments_(units_per_net) {
+      : options_(options), threads_(threads), net_units_(units_per_net), running_(units_per_net) {
     if (options.precision != Precision::fp32)
       throw Error(std::string("precision ") + to_string(options.precision) +
                   " needs the CUDA backend; the CPU backend computes in fp32");
-    const std::int64_t u = moments_.units();
+    const std::int64_t u = running_.units();
     batch_.resize(static_cast<std::size_t>(options.max_batch_rows * u));
     product_.resize(static_cast<std::size_t>(u * u));
-    chunk_mean_.resize(static_cast<std::size_t>(chunk_count(options.max_batch_rows) * u));
-    chunk_min_.resize(chunk_mean_.size());
-    chunk_max_.resize(chunk_mean_.size());
+    const std::size_t per_chunk = static_cast<std::size_t>(chunk_count(options.max_batch_rows) * u);
+    for (auto* v : {&low_, &high_, &centre_, &multiplier_, &sum_}) v->resize(per_chunk);
+    exponent_.resize(per_chunk);
+    half_mean_.resize(static_cast<std::size_t>(u));
   }
 
-  void add(const std::vector<ActivationBlock>& blocks) override {
-    const std::int64_t u = moments_.units();
-    if (blocks.size() != moments_.net_units.size()) throw Error("add: expected one block per net");
-    std::int64_t rows = blocks.front().rows();
+  void add(const std::vector<ActivationBlock>& given) override {
+    const std::int64_t u = running_.units();
+    if (given.size() != net_units_.size()) throw Error("add: expected one block per net");
+    std::int64_t rows = given.front().rows();
     if (rows > options_.max_batch_rows) throw Error("add: batch larger than max_batch_rows");
-    MatrixView<float> x(batch_.data(), rows, u);
-    for (std::size_t net = 0; net < blocks.size(); ++net)
-      if (blocks[net].rows() != rows || blocks[net].units != moments_.net_units[net])
+    for (std::size_t net = 0; net < given.size(); ++net)
+      if (given[net].rows() != rows || given[net].units != net_units_[net])
         throw Error("add: blocks of one batch must have the same rows and the declared unit counts");
-    // float32 sums grow their rounding error with their length, so each product covers at most
-    // cpu_product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Each chunk is
-    // packed, summarised and centred by one thread while it is in cache; products and merges then run in
-    // chunk order.
-    std::int64_t chunks = chunk_count(rows);
-    std::vector<char> finite(static_cast<std::size_t>(chunks));
-    parallel_for(chunks, threads_, [&](std::int64_t k) {
-      pack_chunk(blocks, x, k);
-      finite[k] = summarise_and_centre(x, k);
-    });
-    if (std::find(finite.begin(), finite.end(), 0) != finite.end()) {
-      // A NaN or infinity: the batch again from its source, without the rows that hold one (or an error).
-      parallel_for(chunks, threads_, [&](std::int64_t k) { pack_chunk(blocks, x, k); });
-      x.rows = rows = drop_or_reject_nonfinite(x);
-      chunks = chunk_count(rows);
-      parallel_for(chunks, threads_, [&](std::int64_t k) { summarise_and_centre(x, k); });
+    MatrixView<float> x(batch_.data(), rows, u);
+    if (!pack_batch(given, x)) {
+      // A NaN or infinity: the batch again, in float64 without the rows that hold one (or an error).
+      const std::vector<ActivationBlock> kept = drop_or_reject_nonfinite(given, rows);
+      x.rows = rows = kept.front().rows();
+      pack_batch(kept, x);
     }
-    for (std::int64_t k = 0; k < chunks; ++k) {
+    const std::vector<double>& origin = running_.origin();
+    for (std::int64_t k = 0; k < chunk_count(rows); ++k) {
       const MatrixView<float> c = chunk(x, k);
       cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(u), static_cast<int>(c.rows), 1.0f, c.data,
                   static_cast<int>(u), 0.0f, product_.data(), static_cast<int>(u));
-      const BatchMoments batch{c.rows, chunk_mean_.data() + k * u, chunk_min_.data() + k * u,
-                               chunk_max_.data() + k * u};
-      merge_batch(moments_, batch, MatrixView<const float>(product_.data(), u, u), threads_);
+      // The chunk's mean is centre + mean of the scaled values / multiplier; the merge takes its half
+      // offset from the running origin, halves first so that nothing overflows.
+      const std::int64_t at = k * u;
+      for (std::int64_t col = 0; col < u; ++col) {
+        const int e = exponent_[at + col];
+        half_mean_[col] = (0.5 * centre_[at + col] - 0.5 * origin[col]) +
+                          (e == no_spread ? 0.0 : std::ldexp(sum_[at + col], -e - 1));
+      }
+      const ScaledBatch batch{c.rows, half_mean_.data(), low_.data() + at, high_.data() + at, exponent_.data() + at};
+      running_.merge(batch, MatrixView<const float>(product_.data(), u, u), threads_);
     }
   }
 
-  Moments moments() override {
-    Moments result = moments_;
-    fill_lower_triangle(result.comoment);
-    return result;
-  }
+  Moments moments() override { return running_.result(); }
 
   std::int64_t skipped_rows() override { return skipped_; }
 
@@ -87,55 +83,141 @@ class ReferenceAccumulator final : public MomentAccumulator {
     return {x.row(first), std::min(cpu_product_rows, x.rows - first), x.cols, x.stride};
   }
 
-  // Converts chunk k's rows of every net's block into their columns of x.
-  void pack_chunk(const std::vector<ActivationBlock>& blocks, MatrixView<float> x, std::int64_t k) const {
-    for (std::size_t net = 0; net < blocks.size(); ++net)
-      pack_block(blocks[net], chunk(x, k), moments_.net_offset(static_cast<int>(net)), k * cpu_product_rows);
-  }
-
-  // Drops the rows of x that hold a NaN or infinity and returns how many are kept; without skipping, the
-  // first one is an error.
-  std::int64_t drop_or_reject_nonfinite(MatrixView<float> x) {
-    std::int64_t kept = 0;
-    for (std::int64_t r = 0; r < x.rows; ++r) {
-      const float* row = x.row(r);
-      const std::int64_t bad = std::find_if(row, row + x.cols, [](float v) { return !std::isfinite(v); }) - row;
-      if (bad < x.cols) {
-        if (!options_.skip_nonfinite_rows) {
-          int net = 0;
-          while (bad >= moments_.net_offset(net + 1)) ++net;
-          throw NonFiniteValueError(net, r, bad - moments_.net_offset(net));
-        }
-        ++skipped_;
-        continue;
-      }
-      if (kept != r) std::copy(row, row + x.cols, x.row(kept));
-      ++kept;
+  // float32 sums grow their rounding error with their length, so each product covers at most
+  // cpu_product_rows rows and the chunks are merged in float64 (DESIGN.md, precision). Each chunk is
+  // packed and centred by one thread while it is in cache; products and merges then run in chunk order.
+  // The very first chunk sets the reference scaling the others try first, so it goes alone. Returns
+  // false when a value is a NaN or infinity.
+  bool pack_batch(const std::vector<ActivationBlock>& blocks, MatrixView<float> x) {
+    const std::int64_t chunks = chunk_count(x.rows);
+    std::vector<char> finite(static_cast<std::size_t>(chunks), 1);
+    std::int64_t done = 0;
+    if (!reference_ && chunks > 0) {
+      finite[0] = pack_chunk(blocks, x, 0);
+      if (!finite[0]) return false;
+      const std::int64_t u = running_.units();
+      reference_ = Reference{std::vector<double>(centre_.begin(), centre_.begin() + u),
+                             std::vector<int>(exponent_.begin(), exponent_.begin() + u)};
+      // Means are kept relative to the same mid-ranges: an offset then never enters a delta.
+      running_.set_origin(reference_->centre);
+      done = 1;
     }
-    return kept;
+    parallel_for(chunks - done, threads_, [&](std::int64_t k) { finite[done + k] = pack_chunk(blocks, x, done + k); });
+    return std::find(finite.begin(), finite.end(), 0) == finite.end();
   }
 
-  // Chunk k of x summarised (float64 mean, min and max of its columns) and centred on its mean. Returns
-  // false, leaving the chunk uncentred, when a column holds a NaN or infinity: its float64 sum is then
-  // not finite (finite float32 values cannot overflow it).
-  bool summarise_and_centre(MatrixView<float> x, std::int64_t k) {
+  // Chunk k of every net into x: each unit shifted by a centre and scaled by a power of two in float64,
+  // then rounded to float32 and centred on its mean (sum_ then holds that mean). The shift and scale are
+  // the reference ones when they suit the chunk, else the chunk's own (mid-range, and the scale that
+  // brings the half-range to [1, 2)), which costs a second pass. Either way an offset keeps the spread's
+  // digits and no finite value overflows or underflows the float32 product.
+  bool pack_chunk(const std::vector<ActivationBlock>& blocks, MatrixView<float> x, std::int64_t k) {
+    const std::int64_t u = running_.units(), at = k * u;
     const MatrixView<float> c = chunk(x, k);
-    const std::int64_t u = c.cols;
-    double* mean = chunk_mean_.data() + k * u;
-    column_stats(c.data, c.rows, u, c.stride, mean, chunk_min_.data() + k * u, chunk_max_.data() + k * u);
-    if (!std::all_of(mean, mean + u, [](double sum) { return std::isfinite(sum); })) return false;
+    for (std::int64_t col = 0; col < u; ++col) {
+      centre_[at + col] = reference_ ? reference_->centre[col] : 0.0;
+      exponent_[at + col] = reference_ ? reference_->exponent[col] : no_spread;
+      multiplier_[at + col] = exponent_[at + col] == no_spread ? 0.0 : std::ldexp(1.0, exponent_[at + col]);
+    }
+    if (!pack_pass(blocks, c, k)) return false;
+    if (!scaling_suits_range(at)) {
+      for (std::int64_t col = at; col < at + u; ++col) {
+        // Halves first: the sum and difference of two finite values can overflow, their halves cannot.
+        centre_[col] = 0.5 * low_[col] + 0.5 * high_[col];
+        exponent_[col] = spread_exponent(0.5 * high_[col] - 0.5 * low_[col]);
+        multiplier_[col] = exponent_[col] == no_spread ? 0.0 : std::ldexp(1.0, exponent_[col]);
+      }
+      pack_pass(blocks, c, k);
+    }
+    double* mean = sum_.data() + at;
     for (std::int64_t col = 0; col < u; ++col) mean[col] /= static_cast<double>(c.rows);
     centre_rows(c.data, c.rows, u, c.stride, mean);
     return true;
   }
 
+  bool pack_pass(const std::vector<ActivationBlock>& blocks, MatrixView<float> c, std::int64_t k) {
+    const std::int64_t at = k * running_.units();
+    bool finite = true;
+    for (std::size_t net = 0, offset = 0; net < blocks.size(); offset += blocks[net].units, ++net) {
+      const std::size_t i = at + offset;
+      finite = pack_scaled(blocks[net], c, static_cast<std::int64_t>(offset), k * cpu_product_rows, &centre_[i],
+                           &multiplier_[i], &sum_[i], &low_[i], &high_[i]) &&
+               finite;
+    }
+    return finite;
+  }
+
+  // Whether the shift and scale used for the chunk at `at` kept every unit's rounding within 2^-22 of its
+  // half-range (scaled values at most 4 half-ranges from 0) and far from float32's limits (2^+-50, so that
+  // 2048 squares neither overflow nor underflow); a constant unit must have become exact zeros, or it
+  // would not stay dead. NaN-safe: a comparison with NaN fails.
+  bool scaling_suits_range(std::int64_t at) const {
+    for (std::int64_t col = at; col < at + running_.units(); ++col) {
+      if (low_[col] == high_[col]) {
+        if (!(multiplier_[col] == 0.0 && low_[col] == centre_[col])) return false;
+        continue;
+      }
+      const double y_low = (low_[col] - centre_[col]) * multiplier_[col];
+      const double y_high = (high_[col] - centre_[col]) * multiplier_[col];
+      const double largest = std::max(std::abs(y_low), std::abs(y_high)), half_range = 0.5 * y_high - 0.5 * y_low;
+      if (!(largest <= 4.0 * half_range && largest <= 0x1p50 && half_range >= 0x1p-50)) return false;
+    }
+    return true;
+  }
+
+  // The batch in float64 (exact for every dtype), without the rows that hold a NaN or infinity in any net;
+  // without skipping, the first one in row-major order is an error. Returns one row-major block per net
+  // over that copy.
+  std::vector<ActivationBlock> drop_or_reject_nonfinite(const std::vector<ActivationBlock>& blocks, std::int64_t rows) {
+    const std::int64_t u = running_.units();
+    compact_.resize(static_cast<std::size_t>(rows * u));
+    const MatrixView<double> all(compact_.data(), rows, u);
+    for (std::size_t net = 0, offset = 0; net < blocks.size(); offset += blocks[net].units, ++net)
+      pack_block(blocks[net], all, static_cast<std::int64_t>(offset));
+    std::int64_t kept = 0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const double* row = all.row(r);
+      const std::int64_t bad = std::find_if(row, row + u, [](double v) { return !std::isfinite(v); }) - row;
+      if (bad < u) {
+        if (!options_.skip_nonfinite_rows) {
+          int net = 0;
+          std::int64_t offset = 0;
+          while (bad >= offset + net_units_[net]) offset += net_units_[net++];
+          throw NonFiniteValueError(net, r, bad - offset);
+        }
+        ++skipped_;
+        continue;
+      }
+      if (kept != r) std::copy(row, row + u, all.row(kept));
+      ++kept;
+    }
+    std::vector<ActivationBlock> result;
+    for (std::size_t net = 0, offset = 0; net < blocks.size(); offset += blocks[net].units, ++net) {
+      ActivationBlock b = row_major_block(compact_.data() + offset, DType::float64, kept, blocks[net].units);
+      b.image_stride = u;
+      result.push_back(b);
+    }
+    return result;
+  }
+
+  // The first chunk's shift and scale per unit, tried first on every later chunk.
+  struct Reference {
+    std::vector<double> centre;
+    std::vector<int> exponent;
+  };
+
   AccumulateOptions options_;
   int threads_;
-  Moments moments_;  // comoment kept in its upper triangle until moments()
+  std::vector<std::int64_t> net_units_;
+  RunningMoments running_;
+  std::optional<Reference> reference_;
   std::vector<float> batch_;
   std::vector<float> product_;
-  // Per chunk of the current batch, u each.
-  std::vector<double> chunk_mean_, chunk_min_, chunk_max_;
+  std::vector<double> compact_;  // float64 copy of a batch that holds NaN or infinity
+  // Per chunk of the current batch, u each: range, shift, scale and mean of the scaled values.
+  std::vector<double> low_, high_, centre_, multiplier_, sum_;
+  std::vector<int> exponent_;
+  std::vector<double> half_mean_;  // u: the chunk being merged
   std::int64_t skipped_ = 0;
 };
 

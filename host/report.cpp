@@ -154,9 +154,8 @@ Matrix read_matrix_npy(const std::string& path) {
   if (shape.size() != 2)
     throw Error(path + ": shape " + shape_text(shape) + " is not a 2-D matrix (rows = units of net A, columns = net B)");
   if (shape[0] == 0 || shape[1] == 0) throw Error(path + ": shape " + shape_text(shape) + " has no entries");
-  // TEMPORARY until ActivationBlock carries big_endian (the pack swaps bytes): refuse rather than misread.
-  if (npy.header().big_endian) throw Error(path + ": big-endian data is not supported yet");
   ActivationBlock block = row_major_block(npy.data(), npy.header().dtype, shape[0], shape[1]);
+  block.big_endian = npy.header().big_endian;
   if (npy.header().fortran_order) {
     block.image_stride = 1;
     block.unit_stride = shape[0];

@@ -25,6 +25,11 @@ std::vector<float> make_rows(std::int64_t rows, std::int64_t units, std::uint64_
   return x;
 }
 
+// The comoment is kept scaled per unit (moments.hpp); this is the sum of products in the input's units.
+double unscaled_comoment(const Moments& m, std::int64_t i, std::int64_t j) {
+  return m.covariance(i, j) * static_cast<double>(m.samples);
+}
+
 Moments stream(Backend& backend, const std::vector<float>& x, std::int64_t rows, std::vector<std::int64_t> units,
                std::int64_t batch) {
   AccumulateOptions options;
@@ -66,7 +71,8 @@ TEST(Moments, StreamedEqualsOneShotForEveryBatchSize) {
         // Batch products are float32 on centred values: relative error ~ sqrt(batch) * 6e-8 of the
         // product of the two norms, far inside 1e-6.
         const double scale = std::sqrt(oracle.comoment(i, i) * oracle.comoment(j, j));
-        EXPECT_NEAR(m.comoment(i, j), oracle.comoment(i, j), 1e-6 * scale) << "batch " << batch << " " << i << "," << j;
+        EXPECT_NEAR(unscaled_comoment(m, i, j), oracle.comoment(i, j), 1e-6 * scale)
+            << "batch " << batch << " " << i << "," << j;
         EXPECT_EQ(m.comoment(i, j), m.comoment(j, i));
       }
     }
@@ -84,7 +90,7 @@ TEST(Moments, MergingShardsEqualsOnePass) {
   for (std::int64_t i = 0; i < units; ++i) {
     EXPECT_NEAR(merged.mean[i], whole.mean[i], 1e-12 * std::abs(whole.mean[i]));  // float64 round-off only
     for (std::int64_t j = 0; j < units; ++j)
-      EXPECT_NEAR(merged.comoment(i, j), whole.comoment(i, j), 1e-10 * std::abs(whole.comoment(i, i)));
+      EXPECT_NEAR(unscaled_comoment(merged, i, j), whole.comoment(i, j), 1e-10 * std::abs(whole.comoment(i, i)));
   }
   Moments other({3, 3});
   EXPECT_THROW(merge(merged, other), Error);
@@ -97,9 +103,9 @@ TEST(Moments, KnownAnswerForTwoUnits) {
   const Moments m = stream(*backend, x, 4, {1, 1}, 3);
   EXPECT_DOUBLE_EQ(m.mean[0], 2.5);
   EXPECT_DOUBLE_EQ(m.mean[1], 5.25);
-  EXPECT_NEAR(m.comoment(0, 0), 5.0, 1e-6);    // 2.25 + 0.25 + 0.25 + 2.25
-  EXPECT_NEAR(m.comoment(0, 1), 11.5, 1e-6);   // -1.5*-3.25 + -0.5*-1.25 + 0.5*0.75 + 1.5*3.75
-  EXPECT_NEAR(m.comoment(1, 1), 26.75, 1e-5);  // 10.5625 + 1.5625 + 0.5625 + 14.0625
+  EXPECT_NEAR(unscaled_comoment(m, 0, 0), 5.0, 1e-6);    // 2.25 + 0.25 + 0.25 + 2.25
+  EXPECT_NEAR(unscaled_comoment(m, 0, 1), 11.5, 1e-6);   // -1.5*-3.25 + -0.5*-1.25 + 0.5*0.75 + 1.5*3.75
+  EXPECT_NEAR(unscaled_comoment(m, 1, 1), 26.75, 1e-5);  // 10.5625 + 1.5625 + 0.5625 + 14.0625
   EXPECT_NEAR(m.stddev()[0], std::sqrt(5.0 / 4.0), 1e-7);  // population std (ddof = 0)
 }
 

@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   align->add_option("--seed", cluster.seed, "k-means++ seed (same seed, same clusters)")->capture_default_str();
   align->add_option("--dead-threshold", study_options.dead_threshold,
-                    "A unit is dead when std <= this x max|value|")
+                    "A unit is dead when constant, or when std <= this x (max - min); 0 keeps every unit that varies")
       ->check(CLI::NonNegativeNumber);
   AnalysisArguments analysis;
   align->add_option("--analyses", analysis.analyses,

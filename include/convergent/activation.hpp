@@ -29,6 +29,8 @@ struct ActivationBlock {
   std::int64_t unit_stride = 0;
   std::int64_t y_stride = 0;
   std::int64_t x_stride = 0;
+  // Elements stored most significant byte first (an .npy descr of '>f4', say); readers swap them.
+  bool big_endian = false;
 
   std::int64_t rows() const { return images * height * width; }
 };

@@ -13,6 +13,14 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A fault of convergent itself, never of the input (a NaN in a statistic computed from finite values,
+// say): the message says so, so that users report it instead of hunting for a bad file.
+class InternalError : public Error {
+ public:
+  explicit InternalError(const std::string& what)
+      : Error("internal error (a bug in convergent; please report it with the command line): " + what) {}
+};
+
 // A NaN or infinity in the activations. The accumulator knows only the net index and the row inside the
 // batch; the caller that owns the files turns it into a message with the file name and absolute row.
 class NonFiniteValueError : public Error {

@@ -53,4 +53,11 @@ class Matrix {
   std::vector<double> values_;
 };
 
+// Copies the upper triangle of a square matrix onto the lower one: a symmetric result that is exactly
+// symmetric, whatever the rounding of the entries computed.
+inline void fill_lower_triangle(Matrix& m) {
+  for (std::int64_t i = 0; i < m.rows(); ++i)
+    for (std::int64_t j = 0; j < i; ++j) m(i, j) = m(j, i);
+}
+
 }  // namespace convergent

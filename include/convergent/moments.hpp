@@ -10,42 +10,40 @@
 
 namespace convergent {
 
+// The comoment is kept scaled per unit by an exact power of two (DESIGN.md, numerics): entry (i, j) holds
+//   sum over samples of (x_i - mean_i)(x_j - mean_j) * 2^(exponent_i + exponent_j),
+// with exponent_i chosen so that unit i's spread is near 1. Then no finite input, from the smallest to the
+// largest normal float64, overflows or underflows it. Correlation does not depend on the scale and reads
+// the comoment as it is; stddev() and covariance() undo it.
 struct Moments {
   std::int64_t samples = 0;
   std::vector<std::int64_t> net_units;  // units of each net, concatenated in this order
-  std::vector<double> mean;             // per unit
+  std::vector<double> mean;             // per unit, exact to float64 rounding whatever the offset
   std::vector<double> min;              // per unit; +inf before the first sample
   std::vector<double> max;              // per unit; -inf before the first sample
-  Matrix comoment;                      // U x U, sum over samples of (x_i - mean_i)(x_j - mean_j)
+  std::vector<int> exponent;            // per unit, the scale of the comoment (0 before the first sample)
+  Matrix comoment;                      // U x U, scaled as above; both triangles, exactly symmetric
 
   Moments() = default;
   explicit Moments(std::vector<std::int64_t> units_per_net);
 
   std::int64_t units() const { return static_cast<std::int64_t>(mean.size()); }
   std::int64_t net_offset(int net) const;  // first column of that net in the concatenation
-  // Population standard deviation (ddof = 0) of each unit; zero before two samples.
+  // Population standard deviation (ddof = 0) of each unit, in the input's units; zero before two samples.
+  // Always finite.
   std::vector<double> stddev() const;
+  // Population covariance (ddof = 0) of units i and j, in the input's units: infinite only where the true
+  // value lies beyond the float64 range (inputs near 1e154 and up).
+  double covariance(std::int64_t i, std::int64_t j) const;
 };
 
-// Folds a batch into `into` given the batch's own statistics: its row count, its mean and the comoment
-// of its rows about that mean (only the upper triangle, j >= i, of `batch_comoment` is read; `into`
-// keeps both triangles). Backends that form the product in float32 pass it as it is.
-struct BatchMoments {
-  std::int64_t rows = 0;
-  const double* mean = nullptr;  // per unit
-  const double* min = nullptr;
-  const double* max = nullptr;
-};
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const float> batch_comoment, int threads = 1);
-void merge_batch(Moments& into, const BatchMoments& batch, MatrixView<const double> batch_comoment, int threads = 1);
-
-// Copies the upper triangle onto the lower one, after a run of merge_batch calls.
-void fill_lower_triangle(Matrix& m);
-
-// Folds another shard's Moments into `into`. Both must describe the same nets.
+// Folds another shard's Moments into `into` (Chan merge in float64, scales reconciled exactly). Both must
+// describe the same nets (Error otherwise). The result depends on the order of the merges only through
+// float64 rounding.
 void merge(Moments& into, const Moments& other);
 
-// Straight float64 statistics of an in-memory (rows x units) matrix: the oracle for tests.
+// Straight float64 statistics of an in-memory (rows x units) matrix, unscaled (exponent 0): the oracle for
+// tests. Its comoment overflows for values beyond about 1e150.
 Moments moments_of(MatrixView<const double> rows, std::vector<std::int64_t> units_per_net);
 
 }  // namespace convergent

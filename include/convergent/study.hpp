@@ -27,8 +27,9 @@ struct StudyOptions {
   Layout layout = Layout::nchw;
   std::int64_t batch_rows = 0;  // sample rows per batch; 0 picks one from the unit count
   bool skip_nonfinite_rows = false;
-  // A unit is dead when its std is at most this fraction of its largest |value| (or exactly 0): below
-  // that its variation is float32 rounding noise, not signal.
+  // A unit is dead when it is constant (min == max), or when its std is at most this fraction of its
+  // range (max - min): a unit constant but for a vanishing share of its samples. The rule looks at the
+  // spread alone, so an offset never makes a unit dead; 0 keeps every unit that is not constant.
   double dead_threshold = 1e-6;
   Precision precision = Precision::fp32;
   // Called after each batch with (rows done, rows in all); may be empty.

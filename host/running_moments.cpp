@@ -1,0 +1,109 @@
+// RunningMoments: the scaled Chan merge. See running_moments.hpp.
+#include "running_moments.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "batch_kernels.hpp"
+#include "convergent/error.hpp"
+#include "parallel.hpp"
+
+namespace convergent::detail {
+namespace {
+
+// The first batch sets a unit's exponent with this much headroom (a factor 16), so that later batches
+// with a slightly larger spread do not force a rescale of the whole comoment.
+constexpr int headroom = 4;
+
+int clamp_exponent(int e) { return std::clamp(e, -1022, 1023); }
+
+}  // namespace
+
+int spread_exponent(double x) {
+  if (x == 0.0) return no_spread;
+  return clamp_exponent(-std::ilogb(x));
+}
+
+RunningMoments::RunningMoments(std::vector<std::int64_t> units_per_net)
+    : moments_(std::move(units_per_net)),
+      origin_(static_cast<std::size_t>(moments_.units()), 0.0),
+      half_mean_(origin_.size(), 0.0) {}
+
+RunningMoments::RunningMoments(const Moments& start)
+    : moments_(start), origin_(start.mean.size(), 0.0), half_mean_(start.mean.size()) {
+  for (std::size_t i = 0; i < half_mean_.size(); ++i) half_mean_[i] = 0.5 * start.mean[i];
+}
+
+void RunningMoments::set_origin(const std::vector<double>& origin) {
+  if (moments_.samples != 0) throw Error("RunningMoments: the origin is set before the first merge");
+  if (origin.size() != origin_.size()) throw Error("RunningMoments: one origin per unit");
+  origin_ = origin;
+}
+
+template <class T>
+void RunningMoments::merge_impl(const ScaledBatch& batch, MatrixView<const T> s, int threads) {
+  if (batch.rows == 0) return;
+  const std::int64_t u = moments_.units();
+  const bool first = moments_.samples == 0;
+  const double n = static_cast<double>(moments_.samples);
+  const double nb = static_cast<double>(batch.rows);
+  const double weight = n * nb / (n + nb);  // 0 for the first batch: M2 is then the batch's own comoment
+  const double fraction = nb / (n + nb);
+  std::vector<double> rescale(static_cast<std::size_t>(u), 1.0), batch_scale(rescale.size()), delta(rescale.size());
+  bool rescaled = false;
+  for (std::int64_t i = 0; i < u; ++i) {
+    const int e = batch.exponent[i];
+    const double half_delta = first ? 0.0 : batch.half_mean[i] - half_mean_[i];
+    int f;
+    if (first) {
+      f = e == no_spread ? 0 : clamp_exponent(e - headroom);
+    } else {
+      // The common scale must hold the larger of the two spreads and the spread the means' difference adds.
+      f = moments_.exponent[i];
+      if (e != no_spread) f = std::min(f, e);
+      if (half_delta != 0.0) f = std::min(f, spread_exponent(half_delta));
+      rescale[i] = std::ldexp(1.0, f - moments_.exponent[i]);
+      rescaled = rescaled || f != moments_.exponent[i];
+    }
+    batch_scale[i] = e == no_spread ? 0.0 : std::ldexp(1.0, f - e);
+    delta[i] = std::ldexp(half_delta, f + 1);  // at most 4 in magnitude
+    moments_.exponent[i] = f;
+    half_mean_[i] = first ? batch.half_mean[i] : half_mean_[i] + half_delta * fraction;
+    moments_.min[i] = std::min(moments_.min[i], batch.min[i]);
+    moments_.max[i] = std::max(moments_.max[i], batch.max[i]);
+  }
+  double* m2 = moments_.comoment.data();
+  // Rows of the triangle shrink with i, and parallel_for deals them out round-robin.
+  constexpr std::int64_t rows_per_task = 16;
+  const std::int64_t tasks = (u + rows_per_task - 1) / rows_per_task;
+  if (rescaled) {
+    parallel_for(tasks, threads, [&](std::int64_t task) {
+      for (std::int64_t i = task * rows_per_task; i < std::min(u, (task + 1) * rows_per_task); ++i)
+        for (std::int64_t j = i; j < u; ++j) m2[i * u + j] *= rescale[i] * rescale[j];  // exact: powers of two
+    });
+  }
+  parallel_for(tasks, threads, [&](std::int64_t task) {
+    for (std::int64_t i = task * rows_per_task; i < std::min(u, (task + 1) * rows_per_task); ++i)
+      merge_row(m2 + i * u + i, s.row(i) + i, batch_scale[i], batch_scale.data() + i, delta.data() + i,
+                weight * delta[i], u - i);
+  });
+  moments_.samples += batch.rows;
+}
+
+void RunningMoments::merge(const ScaledBatch& batch, MatrixView<const float> batch_comoment, int threads) {
+  merge_impl(batch, batch_comoment, threads);
+}
+
+void RunningMoments::merge(const ScaledBatch& batch, MatrixView<const double> batch_comoment, int threads) {
+  merge_impl(batch, batch_comoment, threads);
+}
+
+Moments RunningMoments::result() const {
+  Moments m = moments_;
+  // (origin + 2 half) / 2 lies between origin / 2 and the mean, so neither step overflows.
+  for (std::size_t i = 0; i < half_mean_.size(); ++i) m.mean[i] = 2.0 * (0.5 * origin_[i] + half_mean_[i]);
+  fill_lower_triangle(m.comoment);
+  return m;
+}
+
+}  // namespace convergent::detail
