@@ -12,11 +12,29 @@
 #include "parallel.hpp"
 
 namespace convergent {
-namespace {
+namespace detail {
 
-double soft_threshold(double z, double alpha) {
-  return z > alpha ? z - alpha : (z < -alpha ? z + alpha : 0.0);
+// One cyclic coordinate-descent sweep over a working set of k predictors: gram r (k x k, unit diagonal),
+// weights w and gradient g = c - R w, all packed. Nearly all the time of a fit is spent here, in the
+// update of g; the AVX2 clone does it four doubles at a time, and both clones make the same roundings (no
+// FMA contraction in either), so the result does not depend on the machine.
+__attribute__((target_clones("avx2", "default"))) void lasso_sweep(const double* __restrict__ r,
+                                                                   double* __restrict__ w, double* __restrict__ g,
+                                                                   std::int64_t k, double alpha) {
+  for (std::int64_t a = 0; a < k; ++a) {
+    const double old = w[a];
+    const double z = g[a] + old;  // the diagonal is 1
+    const double updated = z > alpha ? z - alpha : (z < -alpha ? z + alpha : 0.0);
+    if (updated == old) continue;
+    const double delta = updated - old;
+    w[a] = updated;
+    const double* row = r + a * k;
+    for (std::int64_t b = 0; b < k; ++b) g[b] -= delta * row[b];
+  }
 }
+
+}  // namespace detail
+namespace {
 
 // Primal objective and duality gap of the covariance-form lasso at w, from
 //   wc = w . c,  wg = w . g (g = c - R w),  l1 = ||w||_1,  dual_norm = max_j |g_j|.
@@ -120,16 +138,7 @@ class TargetSolver {
     std::int64_t sweeps = 0;
     while (sweeps < budget) {
       ++sweeps;
-      for (std::size_t a = 0; a < k; ++a) {
-        const double old = ws_[a];
-        const double updated = soft_threshold(gs_[a] + old, alpha);  // the diagonal is 1
-        if (updated == old) continue;
-        const double delta = updated - old;
-        ws_[a] = updated;
-        const double* row = packed_.data() + a * k;
-        double* g = gs_.data();
-        for (std::size_t b = 0; b < k; ++b) g[b] -= delta * row[b];
-      }
+      detail::lasso_sweep(packed_.data(), ws_.data(), gs_.data(), static_cast<std::int64_t>(k), alpha);
       const Gap working = gap(alpha, /*whole=*/false);
       if (working.gap <= target * working.objective) break;
     }
