@@ -11,11 +11,7 @@
 namespace convergent::detail {
 namespace {
 
-// The first batch sets a unit's exponent with this much headroom (a factor 16), so that later batches
-// with a slightly larger spread do not force a rescale of the whole comoment.
-constexpr int headroom = 4;
-
-int clamp_exponent(int e) { return std::clamp(e, -1022, 1023); }
+int clamp_exponent(int e) { return std::clamp(e, min_exponent, max_exponent); }
 
 }  // namespace
 
@@ -56,7 +52,7 @@ void RunningMoments::merge_impl(const ScaledBatch& batch, MatrixView<const T> s,
     const double half_delta = first ? 0.0 : batch.half_mean[i] - half_mean_[i];
     int f;
     if (first) {
-      f = e == no_spread ? 0 : clamp_exponent(e - headroom);
+      f = e == no_spread ? 0 : clamp_exponent(e - first_batch_headroom);
     } else {
       // The common scale must hold the larger of the two spreads and the spread the means' difference adds.
       f = moments_.exponent[i];

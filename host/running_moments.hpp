@@ -14,6 +14,13 @@ namespace convergent::detail {
 
 // Batch exponent of a unit that is constant over the batch (its comoment row is exactly zero).
 constexpr int no_spread = INT_MAX;
+// Exponents stay where 2^e is a normal float64.
+constexpr int min_exponent = -1022;
+constexpr int max_exponent = 1023;
+// The first batch sets a unit's exponent with this much headroom (a factor 16), so that later batches
+// with a slightly larger spread do not force a rescale of the whole comoment. Shared with the CUDA
+// backend's merge (kernels/moments.cu), which must pick the same exponents.
+constexpr int first_batch_headroom = 4;
 
 // Exponent e with |x| 2^e in [1, 2), clamped so that 2^e is a normal float64: the scale that brings a
 // spread (or a mean difference) x > 0 near 1. no_spread for x == 0.

@@ -4,16 +4,26 @@
 // Pipeline of one add(), with two slots used alternately so that batch k+1 is staged and copied while
 // the product of batch k runs:
 //   host:     wait copied[s]; then, in pieces of kStagingPieceBytes spread over the staging threads, fill
-//             pinned staging[s] (raw bytes of dense blocks, or host-packed floats) and queue each piece's
-//             copy staging[s] -> raw[s] on copy_ as soon as it is filled (after copy_ waits packed[s]),
-//             so that the host copy and the host-to-device copy overlap;          record copied[s]
-//   pack_:    wait copied[s], done[s]; raw[s] -> x[s] (convert, transpose); record packed[s];
-//             flag non-finite rows, count kept rows (-> pinned counters);   record scanned[s]
+//             pinned staging[s] (the file's own bytes: dense blocks copied, others gathered row by row)
+//             and queue each piece's copy staging[s] -> raw[s] on copy_ as soon as it is filled (after
+//             copy_ waits packed[s]), so that the host copy and the host-to-device copy overlap;
+//                                                                                   record copied[s]
+//   pack_:    wait copied[s], done[s]; flag non-finite rows of raw[s], count kept rows (-> pinned
+//             counters);                                                            record scanned[s]
 //   host:     unless skipping rows, wait scanned[s] and throw on a non-finite value
-//   compute_: wait scanned[s]; stats, centre; per chunk: product, then one pass over the upper triangle
-//             of M2 adding it (and, on the last chunk, the Chan term);              record done[s]
+//   compute_: wait scanned[s]; raw[s] -> float64 rows (decode, swap, transpose);   record packed[s];
+//             each unit's exact range, its shift and power-of-two scale, the mean of the scaled values,
+//             the centred float32 batch; the merge plan (exponents, factors); per chunk: product, then
+//             one pass over the upper triangle of M2 adding it (the rescale riding on the first chunk,
+//             the Chan term on the last);                                            record done[s]
 // The wait for scanned[s] does not wait for the product of batch k-1, which runs on compute_. M2's lower
 // triangle is filled by a mirror when the moments are read.
+//
+// Numerics (DESIGN.md): as the CPU reference, values are shifted and scaled in float64 from the file's own
+// value before the one rounding to float32, and the comoment is kept scaled per unit. The CPU scales each
+// 2048-row chunk, trying the first chunk's scaling to save a second pass over its input; here a batch is
+// in device memory as float64, so every batch takes its own scaling (mid-range, spread exponent) from a
+// range pass, and its product chunks share it: they add to M2 without a Chan term each.
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -29,7 +39,6 @@
 #include "mirror.cuh"
 #include "moments.cuh"
 #include "pack.cuh"
-#include "pack.hpp"
 #include "parallel.hpp"
 #include "product.cuh"
 #include "row_argmax.cuh"
@@ -48,6 +57,8 @@ constexpr std::int64_t kProductRows = 4096;
 constexpr std::size_t kStagingPieceBytes = std::size_t{2} << 20;
 // More threads than this do not copy faster: a few saturate the memory bandwidth of a socket.
 constexpr int kMaxStagingThreads = 8;
+// float64 vectors of `units` kept on the device: BatchScaling's 5, MergeFactors' 3, RunningState's 4.
+constexpr std::size_t kPerUnitDoubles = 12;
 
 // Rows per chunk product for a batch of `rows`: fp32 keeps float32 sums to kProductRows rows (DESIGN.md,
 // precision: 1e-6), in chunks of equal size; the tensor-core modes round their inputs to 10 or 7 bits,
@@ -68,8 +79,8 @@ std::string gib(double bytes) {
 }
 
 // Elements spanned by the block from its first element, when all strides are >= 0 and the span holds
-// exactly its elements (no gaps), as a batch sliced from a C-order, NCHW or NHWC array does; -1 when it
-// must be packed on the host instead (Fortran order, negative strides, gaps).
+// exactly its elements (no gaps), as a batch sliced from a C-order, NCHW or NHWC array does; -1 when its
+// rows must be gathered on the host instead (Fortran order, negative strides, gaps).
 std::int64_t dense_span_elements(const ActivationBlock& b) {
   if (b.image_stride < 0 || b.unit_stride < 0 || b.y_stride < 0 || b.x_stride < 0) return -1;
   const std::int64_t count = b.images * b.units * b.height * b.width;
@@ -83,11 +94,11 @@ std::int64_t dense_span_elements(const ActivationBlock& b) {
 struct StagedBlock {
   std::size_t offset = 0;
   std::size_t bytes = 0;
-  bool host_packed = false;  // staged as row-major float32 by the host reference pack_block
+  bool gathered = false;  // staged as a row-major block of its own dtype and byte order by gather_rows
 };
 
 // One piece of staging work: bytes [offset, offset + bytes) of the staging buffer, filled either by a
-// memcpy from `source` or, for a host-packed net, by packing its sample rows [first_row, first_row + rows).
+// memcpy from `source` or, for a gathered net, by gathering its sample rows [first_row, first_row + rows).
 struct StagingPiece {
   std::size_t net = 0;
   std::size_t offset = 0;
@@ -96,6 +107,33 @@ struct StagingPiece {
   std::int64_t first_row = 0;
   std::int64_t rows = 0;
 };
+
+template <int kSize>
+void gather_rows_of(const ActivationBlock& b, std::int64_t first_row, std::int64_t rows, std::byte* dst) {
+  const auto* src = static_cast<const std::byte*>(b.data);
+  const std::int64_t pixels = b.height * b.width;
+  std::int64_t img = first_row / pixels, y = first_row % pixels / b.width, x = first_row % b.width;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::byte* first = src + (img * b.image_stride + y * b.y_stride + x * b.x_stride) * kSize;
+    for (std::int64_t u = 0; u < b.units; ++u, dst += kSize) std::memcpy(dst, first + u * b.unit_stride * kSize, kSize);
+    if (++x == b.width) {
+      x = 0;
+      if (++y == b.height) y = 0, ++img;
+    }
+  }
+}
+
+// The element bytes of block's sample rows [first_row, first_row + rows), in (image, y, x) order, as a
+// dense row-major block of the same dtype and byte order. Bytes, not converted values: the device decodes
+// every block the same way, with no rounding, and float16/float32 cost no more than in the file (packing
+// into float64 on the host would cost 4 or 2 times the copy; into float32 would lose float64 digits).
+void gather_rows(const ActivationBlock& b, std::int64_t first_row, std::int64_t rows, std::byte* dst) {
+  switch (dtype_size(b.dtype)) {
+    case 2: gather_rows_of<2>(b, first_row, rows, dst); break;
+    case 4: gather_rows_of<4>(b, first_row, rows, dst); break;
+    default: gather_rows_of<8>(b, first_row, rows, dst); break;
+  }
+}
 
 class CudaAccumulator final : public MomentAccumulator {
  public:
@@ -141,15 +179,14 @@ class CudaAccumulator final : public MomentAccumulator {
     const std::vector<StagedBlock> staged = stage_and_copy(blocks, rows, slot);
     slot.copied.record(copy_.ref());
 
-    // Pack and scan: x[s], row_bad[s] and counters[s] are free once the batch that last used them is merged.
+    // Scan: row_bad[s] and counters[s] are free once the batch that last used them is merged.
     slot.copied.make_wait(pack_.ref());
     slot.done.make_wait(pack_.ref());
-    for (std::size_t net = 0; net < blocks.size(); ++net)
-      launch_pack(device_block(blocks[net], staged[net], slot, rows), slot.x.data(), units_, net_offsets_[net],
-                  pack_.ref());
-    slot.packed.record(pack_.ref());
     launch_reset_batch(slot.row_bad.data(), rows, slot.counters.data(), pack_.ref());
-    launch_find_nonfinite(slot.x.data(), rows, units_, slot.row_bad.data(), slot.counters.data(), pack_.ref());
+    for (std::size_t net = 0; net < blocks.size(); ++net)
+      launch_find_nonfinite(device_block(blocks[net], staged[net], slot, rows), units_, net_offsets_[net],
+                            slot.row_bad.data(), &slot.counters.data()->first_nonfinite, pack_.ref());
+    launch_count_kept(slot.row_bad.data(), rows, slot.counters.data(), pack_.ref());
     if (!options_.skip_nonfinite_rows)
       copy_async(slot.counters_host.data(), slot.counters.data(), 1, cudaMemcpyDeviceToHost, pack_.ref());
     slot.scanned.record(pack_.ref());
@@ -163,26 +200,37 @@ class CudaAccumulator final : public MomentAccumulator {
 
     // Compute: everything below is ordered on compute_, so its single-buffered scratch needs no events.
     slot.scanned.make_wait(compute_.ref());
-    launch_column_stats(slot.x.data(), rows, units_, slot.row_bad.data(), slot.counters.data(), partials_.data(),
-                        batch_mean_.data(), batch_min_.data(), batch_max_.data(), compute_.ref());
+    for (std::size_t net = 0; net < blocks.size(); ++net)
+      launch_pack(device_block(blocks[net], staged[net], slot, rows), x64_.data(), units_, net_offsets_[net],
+                  compute_.ref());
+    slot.packed.record(compute_.ref());  // raw[s] is read no more
+    const BatchScaling scaling = batch_scaling();
+    const unsigned char* row_bad = slot.row_bad.data();
+    launch_column_range(x64_.data(), rows, units_, row_bad, partials_.data(), scaling, compute_.ref());
+    launch_choose_scaling(units_, scaling, compute_.ref());
+    launch_scaled_mean(x64_.data(), rows, units_, row_bad, slot.counters.data(), partials_.data(), scaling,
+                       compute_.ref());
     __nv_bfloat16* x_bf16 = options_.precision == Precision::bf16 ? x_bf16_.data() : nullptr;
-    launch_centre(slot.x.data(), rows, units_, slot.row_bad.data(), batch_mean_.data(), x_bf16, compute_.ref());
+    launch_scale_centre(x64_.data(), rows, units_, row_bad, scaling, x_.data(), x_bf16, compute_.ref());
+    const MergeFactors factors{rescale_.data(), batch_scale_.data(), delta_.data()};
+    launch_plan_merge(units_, scaling, slot.counters.data(), totals_.data(), running_state(), factors,
+                      compute_.ref());
     const auto* product_input = static_cast<const char*>(x_bf16 != nullptr ? static_cast<const void*>(x_bf16)
-                                                                           : static_cast<const void*>(slot.x.data()));
+                                                                           : static_cast<const void*>(x_.data()));
     // float32 sums grow their rounding error with their length: an fp32 batch product is taken in chunks
     // of at most kProductRows rows, each added to M2 in float64, which keeps correlations within 1e-6.
-    // Each chunk costs one pass over M2's upper triangle, the Chan term riding on the last one.
+    // All chunks share the batch's centring and scale, so each costs one pass over M2's upper triangle,
+    // the rescale riding on the first one and the Chan term on the last.
     const std::int64_t row_bytes = units_ * product_element_bytes(options_.precision);
     const std::int64_t chunk_rows = chunk_rows_for(options_.precision, rows);
     for (std::int64_t first = 0; first < rows; first += chunk_rows) {
       batch_product(cublas_.get(), options_.precision, routine_, product_input + first * row_bytes,
                     std::min(chunk_rows, rows - first), units_, product_.data());
-      launch_merge_product(product_.data(), units_, /*chan_term=*/first + chunk_rows >= rows, batch_mean_.data(),
-                           mean_.data(), totals_.data(), slot.counters.data(), m2_.data(), compute_.ref());
+      launch_merge_product(product_.data(), units_, /*first_chunk=*/first == 0,
+                           /*last_chunk=*/first + chunk_rows >= rows, factors, totals_.data(), slot.counters.data(),
+                           m2_.data(), compute_.ref());
     }
-    launch_merge_moments(batch_mean_.data(), batch_min_.data(), batch_max_.data(), units_, rows,
-                         slot.counters.data(), mean_.data(), min_.data(), max_.data(), totals_.data(),
-                         compute_.ref());
+    launch_advance_totals(rows, slot.counters.data(), totals_.data(), compute_.ref());
     slot.done.record(compute_.ref());
   }
 
@@ -192,11 +240,17 @@ class CudaAccumulator final : public MomentAccumulator {
     const Totals totals = fetch_totals();  // synchronises all streams
     result.samples = static_cast<std::int64_t>(totals.samples);
     launch_mirror_upper(m2_.data(), units_, compute_.ref());  // merges keep the upper triangle only
-    copy_async(result.mean.data(), mean_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
+    std::vector<double> origin(static_cast<std::size_t>(units_)), half_mean(origin.size());
+    copy_async(origin.data(), origin_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
+    copy_async(half_mean.data(), half_mean_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
+    copy_async(result.exponent.data(), exponent_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
     copy_async(result.min.data(), min_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
     copy_async(result.max.data(), max_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
     copy_async(result.comoment.data(), m2_.data(), units_ * units_, cudaMemcpyDeviceToHost, compute_.ref());
     compute_.synchronize();
+    // As RunningMoments::result: (origin + 2 half) / 2 lies between origin / 2 and the mean, so neither
+    // step overflows.
+    for (std::size_t i = 0; i < origin.size(); ++i) result.mean[i] = 2.0 * (0.5 * origin[i] + half_mean[i]);
     return result;
   }
 
@@ -209,7 +263,6 @@ class CudaAccumulator final : public MomentAccumulator {
   struct Slot {
     PinnedBuffer<std::byte> staging;
     DeviceBuffer<std::byte> raw;
-    DeviceBuffer<float> x;
     DeviceBuffer<unsigned char> row_bad;
     DeviceBuffer<BatchCounters> counters;
     PinnedBuffer<BatchCounters> counters_host;
@@ -220,13 +273,21 @@ class CudaAccumulator final : public MomentAccumulator {
   std::size_t planned_device_bytes(std::int64_t batch_rows) const {
     const auto r = static_cast<std::size_t>(batch_rows);
     const auto u = static_cast<std::size_t>(units_);
-    std::size_t bytes = 2 * (r * u * sizeof(float)      // x
-                             + r                        // row_bad
+    std::size_t bytes = 2 * (r                          // row_bad
                              + align_up(r * u * 4));    // raw staging, float32 input
+    bytes += r * u * (sizeof(double) + sizeof(float));  // x64, x
     if (options_.precision == Precision::bf16) bytes += r * u * 2;
-    bytes += u * u * (sizeof(float) + sizeof(double));      // product, M2
-    bytes += u * sizeof(double) * (3 * kStatsMaxChunks + 6);  // partials, moments vectors
+    bytes += u * u * (sizeof(float) + sizeof(double));                             // product, M2
+    bytes += u * sizeof(double) * (2 * kStatsMaxChunks + kPerUnitDoubles) + u * 2 * sizeof(int);  // vectors
     return bytes;
+  }
+
+  // The batch's scaling and the running state, as the kernels take them (moments.cuh).
+  BatchScaling batch_scaling() const {
+    return {low_.data(), high_.data(), centre_.data(), batch_exponent_.data(), multiplier_.data(), scaled_mean_.data()};
+  }
+  RunningState running_state() const {
+    return {origin_.data(), half_mean_.data(), exponent_.data(), min_.data(), max_.data(), m2_.data()};
   }
 
   // A clear error instead of an out-of-memory failure halfway through the run.
@@ -253,27 +314,30 @@ class CudaAccumulator final : public MomentAccumulator {
     for (Slot& slot : slots_) {
       slot.staging = PinnedBuffer<std::byte>(raw_bytes);
       slot.raw = DeviceBuffer<std::byte>(raw_bytes);
-      slot.x = DeviceBuffer<float>(r * units_);
       slot.row_bad = DeviceBuffer<unsigned char>(r);
       slot.counters = DeviceBuffer<BatchCounters>(1);
       slot.counters_host = PinnedBuffer<BatchCounters>(1);
     }
+    x64_ = DeviceBuffer<double>(r * units_);
+    x_ = DeviceBuffer<float>(r * units_);
     if (options_.precision == Precision::bf16) x_bf16_ = DeviceBuffer<__nv_bfloat16>(r * units_);
     product_ = DeviceBuffer<float>(units_ * units_);
     m2_ = DeviceBuffer<double>(units_ * units_);
-    partials_ = DeviceBuffer<double>(3 * kStatsMaxChunks * units_);
-    batch_mean_ = DeviceBuffer<double>(units_);
-    batch_min_ = DeviceBuffer<double>(units_);
-    batch_max_ = DeviceBuffer<double>(units_);
-    mean_ = DeviceBuffer<double>(units_);
-    min_ = DeviceBuffer<double>(units_);
-    max_ = DeviceBuffer<double>(units_);
+    partials_ = DeviceBuffer<double>(2 * kStatsMaxChunks * units_);
+    for (DeviceBuffer<double>* v : {&low_, &high_, &centre_, &multiplier_, &scaled_mean_, &rescale_, &batch_scale_,
+                                    &delta_, &origin_, &half_mean_, &min_, &max_})
+      *v = DeviceBuffer<double>(units_);
+    batch_exponent_ = DeviceBuffer<int>(units_);
+    exponent_ = DeviceBuffer<int>(units_);
     totals_ = DeviceBuffer<Totals>(1);
 
+    // The state of an empty RunningMoments: origin 0 (set by the first merge), exponents 0, empty ranges.
     const std::vector<double> inf(static_cast<std::size_t>(units_), std::numeric_limits<double>::infinity());
     const std::vector<double> minus_inf(static_cast<std::size_t>(units_), -std::numeric_limits<double>::infinity());
     CONVERGENT_CUDA_CHECK(cudaMemsetAsync(m2_.data(), 0, m2_.bytes(), compute_.handle()));
-    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(mean_.data(), 0, mean_.bytes(), compute_.handle()));
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(origin_.data(), 0, origin_.bytes(), compute_.handle()));
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(half_mean_.data(), 0, half_mean_.bytes(), compute_.handle()));
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(exponent_.data(), 0, exponent_.bytes(), compute_.handle()));
     CONVERGENT_CUDA_CHECK(cudaMemsetAsync(totals_.data(), 0, totals_.bytes(), compute_.handle()));
     copy_async(min_.data(), inf.data(), units_, cudaMemcpyHostToDevice, compute_.ref());
     copy_async(max_.data(), minus_inf.data(), units_, cudaMemcpyHostToDevice, compute_.ref());
@@ -314,13 +378,12 @@ class CudaAccumulator final : public MomentAccumulator {
       const ActivationBlock& b = blocks[net];
       const std::int64_t span = dense_span_elements(b);
       StagedBlock& st = staged[net];
-      st.host_packed = span < 0;
-      st.bytes = span < 0 ? static_cast<std::size_t>(rows * b.units) * sizeof(float)
-                          : static_cast<std::size_t>(span) * dtype_size(b.dtype);
+      st.gathered = span < 0;
+      st.bytes = static_cast<std::size_t>(span < 0 ? rows * b.units : span) * dtype_size(b.dtype);
       st.offset = offset;
       offset = align_up(offset + st.bytes);
-      if (st.host_packed) {
-        const std::size_t row_bytes = static_cast<std::size_t>(b.units) * sizeof(float);
+      if (st.gathered) {
+        const std::size_t row_bytes = static_cast<std::size_t>(b.units) * dtype_size(b.dtype);
         const std::int64_t piece_rows = std::max<std::int64_t>(1, kStagingPieceBytes / row_bytes);
         for (std::int64_t r = 0; r < rows; r += piece_rows) {
           const std::int64_t n = std::min(piece_rows, rows - r);
@@ -343,8 +406,7 @@ class CudaAccumulator final : public MomentAccumulator {
         if (piece.source != nullptr) {
           std::memcpy(dst, piece.source, piece.bytes);
         } else {
-          const ActivationBlock& b = blocks[piece.net];
-          pack_block(b, MatrixView<float>(reinterpret_cast<float*>(dst), piece.rows, b.units), 0, piece.first_row);
+          gather_rows(blocks[piece.net], piece.first_row, piece.rows, dst);
         }
         // Threads of our own start on device 0; the copy belongs to this accumulator's device.
         if (threads > 1) CONVERGENT_CUDA_CHECK(cudaSetDevice(device_));
@@ -375,14 +437,18 @@ class CudaAccumulator final : public MomentAccumulator {
     slot.staging = std::move(staging);
   }
 
-  // How the pack kernel sees a staged block: the block's own strides over raw[s], or, when the host
-  // packed it, a row-major float32 matrix.
+  // How the device kernels see a staged block: the block's own strides over raw[s], or, when the host
+  // gathered it, a row-major block; dtype and byte order are the file's either way.
   static ActivationBlock device_block(const ActivationBlock& block, const StagedBlock& staged, const Slot& slot,
                                      std::int64_t rows) {
     const void* data = slot.raw.data() + staged.offset;
-    if (staged.host_packed) return row_major_block(data, DType::float32, rows, block.units);
-    ActivationBlock b = block;
-    b.data = data;
+    if (!staged.gathered) {
+      ActivationBlock b = block;
+      b.data = data;
+      return b;
+    }
+    ActivationBlock b = row_major_block(data, block.dtype, rows, block.units);
+    b.big_endian = block.big_endian;
     return b;
   }
 
@@ -417,10 +483,17 @@ class CudaAccumulator final : public MomentAccumulator {
   Slot slots_[2];
   int next_slot_ = 0;
 
+  // Batch scratch, on compute_ only: the batch as float64 rows, then as the centred float32 product input.
+  DeviceBuffer<double> x64_;
+  DeviceBuffer<float> x_;
   DeviceBuffer<__nv_bfloat16> x_bf16_;
   DeviceBuffer<float> product_;
-  DeviceBuffer<double> partials_, batch_mean_, batch_min_, batch_max_;
-  DeviceBuffer<double> mean_, min_, max_, m2_;
+  DeviceBuffer<double> partials_;
+  DeviceBuffer<double> low_, high_, centre_, multiplier_, scaled_mean_;  // BatchScaling
+  DeviceBuffer<int> batch_exponent_;
+  DeviceBuffer<double> rescale_, batch_scale_, delta_;  // MergeFactors
+  DeviceBuffer<double> origin_, half_mean_, min_, max_, m2_;  // RunningState
+  DeviceBuffer<int> exponent_;
   DeviceBuffer<Totals> totals_;
   PinnedBuffer<Totals> totals_host_{1};
 };

@@ -1,11 +1,13 @@
 // Kernels of one accumulation step. Columns are units, so 32 threads of a warp take 32 adjacent units of
 // one row (coalesced) and the 8 warps of a block walk rows; reductions over rows go through fixed-order
-// partials so that results do not depend on scheduling. M2 is updated in its upper triangle only.
+// partials so that results do not depend on scheduling (no atomics in floating-point sums). Per-unit steps
+// run one thread per unit. M2 is updated in its upper triangle only.
 #include <algorithm>
 #include <cmath>
 
 #include "mirror.cuh"
 #include "moments.cuh"
+#include "running_moments.hpp"
 
 namespace convergent::cuda {
 namespace {
@@ -19,19 +21,17 @@ dim3 column_grid(std::int64_t rows, std::int64_t units) {
               static_cast<unsigned>(std::min<std::int64_t>((rows + kRowsPerPass - 1) / kRowsPerPass, kMaxGridY)));
 }
 
-__global__ void find_nonfinite_kernel(const float* __restrict__ x, std::int64_t rows, std::int64_t units,
-                                      unsigned char* __restrict__ row_bad, BatchCounters* counters) {
-  const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
-  if (c >= units) return;
-  for (std::int64_t r = std::int64_t{blockIdx.y} * kRowsPerPass + threadIdx.y; r < rows;
-       r += std::int64_t{gridDim.y} * kRowsPerPass) {
-    const std::int64_t i = r * units + c;
-    if (!isfinite(x[i])) {
-      row_bad[r] = 1;  // every writer stores the same value
-      atomicMin(&counters->first_nonfinite, static_cast<unsigned long long>(i));
-    }
-  }
+// Row chunks of the column reductions: about 256 rows each, at most kStatsMaxChunks, enough blocks to
+// fill the device for narrow layers and little scratch for wide ones. Depends on `rows` alone, so the
+// summation order is the same on every run.
+int reduction_chunks(std::int64_t rows) {
+  return static_cast<int>(std::clamp<std::int64_t>((rows + 255) / 256, 1, kStatsMaxChunks));
 }
+
+// detail::spread_exponent (host/running_moments.cpp) on the device: e with |x| 2^e in [1, 2), clamped
+// so that 2^e is a normal float64; no_spread for 0.
+__device__ int clamp_exponent(int e) { return min(max(e, detail::min_exponent), detail::max_exponent); }
+__device__ int spread_exponent(double x) { return x == 0.0 ? detail::no_spread : clamp_exponent(-ilogb(x)); }
 
 __global__ void count_kept_kernel(const unsigned char* __restrict__ row_bad, std::int64_t rows,
                                   BatchCounters* counters) {
@@ -42,16 +42,16 @@ __global__ void count_kept_kernel(const unsigned char* __restrict__ row_bad, std
   for (std::int64_t r = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; r < rows;
        r += std::int64_t{gridDim.x} * blockDim.x)
     kept += row_bad[r] == 0;
-  atomicAdd(&block_total, kept);
+  atomicAdd(&block_total, kept);  // integers: the same total in any order
   __syncthreads();
   if (threadIdx.x == 0) atomicAdd(&counters->kept_rows, block_total);
 }
 
-// Block (32 units x 8 row lanes), grid (unit tiles x row chunks). Each block writes the sum, min and max
-// of its rows for its 32 units into partials[{0,1,2}][chunk][unit].
-__global__ void column_partials_kernel(const float* __restrict__ x, std::int64_t rows, std::int64_t units,
-                                       const unsigned char* __restrict__ row_bad, double* __restrict__ partials) {
-  __shared__ double sum[kRowsPerPass][kColumns];
+// Block (32 units x 8 row lanes), grid (unit tiles x row chunks): the chunk's rows of each column are
+// walked by the 8 lanes, then combined by lane 0 in lane order. Writes partials[{0,1}][chunk][unit]
+// (min, max). min and max are exact whatever the order.
+__global__ void column_range_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
+                                    const unsigned char* __restrict__ row_bad, double* __restrict__ partials) {
   __shared__ double lo[kRowsPerPass][kColumns];
   __shared__ double hi[kRowsPerPass][kColumns];
   const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
@@ -59,106 +59,181 @@ __global__ void column_partials_kernel(const float* __restrict__ x, std::int64_t
   const std::int64_t chunk_rows = (rows + gridDim.y - 1) / gridDim.y;
   const std::int64_t first = chunk * chunk_rows;
   const std::int64_t last = min(rows, first + chunk_rows);
-  double s = 0.0, mn = INFINITY, mx = -INFINITY;
+  double mn = INFINITY, mx = -INFINITY;
   if (c < units) {
     for (std::int64_t r = first + threadIdx.y; r < last; r += kRowsPerPass) {
       if (row_bad[r]) continue;
       const double v = x[r * units + c];
-      s += v;
       mn = fmin(mn, v);
       mx = fmax(mx, v);
     }
   }
-  sum[threadIdx.y][threadIdx.x] = s;
   lo[threadIdx.y][threadIdx.x] = mn;
   hi[threadIdx.y][threadIdx.x] = mx;
   __syncthreads();
   if (threadIdx.y == 0 && c < units) {
     for (int k = 1; k < kRowsPerPass; ++k) {
-      s += sum[k][threadIdx.x];
       mn = fmin(mn, lo[k][threadIdx.x]);
       mx = fmax(mx, hi[k][threadIdx.x]);
     }
     const std::int64_t plane = std::int64_t{gridDim.y} * units;
-    partials[chunk * units + c] = s;
-    partials[plane + chunk * units + c] = mn;
-    partials[2 * plane + chunk * units + c] = mx;
+    partials[chunk * units + c] = mn;
+    partials[plane + chunk * units + c] = mx;
   }
 }
 
-__global__ void column_finish_kernel(const double* __restrict__ partials, int chunks, std::int64_t units,
-                                     const BatchCounters* counters, double* mean, double* min, double* max) {
+__global__ void range_finish_kernel(const double* __restrict__ partials, int chunks, std::int64_t units,
+                                    double* __restrict__ low, double* __restrict__ high) {
   const std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
   if (c >= units) return;
   const std::int64_t plane = std::int64_t{chunks} * units;
-  double s = 0.0, mn = INFINITY, mx = -INFINITY;
+  double mn = INFINITY, mx = -INFINITY;
   for (int k = 0; k < chunks; ++k) {
-    s += partials[k * units + c];
-    mn = fmin(mn, partials[plane + k * units + c]);
-    mx = fmax(mx, partials[2 * plane + k * units + c]);
+    mn = fmin(mn, partials[k * units + c]);
+    mx = fmax(mx, partials[plane + k * units + c]);
   }
-  const unsigned long long kept = counters->kept_rows;
-  mean[c] = kept > 0 ? s / static_cast<double>(kept) : 0.0;
-  min[c] = mn;
-  max[c] = mx;
+  low[c] = mn;
+  high[c] = mx;
 }
 
+// The reference: ReferenceAccumulator::pack_chunk, the chunk's own scaling. Halves first: the sum and
+// difference of two finite values can overflow, their halves cannot.
+__global__ void choose_scaling_kernel(std::int64_t units, BatchScaling scaling) {
+  const std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
+  if (c >= units) return;
+  const double lo = scaling.low[c], hi = scaling.high[c];
+  if (!(lo <= hi)) {  // no kept row: nothing to scale (the merge ignores the batch)
+    scaling.centre[c] = 0.0;
+    scaling.exponent[c] = detail::no_spread;
+    scaling.multiplier[c] = 0.0;
+    return;
+  }
+  const int e = spread_exponent(0.5 * hi - 0.5 * lo);
+  scaling.centre[c] = 0.5 * lo + 0.5 * hi;
+  scaling.exponent[c] = e;
+  scaling.multiplier[c] = e == detail::no_spread ? 0.0 : ldexp(1.0, e);
+}
+
+// As column_range_kernel, for the float64 sum of the scaled values (host/batch_kernels.cpp, row_scale).
+__global__ void scaled_sum_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
+                                  const unsigned char* __restrict__ row_bad, const double* __restrict__ centre,
+                                  const double* __restrict__ multiplier, double* __restrict__ partials) {
+  __shared__ double sum[kRowsPerPass][kColumns];
+  const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
+  const std::int64_t chunk = blockIdx.y;
+  const std::int64_t chunk_rows = (rows + gridDim.y - 1) / gridDim.y;
+  const std::int64_t first = chunk * chunk_rows;
+  const std::int64_t last = min(rows, first + chunk_rows);
+  double s = 0.0;
+  if (c < units) {
+    const double shift = centre[c], scale = multiplier[c];
+    for (std::int64_t r = first + threadIdx.y; r < last; r += kRowsPerPass)
+      if (!row_bad[r]) s += (x[r * units + c] - shift) * scale;
+  }
+  sum[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < units) {
+    for (int k = 1; k < kRowsPerPass; ++k) s += sum[k][threadIdx.x];
+    partials[chunk * units + c] = s;
+  }
+}
+
+__global__ void scaled_mean_finish_kernel(const double* __restrict__ partials, int chunks, std::int64_t units,
+                                          const BatchCounters* counters, double* __restrict__ scaled_mean) {
+  const std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
+  if (c >= units) return;
+  double s = 0.0;
+  for (int k = 0; k < chunks; ++k) s += partials[k * units + c];
+  const unsigned long long kept = counters->kept_rows;
+  scaled_mean[c] = kept > 0 ? s / static_cast<double>(kept) : 0.0;
+}
+
+// The reference packs float32((v - centre) multiplier), then centres that in float64 and rounds again
+// (host/batch_kernels.cpp, row_scale and centre_rows); here the value is centred before its only rounding.
 template <bool kWriteBf16>
-__global__ void centre_kernel(float* __restrict__ x, std::int64_t rows, std::int64_t units,
-                              const unsigned char* __restrict__ row_bad, const double* __restrict__ mean,
-                              __nv_bfloat16* __restrict__ x_bf16) {
+__global__ void scale_centre_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
+                                    const unsigned char* __restrict__ row_bad, const double* __restrict__ centre,
+                                    const double* __restrict__ multiplier, const double* __restrict__ scaled_mean,
+                                    float* __restrict__ out, __nv_bfloat16* __restrict__ out_bf16) {
   const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
   if (c >= units) return;
-  const double m = mean[c];
+  const double shift = centre[c], scale = multiplier[c], mean = scaled_mean[c];
   for (std::int64_t r = std::int64_t{blockIdx.y} * kRowsPerPass + threadIdx.y; r < rows;
        r += std::int64_t{gridDim.y} * kRowsPerPass) {
     const std::int64_t i = r * units + c;
-    const float v = row_bad[r] ? 0.0f : static_cast<float>(static_cast<double>(x[i]) - m);
-    x[i] = v;
-    if (kWriteBf16) x_bf16[i] = __float2bfloat16_rn(v);
+    const float v = row_bad[r] ? 0.0f : static_cast<float>((x[i] - shift) * scale - mean);
+    out[i] = v;
+    if (kWriteBf16) out_bf16[i] = __float2bfloat16_rn(v);
   }
+}
+
+// RunningMoments::merge_impl (host/running_moments.cpp), per unit; see there for why each step.
+__global__ void plan_merge_kernel(std::int64_t units, BatchScaling scaling, const BatchCounters* counters,
+                                  const Totals* totals, RunningState state, MergeFactors factors) {
+  const std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
+  if (c >= units) return;
+  const double nb = static_cast<double>(counters->kept_rows);
+  if (nb == 0.0) {  // every row dropped: M2 stays as it is
+    factors.rescale[c] = 1.0;
+    factors.batch_scale[c] = 0.0;
+    factors.delta[c] = 0.0;
+    return;
+  }
+  const double n = static_cast<double>(totals->samples);
+  const bool first = n == 0.0;
+  // Means are kept relative to the first batch's mid-ranges: an offset then never enters a delta.
+  if (first) state.origin[c] = scaling.centre[c];
+  const int e = scaling.exponent[c];
+  // The batch's mean as a half offset from the origin, halves first so that nothing overflows.
+  const double batch_half_mean = (0.5 * scaling.centre[c] - 0.5 * state.origin[c]) +
+                                 (e == detail::no_spread ? 0.0 : ldexp(scaling.scaled_mean[c], -e - 1));
+  const double half_delta = first ? 0.0 : batch_half_mean - state.half_mean[c];
+  int f;
+  double rescale = 1.0;
+  if (first) {
+    f = e == detail::no_spread ? 0 : clamp_exponent(e - detail::first_batch_headroom);
+  } else {
+    f = state.exponent[c];
+    if (e != detail::no_spread) f = min(f, e);
+    if (half_delta != 0.0) f = min(f, spread_exponent(half_delta));
+    rescale = ldexp(1.0, f - state.exponent[c]);
+  }
+  factors.rescale[c] = rescale;
+  factors.batch_scale[c] = e == detail::no_spread ? 0.0 : ldexp(1.0, f - e);
+  factors.delta[c] = ldexp(half_delta, f + 1);  // at most 4 in magnitude
+  state.exponent[c] = f;
+  state.half_mean[c] = first ? batch_half_mean : state.half_mean[c] + half_delta * (nb / (n + nb));
+  state.min[c] = fmin(state.min[c], scaling.low[c]);
+  state.max[c] = fmax(state.max[c], scaling.high[c]);
 }
 
 // One block per 32 x 32 tile on or above the diagonal; a thread walks 4 rows of one column, so each row
 // of the tile is read and written by one warp (coalesced). Entries below the diagonal are not touched.
-__global__ void merge_product_kernel(const float* __restrict__ s, std::int64_t units, bool chan_term,
-                                     const double* __restrict__ batch_mean, const double* __restrict__ mean,
-                                     const Totals* totals, const BatchCounters* counters, double* __restrict__ m2) {
+// The update of one entry is host/batch_kernels.cpp's merge_row, after RunningMoments' rescale.
+__global__ void merge_product_kernel(const float* __restrict__ s, std::int64_t units, bool first_chunk,
+                                     bool last_chunk, MergeFactors factors, const Totals* totals,
+                                     const BatchCounters* counters, double* __restrict__ m2) {
   if (blockIdx.y > blockIdx.x) return;
   const std::int64_t j = std::int64_t{blockIdx.x} * kTileSize + threadIdx.x;
   if (j >= units) return;
-  double weight = 0.0, dj = 0.0;
-  if (chan_term) {
-    const double nb = static_cast<double>(counters->kept_rows);
-    const double n = static_cast<double>(totals->samples);
-    // 0 for the first batch (M2 is then the batch's own comoment) and for a batch with no kept rows.
-    weight = nb > 0.0 ? n * nb / (n + nb) : 0.0;
-    dj = batch_mean[j] - mean[j];
-  }
+  const double nb = static_cast<double>(counters->kept_rows);
+  if (nb == 0.0) return;  // every row dropped (the product is of zeros)
+  const double n = static_cast<double>(totals->samples);
+  // 0 for the first batch: M2 is then the batch's own comoment.
+  const double weight = last_chunk ? n * nb / (n + nb) : 0.0;
+  const double rescale_j = factors.rescale[j], scale_j = factors.batch_scale[j], delta_j = factors.delta[j];
   for (int k = threadIdx.y; k < kTileSize; k += kTileRowStep) {
     const std::int64_t i = std::int64_t{blockIdx.y} * kTileSize + k;
     if (i > j) break;  // i only grows with k
-    double v = m2[i * units + j] + static_cast<double>(s[i * units + j]);
-    if (chan_term) v += weight * ((batch_mean[i] - mean[i]) * dj);
-    m2[i * units + j] = v;
+    double v = m2[i * units + j];
+    if (first_chunk) v *= factors.rescale[i] * rescale_j;  // exact: powers of two
+    double add = static_cast<double>(s[i * units + j]) * (factors.batch_scale[i] * scale_j);
+    if (last_chunk) add += (weight * factors.delta[i]) * delta_j;
+    m2[i * units + j] = v + add;
   }
 }
 
-__global__ void merge_moments_kernel(const double* __restrict__ batch_mean, const double* __restrict__ batch_min,
-                                     const double* __restrict__ batch_max, std::int64_t units,
-                                     const BatchCounters* counters, const Totals* totals, double* mean, double* min,
-                                     double* max) {
-  const std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
-  if (c >= units) return;
-  const double nb = static_cast<double>(counters->kept_rows);
-  if (nb == 0.0) return;
-  const double total = static_cast<double>(totals->samples) + nb;
-  mean[c] += (batch_mean[c] - mean[c]) * (nb / total);
-  min[c] = fmin(min[c], batch_min[c]);
-  max[c] = fmax(max[c], batch_max[c]);
-}
-
-// One thread: runs after merge_moments_kernel so that no thread of that kernel reads a moving count.
+// One thread: runs after the batch's last merge, so that no thread of it reads a moving count.
 __global__ void advance_totals_kernel(std::int64_t rows, const BatchCounters* counters, Totals* totals) {
   totals->samples += counters->kept_rows;
   totals->skipped += static_cast<unsigned long long>(rows) - counters->kept_rows;
@@ -170,6 +245,7 @@ unsigned strided_blocks(std::int64_t n, int threads) {
 }
 // For one-thread-per-element kernels (gridDim.x allows 2^31 - 1 blocks).
 unsigned exact_blocks(std::int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
+constexpr int kUnitThreads = 256;
 
 }  // namespace
 
@@ -180,66 +256,78 @@ void launch_reset_batch(unsigned char* row_bad, std::int64_t rows, BatchCounters
   CONVERGENT_CUDA_CHECK(cudaMemsetAsync(&counters->kept_rows, 0, sizeof counters->kept_rows, stream.handle));
 }
 
-void launch_find_nonfinite(const float* x, std::int64_t rows, std::int64_t units, unsigned char* row_bad,
-                           BatchCounters* counters, StreamRef stream) {
+void launch_count_kept(const unsigned char* row_bad, std::int64_t rows, BatchCounters* counters, StreamRef stream) {
   if (rows == 0) return;
-  if (units > 0) {
-    find_nonfinite_kernel<<<column_grid(rows, units), dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(
-        x, rows, units, row_bad, counters);
-    CONVERGENT_CUDA_CHECK_LAUNCH();
-  }
   constexpr int threads = 256;
   count_kept_kernel<<<strided_blocks(rows, threads), threads, 0, stream.handle>>>(row_bad, rows, counters);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 
-void launch_column_stats(const float* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
-                         const BatchCounters* counters, double* partials, double* mean, double* min, double* max,
-                         StreamRef stream) {
+void launch_column_range(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                         double* partials, const BatchScaling& scaling, StreamRef stream) {
   if (units == 0) return;
-  // About 256 rows per chunk, at most kStatsMaxChunks chunks: enough blocks to fill the device for
-  // narrow layers, little scratch for wide ones.
-  const int chunks = static_cast<int>(std::clamp<std::int64_t>((rows + 255) / 256, 1, kStatsMaxChunks));
+  const int chunks = reduction_chunks(rows);
   const dim3 grid(static_cast<unsigned>((units + kColumns - 1) / kColumns), static_cast<unsigned>(chunks));
-  column_partials_kernel<<<grid, dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(x, rows, units, row_bad,
-                                                                                  partials);
+  column_range_kernel<<<grid, dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(x, rows, units, row_bad, partials);
   CONVERGENT_CUDA_CHECK_LAUNCH();
-  constexpr int threads = 256;
-  column_finish_kernel<<<exact_blocks(units, threads), threads, 0, stream.handle>>>(partials, chunks, units, counters,
-                                                                                 mean, min, max);
+  range_finish_kernel<<<exact_blocks(units, kUnitThreads), kUnitThreads, 0, stream.handle>>>(
+      partials, chunks, units, scaling.low, scaling.high);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 
-void launch_centre(float* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
-                   const double* mean, __nv_bfloat16* x_bf16, StreamRef stream) {
+void launch_choose_scaling(std::int64_t units, const BatchScaling& scaling, StreamRef stream) {
+  if (units == 0) return;
+  choose_scaling_kernel<<<exact_blocks(units, kUnitThreads), kUnitThreads, 0, stream.handle>>>(units, scaling);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+}
+
+void launch_scaled_mean(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                        const BatchCounters* counters, double* partials, const BatchScaling& scaling,
+                        StreamRef stream) {
+  if (units == 0) return;
+  const int chunks = reduction_chunks(rows);
+  const dim3 grid(static_cast<unsigned>((units + kColumns - 1) / kColumns), static_cast<unsigned>(chunks));
+  scaled_sum_kernel<<<grid, dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(x, rows, units, row_bad, scaling.centre,
+                                                                             scaling.multiplier, partials);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+  scaled_mean_finish_kernel<<<exact_blocks(units, kUnitThreads), kUnitThreads, 0, stream.handle>>>(
+      partials, chunks, units, counters, scaling.scaled_mean);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+}
+
+void launch_scale_centre(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                         const BatchScaling& scaling, float* out, __nv_bfloat16* out_bf16, StreamRef stream) {
   if (rows == 0 || units == 0) return;
   const dim3 grid = column_grid(rows, units);
   const dim3 block(kColumns, kRowsPerPass);
-  if (x_bf16 != nullptr)
-    centre_kernel<true><<<grid, block, 0, stream.handle>>>(x, rows, units, row_bad, mean, x_bf16);
+  if (out_bf16 != nullptr)
+    scale_centre_kernel<true><<<grid, block, 0, stream.handle>>>(x, rows, units, row_bad, scaling.centre,
+                                                                 scaling.multiplier, scaling.scaled_mean, out, out_bf16);
   else
-    centre_kernel<false><<<grid, block, 0, stream.handle>>>(x, rows, units, row_bad, mean, nullptr);
+    scale_centre_kernel<false><<<grid, block, 0, stream.handle>>>(x, rows, units, row_bad, scaling.centre,
+                                                                  scaling.multiplier, scaling.scaled_mean, out, nullptr);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 
-void launch_merge_product(const float* s, std::int64_t units, bool chan_term, const double* batch_mean,
-                          const double* mean, const Totals* totals, const BatchCounters* counters, double* m2,
-                          StreamRef stream) {
+void launch_plan_merge(std::int64_t units, const BatchScaling& scaling, const BatchCounters* counters,
+                       const Totals* totals, const RunningState& state, const MergeFactors& factors,
+                       StreamRef stream) {
+  if (units == 0) return;
+  plan_merge_kernel<<<exact_blocks(units, kUnitThreads), kUnitThreads, 0, stream.handle>>>(units, scaling, counters,
+                                                                                         totals, state, factors);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+}
+
+void launch_merge_product(const float* s, std::int64_t units, bool first_chunk, bool last_chunk,
+                          const MergeFactors& factors, const Totals* totals, const BatchCounters* counters,
+                          double* m2, StreamRef stream) {
   if (units == 0) return;
   merge_product_kernel<<<upper_tile_grid(units, "CUDA merge"), dim3(kTileSize, kTileRowStep), 0, stream.handle>>>(
-      s, units, chan_term, batch_mean, mean, totals, counters, m2);
+      s, units, first_chunk, last_chunk, factors, totals, counters, m2);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 
-void launch_merge_moments(const double* batch_mean, const double* batch_min, const double* batch_max,
-                          std::int64_t units, std::int64_t rows, const BatchCounters* counters, double* mean,
-                          double* min, double* max, Totals* totals, StreamRef stream) {
-  if (units > 0) {
-    constexpr int threads = 256;
-    merge_moments_kernel<<<exact_blocks(units, threads), threads, 0, stream.handle>>>(
-        batch_mean, batch_min, batch_max, units, counters, totals, mean, min, max);
-    CONVERGENT_CUDA_CHECK_LAUNCH();
-  }
+void launch_advance_totals(std::int64_t rows, const BatchCounters* counters, Totals* totals, StreamRef stream) {
   advance_totals_kernel<<<1, 1, 0, stream.handle>>>(rows, counters, totals);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }

@@ -1,6 +1,8 @@
-// Device side of one accumulation step, in pipeline order: flag non-finite rows, count the kept ones,
-// per-unit batch mean/min/max (float64), centre (zeroing dropped rows), and the float64 Chan merge of the
-// batch product into the running moments. The reference is host/reference_backend.cpp + host/moments.cpp.
+// Device side of one accumulation step after the scan for NaN and infinity (pack.cuh) and the exact
+// conversion of the batch to float64 rows, in pipeline order: count the kept rows; each unit's exact
+// range; its shift and power-of-two scale; the mean of the scaled values; the centred float32 product
+// input; and the scaled float64 Chan merge of the chunk products. The references: ReferenceAccumulator
+// (host/reference_backend.cpp) for the packing, RunningMoments (host/running_moments.cpp) for the merge.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -23,40 +25,87 @@ struct Totals {
   unsigned long long skipped;
 };
 
+// The batch's shift and scale per unit (device arrays of `units` each): values become
+// (v - centre) * multiplier with multiplier = 2^exponent, or 0 and exponent detail::no_spread for a unit
+// constant over the batch's kept rows (which then become exact zeros). scaled_mean is the float64 mean
+// of the scaled values before any rounding.
+struct BatchScaling {
+  double* low;
+  double* high;
+  double* centre;
+  int* exponent;
+  double* multiplier;
+  double* scaled_mean;
+};
+
+// RunningMoments' members on the device: means as half offsets from the origin (the first merged batch's
+// centres), the per-unit scale exponent of the comoment, the range, and M2 (row-major U x U, scaled by
+// 2^(exponent_i + exponent_j), upper triangle only).
+struct RunningState {
+  double* origin;
+  double* half_mean;
+  int* exponent;
+  double* min;
+  double* max;
+  double* m2;
+};
+
+// Per-unit factors of one batch's merge: M2_ij = M2_ij rescale_i rescale_j (exact, powers of two, when an
+// exponent drops) + S_ij batch_scale_i batch_scale_j + weight delta_i delta_j.
+struct MergeFactors {
+  double* rescale;
+  double* batch_scale;
+  double* delta;
+};
+
 // Clears `row_bad` and `counters` for a new batch (first_nonfinite = ~0, kept_rows = 0).
 void launch_reset_batch(unsigned char* row_bad, std::int64_t rows, BatchCounters* counters, StreamRef stream);
 
-// Marks rows of the row-major (rows x units) batch that hold a NaN or infinity, records the smallest
-// row-major index of such an element, and counts the rows that are clean.
-void launch_find_nonfinite(const float* x, std::int64_t rows, std::int64_t units, unsigned char* row_bad,
-                           BatchCounters* counters, StreamRef stream);
+// Counts the rows that row_bad leaves clear into counters->kept_rows.
+void launch_count_kept(const unsigned char* row_bad, std::int64_t rows, BatchCounters* counters, StreamRef stream);
 
-// Per-unit mean, min and max over the kept rows, in float64. `partials` holds 3 * kStatsMaxChunks * units
-// doubles of scratch.
+// Scratch of the column reductions below: 2 * kStatsMaxChunks * units doubles.
 constexpr int kStatsMaxChunks = 128;
-void launch_column_stats(const float* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
-                         const BatchCounters* counters, double* partials, double* mean, double* min, double* max,
-                         StreamRef stream);
 
-// x -= mean per column (in float64, rounded to float32 like the reference); dropped rows become 0 so that
-// they add nothing to the product. When `x_bf16` is not null, the centred values are also written there.
-void launch_centre(float* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
-                   const double* mean, __nv_bfloat16* x_bf16, StreamRef stream);
+// scaling.low / high = exact minimum and maximum of each column of the row-major float64 batch x over
+// the kept rows (+inf / -inf when none is kept).
+void launch_column_range(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                         double* partials, const BatchScaling& scaling, StreamRef stream);
 
-// One pass over the upper triangle (j >= i) of the row-major U x U float64 M2 per chunk product:
-//   M2_ij += S_ij, and on the batch's last chunk (`chan_term`) also + delta_i delta_j n nb / (n + nb),
-//   delta = batch_mean - mean, n and nb from `totals` and `counters` on the device.
-// The batch's product is taken in chunks so that float32 sums stay short; `s` is row-major and only its
-// upper triangle is read (the column-major lower triangle cuBLAS syrk writes). The lower triangle of M2
-// is left stale: launch_mirror_upper fills it when the moments are read.
-void launch_merge_product(const float* s, std::int64_t units, bool chan_term, const double* batch_mean,
-                          const double* mean, const Totals* totals, const BatchCounters* counters, double* m2,
-                          StreamRef stream);
+// The batch's own shift and scale from its range, as ReferenceAccumulator::pack_chunk picks them when the
+// reference ones do not suit: centre = mid-range, exponent = detail::spread_exponent(half-range), so that
+// scaled values lie in [-2, 2).
+void launch_choose_scaling(std::int64_t units, const BatchScaling& scaling, StreamRef stream);
 
-// mean += delta nb / (n + nb); min/max folded; then samples += nb and skipped += rows - nb. Must follow
-// the batch's last launch_merge_product, which reads the old mean and count.
-void launch_merge_moments(const double* batch_mean, const double* batch_min, const double* batch_max,
-                          std::int64_t units, std::int64_t rows, const BatchCounters* counters, double* mean,
-                          double* min, double* max, Totals* totals, StreamRef stream);
+// scaling.scaled_mean = float64 mean over the kept rows of (x - centre) * multiplier (0 when none is kept),
+// summed in a fixed order.
+void launch_scaled_mean(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                        const BatchCounters* counters, double* partials, const BatchScaling& scaling,
+                        StreamRef stream);
+
+// out = float32((x - centre) * multiplier - scaled_mean), all in float64 before the one rounding; dropped
+// rows become 0 so that they add nothing to the product. When `out_bf16` is not null, the values are also
+// written there (rounded from the float32 value).
+void launch_scale_centre(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                         const BatchScaling& scaling, float* out, __nv_bfloat16* out_bf16, StreamRef stream);
+
+// RunningMoments::merge's per-unit step for this batch: sets the origin on the first merge, picks each
+// unit's common exponent, writes the merge factors, and updates half means, exponents and the range. A
+// batch without kept rows changes nothing (factors 1, 0, 0). Reads totals->samples before the batch.
+void launch_plan_merge(std::int64_t units, const BatchScaling& scaling, const BatchCounters* counters,
+                       const Totals* totals, const RunningState& state, const MergeFactors& factors,
+                       StreamRef stream);
+
+// One pass over the upper triangle (j >= i) of M2 per chunk product `s` (row-major U x U float, upper
+// triangle read; the column-major lower triangle cuBLAS writes): the batch's first chunk also rescales
+// M2, its last also adds the Chan term weight delta_i delta_j with weight = n nb / (n + nb) from `totals`
+// and `counters`. The lower triangle of M2 is left stale: launch_mirror_upper fills it when it is read.
+void launch_merge_product(const float* s, std::int64_t units, bool first_chunk, bool last_chunk,
+                          const MergeFactors& factors, const Totals* totals, const BatchCounters* counters,
+                          double* m2, StreamRef stream);
+
+// samples += kept rows, skipped += rows - kept rows. Follows the batch's last merge, which reads the old
+// count.
+void launch_advance_totals(std::int64_t rows, const BatchCounters* counters, Totals* totals, StreamRef stream);
 
 }  // namespace convergent::cuda
