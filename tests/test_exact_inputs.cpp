@@ -268,6 +268,132 @@ TEST_P(ExactInputs, DeadUnitsAreTheConstantOnesWhateverTheOffset) {
   }
 }
 
+// The bytes of `d` as another file would hold the same values: most significant byte first, and/or in
+// Fortran (column-major) order, where a batch of rows is not one dense span (the CUDA backend gathers its
+// rows on the host; dense big-endian blocks are swapped on the device).
+std::vector<unsigned char> relaid(const Data& d, bool big_endian, bool fortran) {
+  const std::int64_t u = d.total_units(), size = dtype_size(d.dtype);
+  std::vector<unsigned char> out(d.bytes.size());
+  for (std::int64_t r = 0; r < d.rows; ++r)
+    for (std::int64_t c = 0; c < u; ++c) {
+      const unsigned char* from = d.bytes.data() + (r * u + c) * size;
+      unsigned char* to = out.data() + (fortran ? c * d.rows + r : r * u + c) * size;
+      std::copy(from, from + size, to);
+      if (big_endian) std::reverse(to, to + size);
+    }
+  return out;
+}
+
+Moments stream_relaid(Backend& backend, const Data& d, std::int64_t batch, bool big_endian, bool fortran) {
+  const std::vector<unsigned char> bytes = relaid(d, big_endian, fortran);
+  AccumulateOptions options;
+  options.max_batch_rows = batch;
+  auto acc = backend.accumulator(d.units, options);
+  const std::int64_t u = d.total_units(), size = dtype_size(d.dtype);
+  for (std::int64_t r = 0; r < d.rows; r += batch) {
+    const std::int64_t count = std::min(batch, d.rows - r);
+    std::vector<ActivationBlock> blocks;
+    std::int64_t offset = 0;
+    for (std::int64_t units : d.units) {
+      const std::int64_t first = fortran ? offset * d.rows + r : r * u + offset;
+      ActivationBlock b = row_major_block(bytes.data() + first * size, d.dtype, count, units);
+      b.image_stride = fortran ? 1 : u;
+      b.unit_stride = fortran ? d.rows : 1;
+      b.big_endian = big_endian;
+      blocks.push_back(b);
+      offset += units;
+    }
+    acc->add(blocks);
+  }
+  return acc->moments();
+}
+
+// Byte order and layout are how a value is stored, not what it is: every backend decodes each value
+// exactly before it shifts and scales it, so the statistics are the same to the last bit. Together with
+// expect_exact on the plain layout, this carries the exactness over to big-endian and gathered blocks.
+TEST_P(ExactInputs, ByteOrderAndLayoutDoNotChangeABit) {
+  const struct {
+    DType dtype;
+    std::vector<double> offsets;
+    double scale;
+  } cases[] = {{DType::float64, {1e3, -5e1, 0.0}, 0x1p990},  // spread 1e298 on offsets up to 1e301
+               {DType::float64, {1e12, -1e10, 3.0}, 1.0},    // spread 1 on offsets up to 1e12
+               {DType::float32, {1e5, -1e3, 0.0}, 0x1p60},   // beyond float32's square root of its range
+               {DType::float16, {1e1, -2e2, 0.0}, 1.0}};
+  for (const auto& c : cases) {
+    const std::int64_t rows = 3000;
+    const Data d = store(c.dtype, rows, {3, 3}, correlated_units(rows, 2, c.offsets, 1.0, 51));
+    Data scaled = d;
+    if (c.scale != 1.0) {
+      std::vector<double> values = d.truth;
+      for (double& v : values) v = std::ldexp(v, std::ilogb(c.scale));  // exact: a power of two
+      scaled = store(c.dtype, rows, {3, 3}, values);
+    }
+    const std::string label = std::string(dtype_name(c.dtype)) + " scale " + std::to_string(c.scale);
+    expect_exact(scaled, c.scale, 1000, label);
+    const Moments plain = stream(scaled, 1000);
+    for (const auto& [big_endian, fortran] : {std::pair{true, false}, std::pair{false, true}, std::pair{true, true}}) {
+      const std::string how = label + (big_endian ? ", big-endian" : "") + (fortran ? ", Fortran order" : "");
+      const Moments m = stream_relaid(*backend_, scaled, 1000, big_endian, fortran);
+      EXPECT_EQ(m.samples, plain.samples) << how;
+      EXPECT_EQ(m.mean, plain.mean) << how;
+      EXPECT_EQ(m.min, plain.min) << how;
+      EXPECT_EQ(m.max, plain.max) << how;
+      EXPECT_EQ(m.exponent, plain.exponent) << how;
+      const std::int64_t u = plain.units();
+      EXPECT_TRUE(std::equal(m.comoment.data(), m.comoment.data() + u * u, plain.comoment.data())) << how;
+    }
+  }
+}
+
+// Shards accumulated on this backend merge (merge(), on the host) to the CPU's whole pass: the Moments a
+// backend returns carry the scaled comoment and per-unit exponents that merge() expects.
+TEST_P(ExactInputs, ShardsOfThisBackendMergeToTheCpuWholePass) {
+  const std::int64_t rows = 600;
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> normal;
+  std::vector<double> v(static_cast<std::size_t>(rows * 3));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const double z = normal(rng);
+    v[r * 3] = (r < 200 ? 1e12 : 1e12 + 3.0) + z;
+    v[r * 3 + 1] = (r < 400 ? 1e-300 : 1e-290) * (z + normal(rng));
+    v[r * 3 + 2] = 1e300 * (1.0 + 0.1 * (z + normal(rng)));
+  }
+  auto shard = [&](Backend& backend, std::int64_t first, std::int64_t count) {
+    AccumulateOptions options;
+    options.max_batch_rows = 128;  // several batches per shard
+    auto acc = backend.accumulator({1, 2}, options);
+    for (std::int64_t r = first; r < first + count; r += 128) {
+      const std::int64_t n = std::min<std::int64_t>(128, first + count - r);
+      ActivationBlock a = row_major_block(v.data() + r * 3, DType::float64, n, 1);
+      ActivationBlock b = row_major_block(v.data() + r * 3 + 1, DType::float64, n, 2);
+      a.image_stride = b.image_stride = 3;
+      acc->add({a, b});
+    }
+    return acc->moments();
+  };
+  Moments merged = shard(*backend_, 0, 200);
+  merge(merged, shard(*backend_, 200, 250));
+  merge(merged, shard(*backend_, 450, 150));
+  auto cpu = make_backend(BackendChoice::cpu);
+  const Moments whole = shard(*cpu, 0, rows);
+  ASSERT_EQ(merged.samples, rows);
+  const std::vector<double> sd_merged = merged.stddev(), sd_whole = whole.stddev();
+  for (int i = 0; i < 3; ++i) {
+    // Within the float32 product's error of each other (see ShardsOfExtremeValuesMergeToTheWholePass).
+    // Means: also a float64 rounding of the offset on each side.
+    EXPECT_NEAR(merged.mean[i], whole.mean[i], 1e-6 * sd_whole[i] + 0x1p-51 * std::abs(whole.mean[i])) << "unit " << i;
+    EXPECT_NEAR(sd_merged[i], sd_whole[i], 6e-6 * sd_whole[i]) << "unit " << i;
+    EXPECT_EQ(merged.min[i], whole.min[i]) << "unit " << i;
+    EXPECT_EQ(merged.max[i], whole.max[i]) << "unit " << i;
+    for (int j = 0; j < 3; ++j) {
+      const double corr_merged = merged.comoment(i, j) / std::sqrt(merged.comoment(i, i) * merged.comoment(j, j));
+      const double corr_whole = whole.comoment(i, j) / std::sqrt(whole.comoment(i, i) * whole.comoment(j, j));
+      EXPECT_NEAR(corr_merged, corr_whole, 6e-6) << i << ", " << j;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ExactInputs, ::testing::ValuesIn(compiled_backends()),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 
