@@ -82,9 +82,13 @@ json stage_spectral(OutputDir& out, const Study& study, const SpectralReport& re
   }
   return {{"k", r.k},
           {"k_rule", to_string(r.k_rule)},
+          {"k_rule_text", k_rule_text(r)},
+          {"eigengap_tolerance", r.eigengap_tolerance},
           {"affinity", to_string(report.affinity)},
           {"seed", report.seed},
           {"normalized_cut", r.normalized_cut},
+          {"assignment", to_string(r.assignment)},
+          {"refinement_moves", r.refinement_moves},
           {"cluster_sizes", r.cluster_sizes},
           {"mixed_share", r.mixed_share},
           {"clusters", clusters},

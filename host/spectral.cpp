@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -702,6 +703,20 @@ const char* to_string(LabelAssignment assignment) {
     case LabelAssignment::yu_shi: return "yu-shi";
   }
   return "?";
+}
+
+std::string k_rule_text(const SpectralResult& result) {
+  if (result.k_rule == KRule::given) return "k given";
+  const std::size_t m = result.eigenvalues.size();
+  if (m < 3) return "k = 1: fewer than three live units";
+  char tolerance[32];
+  std::snprintf(tolerance, sizeof tolerance, "%.3g", result.eigengap_tolerance);
+  return "eigengap: on the m = " + std::to_string(m) +
+         " smallest Laplacian eigenvalues l_1 <= ... <= l_m, with gaps g_j = l_{j+1} - l_j and G the largest g_j "
+         "for j in [2, m - 1], k = the smallest j in [2, m - 1] with g_j >= G - tau (gaps within tau = " +
+         tolerance +
+         " are ties: the eigensolver's accuracy); k = 1 when G <= tau (the rest of the spectrum is flat: one "
+         "tight block)";
 }
 
 double affinity_of(double correlation, AffinityMode mode) {

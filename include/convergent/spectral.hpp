@@ -109,6 +109,10 @@ SpectralResult spectral_clustering(Backend& backend, MatrixView<const double> co
                                    const std::vector<std::int64_t>& units_per_net,
                                    const SpectralOptions& options = {});
 
+// The rule that chose result.k, in words, with its figures (the number of eigenvalues looked at and the
+// tie tolerance): for summary.json and logs.
+std::string k_rule_text(const SpectralResult& result);
+
 // The affinity of one correlation value under `mode` (off-diagonal entries).
 double affinity_of(double correlation, AffinityMode mode);
 
