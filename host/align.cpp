@@ -15,26 +15,28 @@ class ActivationFile {
  public:
   ActivationFile(const std::string& path, Layout layout) : npy_(path) {
     const auto& shape = npy_.header().shape;
-    const int ndim = static_cast<int>(shape.size());
-    if (ndim != 2 && ndim != 4)
-      throw Error(path + ": shape " + shape_text(shape) + " is " + std::to_string(ndim) +
-                  "-D; expected 2-D (samples x units) or 4-D conv activations (NCHW, or NHWC with --layout nhwc)");
+    ndim_ = static_cast<int>(shape.size());
+    if (ndim_ < 2 || ndim_ > 4)
+      throw Error(path + ": shape " + shape_text(shape) + " is " + std::to_string(ndim_) +
+                  "-D; expected 2-D (samples x units), 3-D (N, C, L) or 4-D (N, C, H, W) activations, or their "
+                  "channels-last forms with --layout channels-last");
     // Element strides of each array axis, in the file's own order.
     std::vector<std::int64_t> stride(shape.size(), 1);
     if (npy_.header().fortran_order) {
-      for (int k = 1; k < ndim; ++k) stride[k] = stride[k - 1] * shape[k - 1];
+      for (int k = 1; k < ndim_; ++k) stride[k] = stride[k - 1] * shape[k - 1];
     } else {
-      for (int k = ndim - 2; k >= 0; --k) stride[k] = stride[k + 1] * shape[k + 1];
+      for (int k = ndim_ - 2; k >= 0; --k) stride[k] = stride[k + 1] * shape[k + 1];
     }
-    // Which array axis holds (image, unit, y, x).
+    // Which array axis holds (image, unit, y, x); a 3-D array's one position axis is x.
+    const bool first = layout == Layout::channels_first;
     int axis_unit = 1, axis_y = -1, axis_x = -1;
-    if (ndim == 4 && layout == Layout::nchw) {
-      axis_y = 2;
-      axis_x = 3;
-    } else if (ndim == 4) {  // NHWC
-      axis_y = 1;
-      axis_x = 2;
-      axis_unit = 3;
+    if (ndim_ == 3) {
+      axis_unit = first ? 1 : 2;
+      axis_x = first ? 2 : 1;
+    } else if (ndim_ == 4) {
+      axis_unit = first ? 1 : 3;
+      axis_y = first ? 2 : 1;
+      axis_x = first ? 3 : 2;
     }
     block_.dtype = npy_.header().dtype;
     block_.big_endian = npy_.header().big_endian;
@@ -69,19 +71,21 @@ class ActivationFile {
     if (block_.image_stride == block_.units * pixels()) npy_.release(first * image_bytes, (first + count) * image_bytes);
   }
 
-  // "sample row 1234 (image 19, y 3, x 2)" for 4-D files, "sample row 1234" for 2-D ones.
+  // "sample row 1234 (image 19, y 3, x 2)" for 4-D files, "sample row 1234 (image 19, l 6)" for 3-D ones,
+  // "sample row 1234" for 2-D ones.
   std::string describe_row(std::int64_t row) const {
     std::string text = "sample row " + std::to_string(row);
-    if (pixels() > 1) {
-      const std::int64_t image = row / pixels(), pixel = row % pixels();
+    const std::int64_t image = row / pixels(), pixel = row % pixels();
+    if (ndim_ == 3) text += " (image " + std::to_string(image) + ", l " + std::to_string(pixel) + ")";
+    if (ndim_ == 4)
       text += " (image " + std::to_string(image) + ", y " + std::to_string(pixel / block_.width) + ", x " +
               std::to_string(pixel % block_.width) + ")";
-    }
     return text;
   }
 
  private:
   MappedNpy npy_;
+  int ndim_ = 2;
   ActivationBlock block_;
 };
 

@@ -119,10 +119,59 @@ TEST(Study, EveryLayoutAndDtypeGivesTheSameCorrelations) {
       for (std::int64_t j = 0; j < 2 * channels; ++j)
         EXPECT_NEAR(s.correlation(i, j), reference.correlation(i, j), 1e-6) << other;  // float32 products
   }
-  options.layout = Layout::nhwc;
+  options.layout = Layout::channels_last;
   const Study s = run_study(*backend, {{"r", dir.file("rows.npy")}, {"x", dir.file("nhwc.npy")}}, options);
   for (std::int64_t i = 0; i < 2 * channels; ++i)
     for (std::int64_t j = 0; j < 2 * channels; ++j) EXPECT_NEAR(s.correlation(i, j), reference.correlation(i, j), 1e-6);
+}
+
+TEST(Study, ThreeDimensionalActivationsChannelsFirstAndLast) {
+  // 1-D conv activations (N, C, L) and transformer tokens (N, L, C): every (sample, position) is a sample,
+  // so both give exactly the correlations of the 2-D (N L, C) matrix they were cut from.
+  ScratchDir dir;
+  const std::int64_t images = 40, channels = 6, length = 7;
+  std::mt19937_64 rng(8);
+  std::normal_distribution<double> normal;
+  std::vector<float> rows(static_cast<std::size_t>(images * length * channels)), ncl(rows.size()), nlc(rows.size());
+  for (std::int64_t i = 0; i < images; ++i)
+    for (std::int64_t l = 0; l < length; ++l) {
+      const double shared = normal(rng);
+      for (std::int64_t c = 0; c < channels; ++c) {
+        const auto v = static_cast<float>(shared * (c % 3) + normal(rng));
+        rows[(i * length + l) * channels + c] = v;
+        ncl[(i * channels + c) * length + l] = v;
+        nlc[(i * length + l) * channels + c] = v;
+      }
+    }
+  testing::write_array(dir.file("rows.npy"), rows, {images * length, channels});
+  testing::write_array(dir.file("ncl.npy"), ncl, {images, channels, length});
+  testing::write_array(dir.file("nlc.npy"), nlc, {images, length, channels});
+  auto backend = make_backend(BackendChoice::cpu);
+  StudyOptions options;
+  options.batch_rows = 49;  // whole samples of 7 positions, and the same batches for the 2-D reference
+  const Study reference = run_study(*backend, {{"a", dir.file("rows.npy")}, {"b", dir.file("rows.npy")}}, options);
+  const Study first = run_study(*backend, {{"a", dir.file("rows.npy")}, {"b", dir.file("ncl.npy")}}, options);
+  options.layout = Layout::channels_last;
+  const Study last = run_study(*backend, {{"a", dir.file("rows.npy")}, {"b", dir.file("nlc.npy")}}, options);
+  ASSERT_EQ(first.moments.samples, images * length);
+  for (std::int64_t i = 0; i < 2 * channels; ++i)
+    for (std::int64_t j = 0; j < 2 * channels; ++j) {
+      EXPECT_EQ(first.correlation(i, j), reference.correlation(i, j));  // the same rows in the same order
+      EXPECT_EQ(last.correlation(i, j), reference.correlation(i, j));
+    }
+  // Errors name the position as (image, l).
+  std::vector<float> bad = ncl;
+  bad[(3 * channels + 2) * length + 5] = NAN;  // image 3, channel 2, l 5 = sample row 3 * 7 + 5
+  testing::write_array(dir.file("bad.npy"), bad, {images, channels, length});
+  options.layout = Layout::channels_first;
+  try {
+    run_study(*backend, {{"a", dir.file("rows.npy")}, {"b", dir.file("bad.npy")}}, options);
+    ADD_FAILURE() << "NaN accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.npy: NaN or infinity at sample row 26 (image 3, l 5), unit 2"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 std::string study_error(const std::vector<NetSource>& nets, StudyOptions options = {}) {
@@ -172,8 +221,9 @@ TEST(Study, TooFewSamplesAndZeroUnitsAreErrors) {
   testing::write_array(dir.file("ok.npy"), std::vector<float>(10, 1.0f), {10, 1});
   EXPECT_NE(study_error({{"a", dir.file("ok.npy")}, {"b", dir.file("none.npy")}}).find("none.npy: shape (10, 0) has zero units"),
             std::string::npos);
-  testing::write_array(dir.file("three.npy"), std::vector<float>(8, 1.0f), {2, 2, 2});
-  EXPECT_NE(study_error({{"a", dir.file("three.npy")}, {"b", dir.file("ok.npy")}}).find("is 3-D"), std::string::npos);
+  testing::write_array(dir.file("five.npy"), std::vector<float>(32, 1.0f), {2, 2, 2, 2, 2});
+  EXPECT_NE(study_error({{"a", dir.file("five.npy")}, {"b", dir.file("ok.npy")}}).find("five.npy: shape (2, 2, 2, 2, 2) is 5-D"),
+            std::string::npos);
 }
 
 // Files are memory-mapped and the pages of finished batches handed back, so resident memory follows the

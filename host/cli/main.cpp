@@ -199,13 +199,17 @@ int main(int argc, char** argv) {
   CommonOptions common;
   std::vector<std::string> net_arguments;
   StudyOptions study_options;
-  std::string backend_name = "auto", precision = "fp32", layout = "nchw";
+  std::string backend_name = "auto", precision = "fp32", layout = "channels-first";
   auto* align = app.add_subcommand("align", "Correlate the units of two or more nets and match them, all pairs");
-  align->add_option("nets", net_arguments, "[NAME=]PATH of each net's activations (.npy, 2-D or 4-D)")
+  align->add_option("nets", net_arguments, "[NAME=]PATH of each net's activations (.npy, 2-D, 3-D or 4-D)")
       ->required()
       ->expected(2, -1);
   align->add_option("--out", common.out_dir, "Output directory")->required();
-  align->add_option("--layout", layout, "Axis order of 4-D activations")->check(CLI::IsMember({"nchw", "nhwc"}));
+  align->add_option("--layout", layout,
+                    "Where the units sit in 3-D and 4-D activations: channels-first, (N, C, L) or (N, C, H, W); "
+                    "channels-last, (N, L, C) or (N, H, W, C). nchw and nhwc are aliases")
+      ->check(CLI::IsMember({"channels-first", "channels-last", "nchw", "nhwc"}))
+      ->capture_default_str();
   align->add_option("--batch-rows", study_options.batch_rows, "Sample rows per batch (0: automatic)")
       ->check(CLI::NonNegativeNumber);
   align->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
@@ -254,7 +258,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (align->parsed()) {
-      study_options.layout = layout == "nhwc" ? Layout::nhwc : Layout::nchw;
+      study_options.layout =
+          layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
       return run_align(net_arguments, common, study_options, cluster, analysis, backend_name, precision);
     }
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);

@@ -15,16 +15,18 @@
 
 namespace convergent {
 
-// Axis order of 4-D conv activations; every (image, y, x) position is one sample.
-enum class Layout { nchw, nhwc };
+// Where the units sit in conv and sequence activations. channels_first: 3-D (N, C, L) as from 1-D convs, 4-D
+// (N, C, H, W) (NCHW); channels_last: 3-D (N, L, C) as transformer tokens, 4-D (N, H, W, C) (NHWC). Every
+// (image, position) is one sample of a C-dim vector; 2-D arrays are (samples, units) either way.
+enum class Layout { channels_first, channels_last };
 
 struct NetSource {
   std::string name;
-  std::string path;  // .npy file: 2-D (samples x units) or 4-D conv activations
+  std::string path;  // .npy file: 2-D (samples x units), or 3-D / 4-D activations laid out as Layout says
 };
 
 struct StudyOptions {
-  Layout layout = Layout::nchw;
+  Layout layout = Layout::channels_first;
   std::int64_t batch_rows = 0;  // sample rows per batch; 0 picks one from the unit count
   bool skip_nonfinite_rows = false;
   // A unit is dead when it is constant (min == max), or when its std is at most this fraction of its
