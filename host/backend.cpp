@@ -92,6 +92,25 @@ void check_eigen_arguments(MatrixView<const T> a, std::int64_t k, const EigenOpt
 
 }  // namespace
 
+void MomentAccumulator::add(const std::vector<ActivationBlock>& blocks) {
+  if (blocks.size() != net_units_.size())
+    throw Error("add: " + std::to_string(blocks.size()) + " blocks for " + std::to_string(net_units_.size()) +
+                " nets; expected one block per net");
+  const std::int64_t rows = blocks.front().rows();
+  if (rows > options_.max_batch_rows)
+    throw Error("add: batch of " + std::to_string(rows) + " rows is larger than max_batch_rows (" +
+                std::to_string(options_.max_batch_rows) + ")");
+  for (std::size_t net = 0; net < blocks.size(); ++net) {
+    const ActivationBlock& b = blocks[net];
+    if (b.images < 0 || b.height < 1 || b.width < 1 || b.rows() != rows || b.units != net_units_[net])
+      throw Error("add: blocks of one batch must have the same rows and the declared unit counts (net " +
+                  std::to_string(net) + ": " + std::to_string(b.rows()) + " rows x " + std::to_string(b.units) +
+                  " units, expected " + std::to_string(rows) + " x " + std::to_string(net_units_[net]) + ")");
+    if (b.data == nullptr && rows > 0) throw Error("add: net " + std::to_string(net) + " has no data");
+  }
+  if (rows > 0) do_add(blocks);
+}
+
 std::unique_ptr<MomentAccumulator> Backend::accumulator(const std::vector<std::int64_t>& units_per_net,
                                                         const AccumulateOptions& options) {
   if (units_per_net.empty()) throw Error("accumulator: no nets; give the unit count of at least one");

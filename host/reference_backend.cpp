@@ -26,7 +26,7 @@ namespace {
 class ReferenceAccumulator final : public MomentAccumulator {
  public:
   ReferenceAccumulator(const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options, int threads)
-      : options_(options), threads_(threads), net_units_(units_per_net), running_(units_per_net) {
+      : MomentAccumulator(units_per_net, options), threads_(threads), running_(units_per_net) {
     if (options.precision != Precision::fp32)
       throw Error(std::string("precision ") + to_string(options.precision) +
                   " needs the CUDA backend; the CPU backend computes in fp32");
@@ -39,14 +39,9 @@ class ReferenceAccumulator final : public MomentAccumulator {
     half_mean_.resize(static_cast<std::size_t>(u));
   }
 
-  void add(const std::vector<ActivationBlock>& given) override {
+  void do_add(const std::vector<ActivationBlock>& given) override {
     const std::int64_t u = running_.units();
-    if (given.size() != net_units_.size()) throw Error("add: expected one block per net");
     std::int64_t rows = given.front().rows();
-    if (rows > options_.max_batch_rows) throw Error("add: batch larger than max_batch_rows");
-    for (std::size_t net = 0; net < given.size(); ++net)
-      if (given[net].rows() != rows || given[net].units != net_units_[net])
-        throw Error("add: blocks of one batch must have the same rows and the declared unit counts");
     MatrixView<float> x(batch_.data(), rows, u);
     if (!pack_batch(given, x)) {
       // A NaN or infinity: the batch again, in float64 without the rows that hold one (or an error).
@@ -179,10 +174,10 @@ class ReferenceAccumulator final : public MomentAccumulator {
       const double* row = all.row(r);
       const std::int64_t bad = std::find_if(row, row + u, [](double v) { return !std::isfinite(v); }) - row;
       if (bad < u) {
-        if (!options_.skip_nonfinite_rows) {
+        if (!options().skip_nonfinite_rows) {
           int net = 0;
           std::int64_t offset = 0;
-          while (bad >= offset + net_units_[net]) offset += net_units_[net++];
+          while (bad >= offset + net_units()[net]) offset += net_units()[net++];
           throw NonFiniteValueError(net, r, bad - offset);
         }
         ++skipped_;
@@ -206,9 +201,7 @@ class ReferenceAccumulator final : public MomentAccumulator {
     std::vector<int> exponent;
   };
 
-  AccumulateOptions options_;
   int threads_;
-  std::vector<std::int64_t> net_units_;
   RunningMoments running_;
   std::optional<Reference> reference_;
   std::vector<float> batch_;

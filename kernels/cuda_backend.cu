@@ -140,7 +140,8 @@ class CudaAccumulator final : public MomentAccumulator {
   // Arguments were checked by Backend::accumulator; what is left are this backend's own limits.
   CudaAccumulator(int device, const std::vector<std::int64_t>& units_per_net, const AccumulateOptions& options,
                   Fp32Routine routine, int staging_threads)
-      : scope_(device),
+      : MomentAccumulator(units_per_net, options),
+        scope_(device),
         device_(device),
         options_(options),
         routine_(routine),
@@ -167,10 +168,9 @@ class CudaAccumulator final : public MomentAccumulator {
     cudaStreamSynchronize(compute_.handle());
   }
 
-  void add(const std::vector<ActivationBlock>& blocks) override {
+  void do_add(const std::vector<ActivationBlock>& blocks) override {
     DeviceGuard guard(device_);
-    const std::int64_t rows = validate(blocks);
-    if (rows == 0) return;
+    const std::int64_t rows = blocks.front().rows();
     Slot& slot = slots_[next_slot_];
 
     // Host: the pinned buffer of this slot is free once its last copy finished; raw[s] once the pack
@@ -346,25 +346,6 @@ class CudaAccumulator final : public MomentAccumulator {
 
   static std::size_t staging_capacity_for(std::int64_t bytes) {
     return align_up(static_cast<std::size_t>(bytes)) + kAlignment;
-  }
-
-  std::int64_t validate(const std::vector<ActivationBlock>& blocks) const {
-    if (blocks.size() != net_units_.size())
-      throw Error("add: " + std::to_string(blocks.size()) + " blocks for " + std::to_string(net_units_.size()) +
-                  " nets; expected one block per net");
-    const std::int64_t rows = blocks.front().rows();
-    if (rows > options_.max_batch_rows)
-      throw Error("add: batch of " + std::to_string(rows) + " rows is larger than max_batch_rows (" +
-                  std::to_string(options_.max_batch_rows) + ")");
-    for (std::size_t net = 0; net < blocks.size(); ++net) {
-      const ActivationBlock& b = blocks[net];
-      if (b.rows() != rows || b.units != net_units_[net])
-        throw Error("add: blocks of one batch must have the same rows and the declared unit counts (net " +
-                    std::to_string(net) + ": " + std::to_string(b.rows()) + " rows x " + std::to_string(b.units) +
-                    " units, expected " + std::to_string(rows) + " x " + std::to_string(net_units_[net]) + ")");
-      if (b.data == nullptr && rows > 0 && b.units > 0) throw Error("add: net " + std::to_string(net) + " has no data");
-    }
-    return rows;
   }
 
   // Fills the slot's pinned staging buffer, growing it (and its device twin) if this batch needs more

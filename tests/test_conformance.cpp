@@ -644,6 +644,28 @@ TEST_P(Conformance, InvalidArgumentsAreRefusedWithTheSameWords) {
   options.max_batch_rows = 0;
   EXPECT_EQ(error_text([&] { backend_->accumulator({3}, options); }),
             "accumulator: max_batch_rows must be at least 1, not 0");
+  // add() checks its batch at the interface too.
+  options.max_batch_rows = 4;
+  auto acc = backend_->accumulator({2, 1}, options);
+  const std::vector<float> values(12, 1.0f);
+  const ActivationBlock two = row_major_block(values.data(), DType::float32, 4, 2);
+  const ActivationBlock one = row_major_block(values.data(), DType::float32, 4, 1);
+  EXPECT_EQ(error_text([&] { acc->add({two}); }), "add: 1 blocks for 2 nets; expected one block per net");
+  EXPECT_EQ(error_text([&] { acc->add({two, row_major_block(values.data(), DType::float32, 3, 1)}); }),
+            "add: blocks of one batch must have the same rows and the declared unit counts (net 1: 3 rows x 1 "
+            "units, expected 4 x 1)");
+  EXPECT_EQ(error_text([&] { acc->add({one, one}); }),
+            "add: blocks of one batch must have the same rows and the declared unit counts (net 0: 4 rows x 1 "
+            "units, expected 4 x 2)");
+  EXPECT_EQ(error_text([&] {
+              acc->add({row_major_block(values.data(), DType::float32, 5, 2),
+                        row_major_block(values.data(), DType::float32, 5, 1)});
+            }),
+            "add: batch of 5 rows is larger than max_batch_rows (4)");
+  EXPECT_EQ(error_text([&] { acc->add({two, row_major_block(nullptr, DType::float32, 4, 1)}); }),
+            "add: net 1 has no data");
+  acc->add({row_major_block(nullptr, DType::float32, 0, 2), row_major_block(nullptr, DType::float32, 0, 1)});
+  EXPECT_EQ(acc->moments().samples, 0);  // an empty batch adds nothing
 
   Moments m(std::vector<std::int64_t>{2, 1});
   m.samples = 4;

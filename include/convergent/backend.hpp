@@ -34,16 +34,33 @@ struct AccumulateOptions {
 
 // Streams batches into Moments. add() may return before the work is done (GPU backends queue it);
 // moments() waits for it. The blocks handed to add() must stay valid until the next add() returns.
+// add() checks its batch once, here, for every backend (the same words everywhere), then calls the
+// backend's do_add.
 class MomentAccumulator {
  public:
   virtual ~MomentAccumulator() = default;
-  // One batch: the same sample rows of every net, one block per net in net order. Throws
-  // NonFiniteValueError (net, row within this batch, unit) on a NaN or infinity unless rows are skipped.
-  virtual void add(const std::vector<ActivationBlock>& batch) = 0;
+  // One batch: the same sample rows of every net, one block per net in net order; a batch of no rows
+  // adds nothing. Throws Error when the block count, a block's rows or unit count do not match the nets
+  // the accumulator was made for, the batch has more than max_batch_rows rows, or a block has no data;
+  // throws NonFiniteValueError (net, row within this batch, unit) on a NaN or infinity unless rows are
+  // skipped.
+  void add(const std::vector<ActivationBlock>& batch);
   // Synchronises and returns the statistics of every row added so far.
   virtual Moments moments() = 0;
   // Rows dropped because they held a non-finite value (skip_nonfinite_rows); synchronises.
   virtual std::int64_t skipped_rows() = 0;
+
+ protected:
+  MomentAccumulator(std::vector<std::int64_t> units_per_net, const AccumulateOptions& options)
+      : net_units_(std::move(units_per_net)), options_(options) {}
+  const std::vector<std::int64_t>& net_units() const { return net_units_; }
+  const AccumulateOptions& options() const { return options_; }
+  // The implementation: called only with a batch that passed the checks, of at least one row.
+  virtual void do_add(const std::vector<ActivationBlock>& batch) = 0;
+
+ private:
+  std::vector<std::int64_t> net_units_;
+  AccumulateOptions options_;
 };
 
 struct EigenOptions {
