@@ -129,6 +129,39 @@ TEST(SparsePrediction, MatchesAFloat64CoordinateDescentOnTheRawSamples) {
   }
 }
 
+// 80 predictors and a small penalty: dense fits, where coordinate descent hands over to the Newton step on
+// the support (from 64 predictors up). The same oracle holds it to the same accuracy.
+TEST(SparsePrediction, DenseFitsMatchTheOracleToo) {
+  const std::int64_t rows = 600;
+  const Data factors = testing::gaussian_data(rows, 12, 40);
+  Data a = testing::mix(factors, testing::gaussian_data(12, 80, 41).v, 80);
+  Data b = testing::mix(factors, testing::gaussian_data(12, 2, 42).v, 2);
+  const Data na = testing::gaussian_data(rows, 80, 43), nb = testing::gaussian_data(rows, 2, 44);
+  for (std::size_t i = 0; i < a.v.size(); ++i) a.v[i] += 2.0 * na.v[i];
+  for (std::size_t i = 0; i < b.v.size(); ++i) b.v[i] += nb.v[i];
+  const Study study = testing::study_of({a, b});
+  LassoOptions options;
+  options.alphas = {0.0005, 0.002};
+  options.tolerance = 1e-12;
+  const SparsePrediction s = sparse_prediction(study, 0, 1, options);
+  const Data x = testing::centred(a, true), z = testing::centred(b, true);
+  for (std::size_t k = 0; k < 2; ++k)
+    for (std::int64_t t = 0; t < 2; ++t) {
+      std::vector<double> y(static_cast<std::size_t>(rows));
+      for (std::int64_t r = 0; r < rows; ++r) y[r] = z(r, t);
+      const std::vector<double> w = oracle_lasso(x, y, options.alphas[k]);
+      double loss = 0.0;
+      const double objective = oracle_objective(x, y, w, options.alphas[k], &loss);
+      const LassoFit& fit = s.path[k].fits[static_cast<std::size_t>(t)];
+      EXPECT_GT(fit.predictors.size(), 64u);  // dense: the Newton step's regime
+      EXPECT_LE(std::abs(fit.objective - objective), 1e-9 * objective);
+      std::vector<double> ours(80, 0.0);
+      for (std::size_t i = 0; i < fit.predictors.size(); ++i) ours[static_cast<std::size_t>(fit.predictors[i])] = fit.weights[i];
+      for (int j = 0; j < 80; ++j) EXPECT_NEAR(ours[j], w[j], 1e-5);
+      EXPECT_TRUE(fit.converged);
+    }
+}
+
 // Optimality certificate: with g = c - R w, |g_j| <= alpha where w_j = 0 and g_j = alpha sign(w_j) where
 // not, up to the tolerance the gap allows.
 TEST(SparsePrediction, FitsSatisfyTheKktConditions) {
