@@ -45,7 +45,11 @@ struct LassoFit {
 // which is scikit-learn's Lasso(alpha, fit_intercept=False) on z-scored data (DESIGN.md). Cyclic
 // coordinate descent on the gram matrix, working sets from the sequential strong rule, every exclusion
 // checked against the KKT conditions of the full problem before the duality gap (scikit-learn's, in
-// covariance form) is accepted.
+// covariance form) is accepted. Dense fits (64 predictors and more, at most a quarter of them left out)
+// also try a Newton step once the signs settle: the exact solution for the current support and signs,
+// from the inverse gram (one Cholesky per call, skipped when the gram is not numerically positive
+// definite); it is kept when the gap accepts it, or when it lowers the objective (descent then goes on
+// from it). Targets are independent and run in parallel.
 //   gram        p x p correlation matrix R of the predictors (symmetric, unit diagonal, finite)
 //   target_corr m x p: row b holds c_b, the correlations of target b with every predictor
 // Returns fits[alpha index][target]. Throws Error when the shapes disagree, an entry is not finite, a
