@@ -5,89 +5,10 @@
 
 #include "convergent/error.hpp"
 #include "convergent/study.hpp"
-#include "npy.hpp"
+#include "activation_file.hpp"
 
 namespace convergent {
 namespace {
-
-// One net's activation file, memory-mapped, with its axes read as (image, unit, y, x).
-class ActivationFile {
- public:
-  ActivationFile(const std::string& path, Layout layout) : npy_(path) {
-    const auto& shape = npy_.header().shape;
-    ndim_ = static_cast<int>(shape.size());
-    if (ndim_ < 2 || ndim_ > 4)
-      throw Error(path + ": shape " + shape_text(shape) + " is " + std::to_string(ndim_) +
-                  "-D; expected 2-D (samples x units), 3-D (N, C, L) or 4-D (N, C, H, W) activations, or their "
-                  "channels-last forms with --layout channels-last");
-    // Element strides of each array axis, in the file's own order.
-    std::vector<std::int64_t> stride(shape.size(), 1);
-    if (npy_.header().fortran_order) {
-      for (int k = 1; k < ndim_; ++k) stride[k] = stride[k - 1] * shape[k - 1];
-    } else {
-      for (int k = ndim_ - 2; k >= 0; --k) stride[k] = stride[k + 1] * shape[k + 1];
-    }
-    // Which array axis holds (image, unit, y, x); a 3-D array's one position axis is x.
-    const bool first = layout == Layout::channels_first;
-    int axis_unit = 1, axis_y = -1, axis_x = -1;
-    if (ndim_ == 3) {
-      axis_unit = first ? 1 : 2;
-      axis_x = first ? 2 : 1;
-    } else if (ndim_ == 4) {
-      axis_unit = first ? 1 : 3;
-      axis_y = first ? 2 : 1;
-      axis_x = first ? 3 : 2;
-    }
-    block_.dtype = npy_.header().dtype;
-    block_.big_endian = npy_.header().big_endian;
-    block_.images = shape[0];
-    block_.units = shape[axis_unit];
-    block_.height = axis_y < 0 ? 1 : shape[axis_y];
-    block_.width = axis_x < 0 ? 1 : shape[axis_x];
-    block_.image_stride = stride[0];
-    block_.unit_stride = stride[axis_unit];
-    block_.y_stride = axis_y < 0 ? 0 : stride[axis_y];
-    block_.x_stride = axis_x < 0 ? 0 : stride[axis_x];
-    if (block_.units == 0) throw Error(path + ": shape " + shape_text(shape) + " has zero units");
-  }
-
-  const std::string& path() const { return npy_.path(); }
-  const NpyHeader& header() const { return npy_.header(); }
-  std::int64_t units() const { return block_.units; }
-  std::int64_t pixels() const { return block_.height * block_.width; }
-  std::int64_t samples() const { return block_.images * pixels(); }
-
-  // The samples of images [first, first + count).
-  ActivationBlock block(std::int64_t first, std::int64_t count) const {
-    ActivationBlock b = block_;
-    b.data = npy_.data() + first * block_.image_stride * dtype_size(block_.dtype);
-    b.images = count;
-    return b;
-  }
-
-  // Lets the kernel drop the pages of images already processed (when images are the outer axis).
-  void release(std::int64_t first, std::int64_t count) const {
-    const std::int64_t image_bytes = block_.image_stride * dtype_size(block_.dtype);
-    if (block_.image_stride == block_.units * pixels()) npy_.release(first * image_bytes, (first + count) * image_bytes);
-  }
-
-  // "sample row 1234 (image 19, y 3, x 2)" for 4-D files, "sample row 1234 (image 19, l 6)" for 3-D ones,
-  // "sample row 1234" for 2-D ones.
-  std::string describe_row(std::int64_t row) const {
-    std::string text = "sample row " + std::to_string(row);
-    const std::int64_t image = row / pixels(), pixel = row % pixels();
-    if (ndim_ == 3) text += " (image " + std::to_string(image) + ", l " + std::to_string(pixel) + ")";
-    if (ndim_ == 4)
-      text += " (image " + std::to_string(image) + ", y " + std::to_string(pixel / block_.width) + ", x " +
-              std::to_string(pixel % block_.width) + ")";
-    return text;
-  }
-
- private:
-  MappedNpy npy_;
-  int ndim_ = 2;
-  ActivationBlock block_;
-};
 
 std::int64_t automatic_batch_rows(std::int64_t units) {
   // About 64 MiB of float32 per batch: large enough that the product dominates the per-batch merge.

@@ -2,6 +2,7 @@
 // Backend functions check, then call the backend's do_ implementation).
 #include "convergent/backend.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <thread>
@@ -109,6 +110,63 @@ void MomentAccumulator::add(const std::vector<ActivationBlock>& blocks) {
     if (b.data == nullptr && rows > 0) throw Error("add: net " + std::to_string(net) + " has no data");
   }
   if (rows > 0) do_add(blocks);
+}
+
+namespace {
+
+// What every bin-index view handed to JointCounter::add must satisfy; `which` names it in the message.
+void check_bin_view(const char* which, MatrixView<const std::uint8_t> bins, std::int64_t units, std::int64_t bins_per_unit) {
+  if (bins.rows < 0 || bins.cols != units)
+    throw Error(std::string("add: ") + which + " is " + std::to_string(bins.rows) + " x " + std::to_string(bins.cols) +
+                "; expected rows x " + std::to_string(units) + " (one bin index per unit)");
+  if (bins.rows > 1 && bins.stride < bins.cols)
+    throw Error(std::string("add: ") + which + " has row stride " + std::to_string(bins.stride) +
+                ", below its column count " + std::to_string(bins.cols));
+  if (bins.data == nullptr && bins.rows > 0) throw Error(std::string("add: ") + which + " has no data");
+  // Indices past the last bin would count outside their unit's block: refused, the first one named. A
+  // maximum per row keeps the common case at memory speed.
+  for (std::int64_t r = 0; r < bins.rows; ++r) {
+    const std::uint8_t* row = bins.row(r);
+    std::uint8_t largest = 0;
+    for (std::int64_t u = 0; u < units; ++u) largest = std::max(largest, row[u]);
+    if (largest < bins_per_unit) continue;
+    for (std::int64_t u = 0; u < units; ++u)
+      if (row[u] >= bins_per_unit)
+        throw Error(std::string("add: ") + which + " has bin index " + std::to_string(row[u]) + " at row " +
+                    std::to_string(r) + ", unit " + std::to_string(u) + "; indices must be below bins = " +
+                    std::to_string(bins_per_unit));
+  }
+}
+
+}  // namespace
+
+void JointCounter::add(MatrixView<const std::uint8_t> row_bins, std::optional<MatrixView<const std::uint8_t>> col_bins) {
+  if (symmetric_ && col_bins)
+    throw Error("add: column bins given to a symmetric counter; it counts the row units against themselves");
+  if (!symmetric_ && !col_bins)
+    throw Error("add: a rectangular counter needs the column units' bins as well");
+  if (col_bins && col_bins->rows != row_bins.rows)
+    throw Error("add: " + std::to_string(row_bins.rows) + " rows of row bins but " + std::to_string(col_bins->rows) +
+                " rows of column bins; both hold the same sample rows");
+  if (row_bins.rows > options_.max_batch_rows)
+    throw Error("add: batch of " + std::to_string(row_bins.rows) + " rows is larger than max_batch_rows (" +
+                std::to_string(options_.max_batch_rows) + ")");
+  check_bin_view("row bins", row_bins, row_units_, options_.bins);
+  if (col_bins) check_bin_view("column bins", *col_bins, col_units_, options_.bins);
+  if (row_bins.rows > 0) do_add(row_bins, col_bins ? *col_bins : row_bins);
+}
+
+std::unique_ptr<JointCounter> Backend::joint_counter(std::int64_t row_units, std::optional<std::int64_t> col_units,
+                                                     const JointCountOptions& options) {
+  if (row_units < 1 || (col_units && *col_units < 1))
+    throw Error("joint_counter: " + std::to_string(row_units) + " row units and " +
+                std::to_string(col_units.value_or(row_units)) + " column units; each side needs at least one");
+  if (options.bins < 1 || options.bins > 256)
+    throw Error("joint_counter: bins = " + std::to_string(options.bins) + " outside [1, 256] (indices are uint8)");
+  if (options.max_batch_rows < 1 || options.max_batch_rows > std::int64_t{2147483647})
+    throw Error("joint_counter: max_batch_rows = " + std::to_string(options.max_batch_rows) +
+                " outside [1, 2^31 - 1] (a batch's counts are int32 before they join the int64 totals)");
+  return do_joint_counter(row_units, col_units, options);
 }
 
 std::unique_ptr<MomentAccumulator> Backend::accumulator(const std::vector<std::int64_t>& units_per_net,

@@ -16,6 +16,7 @@
 
 #include "convergent/error.hpp"
 #include "batch_kernels.hpp"
+#include "cpu_joint_counter.hpp"
 #include "pack.hpp"
 #include "parallel.hpp"
 #include "running_moments.hpp"
@@ -408,6 +409,12 @@ class ReferenceBackend final : public Backend {
   std::unique_ptr<MomentAccumulator> do_accumulator(const std::vector<std::int64_t>& units_per_net,
                                                     const AccumulateOptions& options) override {
     return std::make_unique<ReferenceAccumulator>(units_per_net, options, threads_);
+  }
+
+  // Blocked counting in int64 (host/cpu_joint_counter.cpp): the oracle for the CUDA int8 GEMM.
+  std::unique_ptr<JointCounter> do_joint_counter(std::int64_t row_units, std::optional<std::int64_t> col_units,
+                                                 const JointCountOptions& options) override {
+    return make_cpu_joint_counter(row_units, col_units, options, threads_);
   }
 
   // The upper triangle is computed and mirrored, so the result is exactly symmetric whatever the

@@ -63,6 +63,69 @@ class MomentAccumulator {
   AccumulateOptions options_;
 };
 
+// Joint bin counts of every pair of units, for mutual information (DESIGN.md: the joint counts are the
+// product of one-hot bin indicators, N x (U S) transposed times itself). Exact integers on every backend.
+struct JointCountOptions {
+  // Bin slots per unit: every bin index handed to add() lies in [0, bins); at most 256 (indices are uint8).
+  std::int64_t bins = 10;
+  // Largest batch (sample rows) that add() will be given; backends size their buffers from it. At most
+  // 2^31 - 1, so that a batch's counts fit the int32 of an integer GEMM before they join the int64 totals.
+  std::int64_t max_batch_rows = 65536;
+};
+
+// Row-major (row_units * bins) x (col_units * bins) counts: entry (i * bins + a, j * bins + b) is the number
+// of sample rows where row unit i is in bin a and column unit j in bin b. Memory: 8 (row_units bins)
+// (col_units bins) bytes.
+struct JointCounts {
+  std::int64_t row_units = 0;
+  std::int64_t col_units = 0;
+  std::int64_t bins = 0;
+  std::int64_t samples = 0;  // rows counted
+  std::vector<std::int64_t> values;
+
+  std::int64_t cols() const { return col_units * bins; }
+  std::int64_t operator()(std::int64_t i, std::int64_t a, std::int64_t j, std::int64_t b) const {
+    return values[static_cast<std::size_t>((i * bins + a) * cols() + j * bins + b)];
+  }
+};
+
+// Streams batches of bin indices into JointCounts. A symmetric counter counts every pair of one set of
+// units (all nets together); a rectangular one the pairs (row unit, column unit) of two sets (a block of
+// that matrix, when the whole would not fit in memory). add() may return before the work is done (GPU
+// backends queue it) but has copied what it needs: the views may change once it returns. add() checks
+// its batch once, here, for every backend, then calls the backend's do_add.
+class JointCounter {
+ public:
+  virtual ~JointCounter() = default;
+  // One batch: row_bins (rows x row_units, row-major, one uint8 bin index per unit) and, for a rectangular
+  // counter only, col_bins (the same rows x col_units). A batch of no rows adds nothing. Throws Error when
+  // col_bins is given to a symmetric counter or missing for a rectangular one, the two views differ in
+  // rows, a view's columns are not the counter's units, its stride is below its columns, it has no data,
+  // the batch has more than max_batch_rows rows, or an index is not below `bins` (the first such one, by
+  // row and unit, is named).
+  void add(MatrixView<const std::uint8_t> row_bins,
+           std::optional<MatrixView<const std::uint8_t>> col_bins = std::nullopt);
+  // Synchronises and returns the counts of every row added so far (both triangles for a symmetric counter).
+  virtual JointCounts counts() = 0;
+
+  std::int64_t row_units() const { return row_units_; }
+  std::int64_t col_units() const { return col_units_; }
+  bool symmetric() const { return symmetric_; }
+  const JointCountOptions& options() const { return options_; }
+
+ protected:
+  JointCounter(std::int64_t row_units, std::optional<std::int64_t> col_units, const JointCountOptions& options)
+      : row_units_(row_units), col_units_(col_units.value_or(row_units)), symmetric_(!col_units), options_(options) {}
+  // Called only with a checked batch of at least one row; col_bins is row_bins for a symmetric counter.
+  virtual void do_add(MatrixView<const std::uint8_t> row_bins, MatrixView<const std::uint8_t> col_bins) = 0;
+
+ private:
+  std::int64_t row_units_;
+  std::int64_t col_units_;
+  bool symmetric_;
+  JointCountOptions options_;
+};
+
 struct EigenOptions {
   // Largest accepted residual ||A x - lambda x|| relative to ||A||. From 1e-5 up, a backend may form
   // its matrix products in float32 (about twice as fast on the CPU); eigenvalues are then still good to
@@ -90,6 +153,12 @@ class Backend {
   // compute in options.precision (the CPU backend: fp32 only) or lacks the memory for the buffers.
   std::unique_ptr<MomentAccumulator> accumulator(const std::vector<std::int64_t>& units_per_net,
                                                  const AccumulateOptions& options);
+  // A joint counter of `row_units` units against `col_units` units, or of `row_units` against themselves
+  // (symmetric) when col_units is not given. Throws Error when a unit count is below 1, options.bins is
+  // outside [1, 256], options.max_batch_rows is outside [1, 2^31 - 1], or the counts would not fit the
+  // backend's memory.
+  std::unique_ptr<JointCounter> joint_counter(std::int64_t row_units, std::optional<std::int64_t> col_units,
+                                              const JointCountOptions& options);
   // Pearson correlation of every pair of units (U x U, exactly symmetric, unit diagonal for live units).
   // Units flagged in `dead` get 0 everywhere, their diagonal included, so no NaN ever leaves this call.
   // Throws Error unless the comoment is U x U with U = moments.units(), `dead` has U entries, every
@@ -114,6 +183,8 @@ class Backend {
   // The implementations: called only with arguments that passed the checks above.
   virtual std::unique_ptr<MomentAccumulator> do_accumulator(const std::vector<std::int64_t>& units_per_net,
                                                             const AccumulateOptions& options) = 0;
+  virtual std::unique_ptr<JointCounter> do_joint_counter(std::int64_t row_units, std::optional<std::int64_t> col_units,
+                                                         const JointCountOptions& options) = 0;
   virtual Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) = 0;
   // A NaN in `m` is reported through row_argmax_nan() (so that every backend throws the same Error).
   virtual std::vector<std::int64_t> do_row_argmax(MatrixView<const double> m) = 0;
