@@ -96,6 +96,17 @@ json stage_spectral(OutputDir& out, const Study& study, const SpectralReport& re
           {"units_left_out", r.dead_units.size()}};
 }
 
+// unit_a,unit_b,mi_miller_madow for each (a, b) with b >= 0.
+std::string mi_pairs_csv(const std::vector<std::int64_t>& a_to_b, MatrixView<const double> mi) {
+  std::string text = "unit_a,unit_b,mi_miller_madow\n";
+  for (std::size_t a = 0; a < a_to_b.size(); ++a) {
+    const std::int64_t b = a_to_b[a];
+    if (b < 0) continue;
+    text += std::to_string(a) + "," + std::to_string(b) + "," + number_text(mi(static_cast<std::int64_t>(a), b)) + "\n";
+  }
+  return text;
+}
+
 }  // namespace
 
 std::vector<PairReport> align_all_pairs(Backend& backend, const Study& study, int threads) {
@@ -110,9 +121,84 @@ std::vector<PairReport> align_all_pairs(Backend& backend, const Study& study, in
   return pairs;
 }
 
+MiReport align_all_pairs_by_mi(Backend& backend, const Study& study, const std::vector<PairReport>& pairs,
+                               MutualInformation result, std::int64_t memory_budget_bytes, int threads) {
+  MiReport report;
+  report.memory_budget_bytes = memory_budget_bytes;
+  for (const PairReport& pair : pairs) {
+    const NetInfo& a = study.nets[pair.a];
+    const NetInfo& b = study.nets[pair.b];
+    report.pairs.push_back(align_pair_by_mi(
+        backend, result.mi_miller_madow.block(a.offset, b.offset, a.units, b.units), pair.alignment, threads));
+  }
+  report.result = std::move(result);
+  return report;
+}
+
+json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs, const MiReport& report) {
+  const MutualInformation& r = report.result;
+  const Matrix* matrices[] = {&r.mi, &r.mi_miller_madow, &r.normalized};
+  const char* prefixes[] = {"mi_", "mi_mm_", "nmi_"};
+  json nets = json::array();
+  for (const NetInfo& net : study.nets) {
+    for (int k = 0; k < 3; ++k)
+      stage_block_npy(out, prefixes[k] + net.name + ".npy", matrices[k]->block(net.offset, net.offset, net.units, net.units));
+    const auto first = static_cast<std::ptrdiff_t>(net.offset), last = first + static_cast<std::ptrdiff_t>(net.units);
+    std::vector<std::int64_t> dead;
+    for (std::int64_t u = 0; u < net.units; ++u)
+      if (r.dead[static_cast<std::size_t>(net.offset + u)]) dead.push_back(u);
+    nets.push_back({{"name", net.name},
+                    {"entropy", std::vector<double>(r.entropy.begin() + first, r.entropy.begin() + last)},
+                    {"entropy_miller_madow",
+                     std::vector<double>(r.entropy_miller_madow.begin() + first, r.entropy_miller_madow.begin() + last)},
+                    {"occupied_bins", std::vector<std::int64_t>(r.occupied_bins.begin() + first, r.occupied_bins.begin() + last)},
+                    {"dead_units", dead}});
+  }
+  json pair_list = json::array();
+  for (std::size_t k = 0; k < pairs.size() && k < report.pairs.size(); ++k) {
+    const NetInfo& a = study.nets[pairs[k].a];
+    const NetInfo& b = study.nets[pairs[k].b];
+    const std::string suffix = a.name + "_" + b.name;
+    for (int m = 0; m < 3; ++m)
+      stage_block_npy(out, prefixes[m] + suffix + ".npy", matrices[m]->block(a.offset, b.offset, a.units, b.units));
+    const PairAlignment& p = report.pairs[k].alignment;
+    const auto mi_mm = r.mi_miller_madow.block(a.offset, b.offset, a.units, b.units);
+    write_text_file(out.stage("mi_matching_" + suffix + ".csv"), mi_pairs_csv(p.matching.row_to_col, mi_mm));
+    write_text_file(out.stage("mi_semi_" + suffix + ".csv"), mi_pairs_csv(p.semi_match, mi_mm));
+    pair_list.push_back({{"a", a.name},
+                         {"b", b.name},
+                         {"semi_matching", {{"mean_mi", p.semi_mean_corr}}},
+                         {"matching",
+                          {{"mean_mi", p.matching_mean_corr},
+                           {"total_mi", p.matching_total_corr},
+                           {"pairs", std::min(p.matching.row_to_col.size(), p.matching.col_to_row.size())}}},
+                         {"same_assignment_fraction", p.same_assignment_fraction},
+                         {"same_matching_as_correlation", report.pairs[k].same_matching_as_correlation},
+                         {"same_semi_matching_as_correlation", report.pairs[k].same_semi_matching_as_correlation}});
+  }
+  return {{"binning", to_string(r.binning)},
+          {"bins", r.bins},
+          {"bin_slots", r.slots},
+          {"base", to_string(r.base)},
+          {"samples", r.samples},
+          {"quantile_rank_error", r.quantile_rank_error},
+          {"alignment_measure", "mi_miller_madow"},
+          {"passes", r.passes},
+          {"quantile_passes", r.quantile_passes},
+          {"count_blocks", r.count_blocks},
+          {"count_bytes", r.count_bytes},
+          {"memory_budget_bytes", report.memory_budget_bytes},
+          {"memory",
+           "the joint counts take 8 (U S)^2 bytes for U units of S bin slots; above the budget the unit pairs "
+           "are counted in blocks, one pass over the data each"},
+          {"nets", nets},
+          {"pairs", pair_list}};
+}
+
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
-                         const std::string& precision, const std::string& version) {
+                         const std::string& precision, const std::string& version,
+                         const std::optional<MiReport>& mutual_information) {
   const std::vector<double> sd = study.moments.stddev();
   json nets = json::array();
   for (const NetInfo& net : study.nets) {
@@ -149,6 +235,7 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
                   {"pairs", pair_list}};
   if (spectral) summary["spectral"] = stage_spectral(out, study, *spectral);
   stage_analysis_outputs(out, study, analyses, summary);
+  if (mutual_information) summary["mutual_information"] = stage_mi_outputs(out, study, pairs, *mutual_information);
   write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "convergent/mutual_information.hpp"
 #include "convergent/spectral.hpp"
 #include "analysis/analyses.hpp"
 #include "convergent/study.hpp"
@@ -30,13 +31,34 @@ struct SpectralReport {
   std::uint64_t seed = 0;
 };
 
+// Mutual information of a study and every pair's alignment by MI (issue 12), with the settings stated in
+// summary.json.
+struct MiReport {
+  MutualInformation result;
+  std::vector<MiPairAlignment> pairs;  // in the order of the correlation PairReports
+  std::int64_t memory_budget_bytes = 0;
+};
+
+// Aligns every pair of nets (as align_all_pairs) by the Miller-Madow-corrected MI, beside their correlation
+// alignments `pairs`.
+MiReport align_all_pairs_by_mi(Backend& backend, const Study& study, const std::vector<PairReport>& pairs,
+                               MutualInformation result, std::int64_t memory_budget_bytes, int threads);
+
 // Stages summary.json, matching_<a>_<b>.csv, semi_<a>_<b>.csv, corr_<a>_<b>.npy and corr_<a>.npy; with
 // a spectral report also clusters.csv (net,unit,cluster, in cluster order) and corr_clustered.npy (the
 // combined correlation matrix with rows and columns in that same order); and the outputs of the
-// analyses that ran (stage_analysis_outputs).
+// analyses that ran (stage_analysis_outputs); with an MI report its outputs (stage_mi_outputs).
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
-                         const std::string& precision, const std::string& version);
+                         const std::string& precision, const std::string& version,
+                         const std::optional<MiReport>& mutual_information = std::nullopt);
+
+// Stages mi_<a>.npy, mi_mm_<a>.npy, nmi_<a>.npy per net and mi_<a>_<b>.npy, mi_mm_<a>_<b>.npy,
+// nmi_<a>_<b>.npy (float64, A's units as rows; plug-in MI, Miller-Madow MI, normalised MI),
+// mi_matching_<a>_<b>.csv and mi_semi_<a>_<b>.csv (unit_a,unit_b,mi_miller_madow) per pair, and returns
+// summary.json's mutual_information section.
+nlohmann::json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
+                                const MiReport& report);
 
 // Reads a 2-D correlation matrix (float16/32/64, C or Fortran order) whole; NaN is an error naming the file.
 Matrix read_matrix_npy(const std::string& path);

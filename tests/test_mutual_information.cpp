@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "convergent/convergent.hpp"
@@ -617,6 +619,54 @@ TEST(MutualInformation, AlignmentByMiFindsAPlantedNonLinearPartner) {
     EXPECT_EQ(aligned.alignment.semi_match[u], perm[u]);
   }
   EXPECT_DOUBLE_EQ(aligned.same_matching_as_correlation, 0.0);  // perm has no fixed point
+}
+
+TEST(MutualInformationCli, AlignWritesMiOutputsBesideTheCorrelationOnes) {
+  testing::ScratchDir dir;
+  const std::int64_t rows = 400, total = 5;
+  std::vector<double> truth = make_truth(rows, total, 51);
+  std::vector<double> a(rows * 3), b(rows * 2);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t u = 0; u < 3; ++u) a[r * 3 + u] = truth[r * total + u];
+    for (std::int64_t u = 0; u < 2; ++u) b[r * 2 + u] = truth[r * total + 3 + u];
+  }
+  testing::write_array(dir.file("a.npy"), a, {rows, 3});
+  testing::write_array(dir.file("b.npy"), b, {rows, 2});
+  const std::string nets = dir.file("a.npy") + " " + dir.file("b.npy");
+  const auto r = testing::run_cli("align " + nets + " --clusters none --analyses mutual_information --mi-binning equal-width "
+                                  "--mi-bins 6 --mi-base e --out " + dir.file("out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* name : {"mi_a.npy", "mi_b.npy", "mi_a_b.npy", "mi_mm_a_b.npy", "nmi_a_b.npy", "mi_mm_a.npy",
+                           "mi_matching_a_b.csv", "mi_semi_a_b.csv"})
+    EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("out/") + name))) << name;
+  const auto summary = nlohmann::json::parse(std::ifstream(dir.file("out/summary.json")));
+  ASSERT_TRUE(summary.contains("mutual_information")) << summary.dump();
+  EXPECT_FALSE(summary.contains("cca"));  // only mutual_information was asked for
+  const auto& mi = summary["mutual_information"];
+  EXPECT_EQ(mi["binning"], "equal-width");
+  EXPECT_EQ(mi["bins"], 6);
+  EXPECT_EQ(mi["base"], "nats");
+  EXPECT_EQ(mi["pairs"][0]["matching"]["pairs"], 2);
+  EXPECT_EQ(mi["nets"][1]["entropy"].size(), 2u);
+  // The file holds what the library computes from the same study.
+  auto backend = make_backend(BackendChoice::cpu);
+  const Study study = run_study(*backend, {{"a", dir.file("a.npy")}, {"b", dir.file("b.npy")}}, {});
+  MiOptions options;
+  options.binning = MiBinning::equal_width;
+  options.bins = 6;
+  options.base = MiBase::nats;
+  const MutualInformation expected = mutual_information(*backend, study, {}, options);
+  MappedNpy file(dir.file("out/mi_a_b.npy"));
+  ASSERT_EQ(file.header().shape, (std::vector<std::int64_t>{3, 2}));
+  const auto* values = reinterpret_cast<const double*>(file.data());
+  for (std::int64_t i = 0; i < 3; ++i)
+    for (std::int64_t j = 0; j < 2; ++j) EXPECT_EQ(values[i * 2 + j], expected.mi(i, 3 + j));
+
+  const auto without = testing::run_cli("align " + nets + " --clusters none --analyses cca --out " + dir.file("no"));
+  ASSERT_EQ(without.exit_code, 0) << without.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("no/mi_a_b.npy")));
+  const auto bad = testing::run_cli("align " + nets + " --mi-bins 300 --out " + dir.file("bad"));
+  EXPECT_NE(bad.exit_code, 0);
 }
 
 }  // namespace

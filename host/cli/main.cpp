@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <regex>
+#include <tuple>
 
 #include "convergent/convergent.hpp"
 #include "outputs.hpp"
@@ -138,12 +139,55 @@ AnalysisResults analyse(const Study& study, const std::vector<PairReport>& pairs
   return run_analyses(study, matchings, options);
 }
 
+// --mi-binning, --mi-bins, --mi-base, --mi-memory as given on the command line.
+struct MiArguments {
+  std::string binning = "quantile";
+  int bins = 10;
+  std::string base = "2";
+  std::int64_t memory_mib = 2048;
+};
+
+// Mutual information is listed in --analyses as mutual_information beside the issue-11 analyses: it is
+// taken out of the list here (whether it runs) and the rest goes to parse_analyses.
+std::pair<bool, std::string> split_mutual_information(const std::string& list) {
+  if (list == "all" || list == "none") return {list == "all", list};
+  bool selected = false;
+  std::string rest;
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', start), list.size());
+    const std::string item = list.substr(start, comma - start);
+    if (item == "mutual_information") {
+      selected = true;
+    } else if (!item.empty()) {
+      rest += (rest.empty() ? "" : ",") + item;
+    }
+    start = comma + 1;
+  }
+  return {selected, rest.empty() ? "none" : rest};
+}
+
+MiOptions mi_options(const MiArguments& arguments, int threads) {
+  MiOptions options;
+  options.binning = parse_mi_binning(arguments.binning);
+  options.bins = arguments.bins;
+  options.base = parse_mi_base(arguments.base);
+  if (arguments.bins < 2 || arguments.bins > 255) throw Error("--mi-bins must lie in [2, 255]");
+  if (arguments.memory_mib < 1) throw Error("--mi-memory must be at least 1 MiB");
+  options.memory_budget_bytes = arguments.memory_mib << 20;
+  options.threads = threads;
+  return options;
+}
+
 int run_align(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
-              const ClusterOptions& cluster, const AnalysisArguments& analysis, const std::string& backend_name,
-              const std::string& precision) {
+              const ClusterOptions& cluster, AnalysisArguments analysis, const MiArguments& mi_arguments,
+              const std::string& backend_name, const std::string& precision) {
   const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
   if (nets.size() < 2) throw Error("align needs at least two nets");
   options.precision = parse_precision(precision);
+  bool run_mi = false;
+  std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
+  MiOptions mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
   parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
   parse_alphas(analysis.lasso_alphas);
   OutputDir out(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
@@ -160,12 +204,27 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
   const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
   const auto spectral = cluster_units(*backend, study, cluster, common.threads);
   const AnalysisResults analyses = analyse(study, pairs, analysis, cluster, common.threads);
-  stage_study_outputs(out, study, pairs, spectral, analyses, precision, version);
+  std::optional<MiReport> mi_report;
+  if (run_mi) {
+    ProgressBar mi_progress;
+    mi.progress = [&](const std::string&, std::int64_t done, std::int64_t total) {
+      if (interrupted) throw Interrupted();
+      mi_progress.update(done, total);
+    };
+    mi_report = align_all_pairs_by_mi(*backend, study, pairs, mutual_information(*backend, study, options, mi),
+                                      mi.memory_budget_bytes, std::max(1, common.threads));
+  }
+  stage_study_outputs(out, study, pairs, spectral, analyses, precision, version, mi_report);
   out.commit();
   for (const PairReport& pair : pairs)
     std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
               << ": semi-matching mean corr " << pair.alignment.semi_mean_corr << ", matching mean corr "
               << pair.alignment.matching_mean_corr << "\n";
+  if (mi_report)
+    for (std::size_t k = 0; k < pairs.size(); ++k)
+      std::cout << study.nets[pairs[k].a].name << " vs " << study.nets[pairs[k].b].name << ": MI matching mean "
+                << mi_report->pairs[k].alignment.matching_mean_corr << " " << to_string(mi.base) << ", "
+                << 100.0 * mi_report->pairs[k].same_matching_as_correlation << "% of matches as by correlation\n";
   if (spectral)
     std::cout << "spectral clustering: k = " << spectral->result.k << " (" << to_string(spectral->result.k_rule)
               << "), normalised cut " << spectral->result.normalized_cut << ", "
@@ -231,7 +290,24 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   AnalysisArguments analysis;
   align->add_option("--analyses", analysis.analyses,
-                    "Analyses to run: all, none, or a comma-separated list of " + analysis_names())
+                    "Analyses to run: all, none, or a comma-separated list of " + analysis_names() + ",mutual_information")
+      ->capture_default_str();
+  MiArguments mi_arguments;
+  align->add_option("--mi-binning", mi_arguments.binning,
+                    "Mutual information bins per unit: quantile (percentiles of the non-zero values, exact zeros "
+                    "in a bin of their own) or equal-width (numpy.histogram's)")
+      ->check(CLI::IsMember({"quantile", "equal-width"}))
+      ->capture_default_str();
+  align->add_option("--mi-bins", mi_arguments.bins, "Mutual information bins per unit, B in [2, 255]")
+      ->check(CLI::Range(2, 255))
+      ->capture_default_str();
+  align->add_option("--mi-base", mi_arguments.base, "Mutual information in bits (2) or nats (e)")
+      ->check(CLI::IsMember({"2", "e"}))
+      ->capture_default_str();
+  align->add_option("--mi-memory", mi_arguments.memory_mib,
+                    "MiB for the joint counts, 8 (units x bins)^2 bytes; above it the unit pairs are counted in "
+                    "blocks, one pass each")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   align->add_option("--lasso-alpha", analysis.lasso_alphas,
                     "L1 penalties of sparse prediction, comma-separated (nearly dense to very sparse)")
@@ -260,7 +336,7 @@ int main(int argc, char** argv) {
     if (align->parsed()) {
       study_options.layout =
           layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
-      return run_align(net_arguments, common, study_options, cluster, analysis, backend_name, precision);
+      return run_align(net_arguments, common, study_options, cluster, analysis, mi_arguments, backend_name, precision);
     }
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
     std::cout << app.help();
