@@ -22,6 +22,7 @@
 #include "convergent/backend.hpp"
 #include "convergent/error.hpp"
 #include "convergent/moments.hpp"
+#include "backend_test.hpp"
 #include "cuda_backend.hpp"
 
 namespace convergent {
@@ -31,16 +32,8 @@ void PrintTo(BackendKind kind, std::ostream* os) { *os << to_string(kind); }
 
 namespace {
 
-bool gpu_required() {
-  const char* value = std::getenv("CONVERGENT_REQUIRE_GPU");
-  return value != nullptr && std::string(value) == "1";
-}
-
-std::vector<BackendKind> compiled_backends() {
-  std::vector<BackendKind> kinds{BackendKind::cpu};
-  if (detail::cuda_backend_compiled()) kinds.push_back(BackendKind::cuda);
-  return kinds;
-}
+using testing::compiled_backends;
+using testing::gpu_required;
 
 // ---------------------------------------------------------------------------------------------------
 // Test data: a float64 "truth" matrix (samples x all units), rounded to what each dtype can hold, laid
@@ -350,18 +343,11 @@ std::vector<bool> dead_of(const Moments& m) {
 
 // ---------------------------------------------------------------------------------------------------
 
-class Conformance : public ::testing::TestWithParam<BackendKind> {
+class Conformance : public testing::PerBackend {
  protected:
   void SetUp() override {
-    if (GetParam() == BackendKind::cuda) {
-      const BackendStatus status = detail::cuda_backend_status({});
-      if (!status.usable) {
-        if (gpu_required()) FAIL() << "CONVERGENT_REQUIRE_GPU=1 but the CUDA backend is not usable: " << status.detail;
-        GTEST_SKIP() << "CUDA backend compiled but not usable here (" << status.detail
-                     << "); set CONVERGENT_REQUIRE_GPU=1 to make this a failure";
-      }
-    }
-    backend_ = make_backend(GetParam() == BackendKind::cpu ? BackendChoice::cpu : BackendChoice::cuda);
+    PerBackend::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     reference_ = make_backend(BackendChoice::cpu);
   }
 
@@ -379,7 +365,6 @@ class Conformance : public ::testing::TestWithParam<BackendKind> {
     }
   }
 
-  std::unique_ptr<Backend> backend_;
   std::unique_ptr<Backend> reference_;
 };
 
@@ -1045,8 +1030,7 @@ TEST_P(Conformance, TensorCorePrecisionsStayWithinTheirStatedError) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(compiled_backends()),
-                         [](const ::testing::TestParamInfo<BackendKind>& info) { return to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Backends, Conformance, ::testing::ValuesIn(compiled_backends()), testing::backend_name);
 
 // With CONVERGENT_REQUIRE_GPU=1 a build or machine without a usable CUDA backend fails here, even where
 // the CUDA cases above are not instantiated (CUDA not compiled).

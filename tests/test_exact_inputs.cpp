@@ -19,23 +19,14 @@
 #include "convergent/error.hpp"
 #include "convergent/moments.hpp"
 #include "convergent/study.hpp"
-#include "cuda_backend.hpp"
+#include "backend_test.hpp"
 #include "npy.hpp"
 #include "test_util.hpp"
 
 namespace convergent {
 namespace {
 
-bool gpu_required() {
-  const char* value = std::getenv("CONVERGENT_REQUIRE_GPU");
-  return value != nullptr && std::string(value) == "1";
-}
-
-std::vector<BackendKind> compiled_backends() {
-  std::vector<BackendKind> kinds{BackendKind::cpu};
-  if (detail::cuda_backend_compiled()) kinds.push_back(BackendKind::cuda);
-  return kinds;
-}
+using testing::compiled_backends;
 
 // Round-to-nearest-even float16 bits of v (|v| below 65504), and the value they hold.
 std::uint16_t to_half(double v, double& stored) {
@@ -128,19 +119,8 @@ std::vector<double> correlated_units(std::int64_t rows, std::int64_t nets, const
   return v;
 }
 
-class ExactInputs : public ::testing::TestWithParam<BackendKind> {
+class ExactInputs : public testing::PerBackend {
  protected:
-  void SetUp() override {
-    if (GetParam() == BackendKind::cuda) {
-      const BackendStatus status = detail::cuda_backend_status({});
-      if (!status.usable) {
-        if (gpu_required()) FAIL() << "CONVERGENT_REQUIRE_GPU=1 but the CUDA backend is not usable: " << status.detail;
-        GTEST_SKIP() << "CUDA backend not usable here (" << status.detail << ")";
-      }
-    }
-    backend_ = make_backend(GetParam() == BackendKind::cpu ? BackendChoice::cpu : BackendChoice::cuda);
-  }
-
   Moments stream(const Data& d, std::int64_t batch) {
     AccumulateOptions options;
     options.max_batch_rows = batch;
@@ -186,8 +166,6 @@ class ExactInputs : public ::testing::TestWithParam<BackendKind> {
         EXPECT_NEAR(corr(i, j), static_cast<double>(o.corr[i][j]), 3e-6) << label << ": corr(" << i << ", " << j << ")";
     }
   }
-
-  std::unique_ptr<Backend> backend_;
 };
 
 TEST_P(ExactInputs, OffsetsFrom1e3To1e12KeepTheDigitsOfTheSpread) {
@@ -394,8 +372,7 @@ TEST_P(ExactInputs, ShardsOfThisBackendMergeToTheCpuWholePass) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ExactInputs, ::testing::ValuesIn(compiled_backends()),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Backends, ExactInputs, ::testing::ValuesIn(compiled_backends()), testing::backend_name);
 
 TEST(ExactInputs, ShardsOfExtremeValuesMergeToTheWholePass) {
   // Shards with different offsets and scales: merge() reconciles the scales exactly.
