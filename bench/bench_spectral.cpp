@@ -5,7 +5,9 @@
 //   real     the bundled example's activations (examples/digits, three MLPs), correlated by run_study.
 // Prints our time against scikit-learn's default (assign_labels='kmeans') and our normalised cut against
 // the best of scikit-learn's assign_labels options (kmeans, discretize, cluster_qr) over several random
-// states, every cut computed with one formula (convergent::normalized_cut).
+// states, every cut computed with one formula (convergent::normalized_cut). Also prints which of our
+// candidates was kept, how many single-unit moves refined it, and how many scikit-learn runs found fewer
+// than k clusters (left out of the best: fewer clusters make a cut lower but not comparable).
 //
 //   bench_spectral [--kinds planted,relu,real] [--sizes 1024,2048,4096] [--samples 1024] [--noise 1.0]
 //                  [--relu-units 1024] [--relu-samples 8192] [--relu-factors 48] [--relu-k 64]
@@ -22,6 +24,7 @@
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -290,9 +293,9 @@ int main(int argc, char** argv) {
               << "assign_labels option x random_state " << seed << ".." << seed + sklearn_states - 1 << "\n"
               << "ncut = sum over clusters of cut(C, V\\C) / vol(C) on |corr| with unit diagonal, same code for all\n\n";
     std::cout << "| kind    |     U |  k | ours (s) | sklearn (s) | speedup | ncut ours | ncut sklearn | best sklearn ncut "
-                 "(option, state) | ncut ours/best |\n"
+                 "(option, state) | ncut ours/best | ours kept          | moves | short |\n"
               << "|---------|------:|---:|---------:|------------:|--------:|----------:|-------------:|-----------------"
-                 "-------------------:|---------------:|\n";
+                 "-------------------:|---------------:|:-------------------|------:|------:|\n";
 
     // One case at a time, so that only one matrix is held.
     auto run_case = [&](const Case& c) {
@@ -323,9 +326,17 @@ int main(int argc, char** argv) {
             run_sklearn(python, script, corr_path, labels_path, k, seed, sklearn_repeats, sklearn_states);
         const double ncut_ours = convergent::normalized_cut(c.corr.view(), ours.labels);
         const double ncut_default = convergent::normalized_cut(c.corr.view(), anchor.default_labels);
+        // Only runs that found k clusters count: a labelling with fewer clusters has fewer terms in its cut
+        // (discretize can leave a cluster empty), which makes it lower but not comparable.
         double ncut_best = 1e300;
         std::string which;
+        int short_runs = 0;
         for (std::size_t run = 0; run < anchor.labels.size(); ++run) {
+          if (std::set<std::int64_t>(anchor.labels[run].begin(), anchor.labels[run].end()).size() !=
+              static_cast<std::size_t>(k)) {
+            ++short_runs;
+            continue;
+          }
           const double cut = convergent::normalized_cut(c.corr.view(), anchor.labels[run]);
           if (cut < ncut_best) {
             ncut_best = cut;
@@ -334,9 +345,11 @@ int main(int argc, char** argv) {
         }
         char line[512];
         std::snprintf(line, sizeof line,
-                      "| %-7s | %5lld | %2lld | %8.3f | %11.3f | %6.1fx | %9.4f | %12.4f | %9.4f (%-14s) | %14.4f |\n",
+                      "| %-7s | %5lld | %2lld | %8.3f | %11.3f | %6.1fx | %9.4f | %12.4f | %9.4f (%-14s) | %14.4f | "
+                      "%-18s | %5lld | %5d |\n",
                       c.kind.c_str(), static_cast<long long>(units), static_cast<long long>(k), best, anchor.seconds,
-                      anchor.seconds / best, ncut_ours, ncut_default, ncut_best, which.c_str(), ncut_ours / ncut_best);
+                      anchor.seconds / best, ncut_ours, ncut_default, ncut_best, which.c_str(), ncut_ours / ncut_best,
+                      to_string(ours.assignment), static_cast<long long>(ours.refinement_moves), short_runs);
         std::cout << line << std::flush;
       }
       std::remove(corr_path.c_str());

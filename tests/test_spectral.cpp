@@ -565,10 +565,11 @@ void for_each_partition(std::int64_t n, std::int64_t k, const std::function<void
 TEST(Spectral, KeepsTheBruteForceBestPartitionOfSmallGraphs) {
   // 12 units of three subspaces seen on 20 or 40 samples (weak structure), every k from 2 to 4: 86526
   // partitions at k = 3, 611501 at k = 4, each cut computed by hand. The NJW k-means alone (the clustering
-  // before the other candidates and the refinement) misses the best partition in 7 of these 9 cases, by
-  // 0.3% to 5%; over 714 such cases (seeds 1-119) it missed 266, the kept partition 61.
+  // before the other candidates and the refinement) misses the best partition in all 9 of these cases, by
+  // 0.1% to 13%; over 714 such cases (seeds 1-119, 20 and 40 samples) it missed 265, the kept partition
+  // 66 (measured with the default options).
   auto backend = cpu();
-  for (const auto& [seed, samples] : std::vector<std::pair<std::uint64_t, std::int64_t>>{{100, 20}, {106, 40}, {111, 40}}) {
+  for (const auto& [seed, samples] : std::vector<std::pair<std::uint64_t, std::int64_t>>{{9, 20}, {40, 20}, {96, 40}}) {
     const Planted p = plant({spread(6, 0, 3), spread(6, 0, 3)}, samples, seed);
     for (std::int64_t k = 2; k <= 4; ++k) {
       double best = std::numeric_limits<double>::infinity();
