@@ -40,6 +40,13 @@ std::string OutputDir::stage(const std::string& name) {
   return temporary;
 }
 
+std::string OutputDir::staged_path(const std::string& name) const {
+  const std::string final_path = dir_ + "/" + name;
+  for (const auto& [temporary, target] : staged_)
+    if (target == final_path) return temporary;
+  return "";
+}
+
 void OutputDir::commit() {
   for (const auto& [temporary, final_path] : staged_)
     if (std::rename(temporary.c_str(), final_path.c_str()) != 0)

@@ -19,6 +19,9 @@ class OutputDir {
   const std::string& dir() const { return dir_; }
   // A temporary path for output `name`; write the file there. It becomes DIR/name on commit().
   std::string stage(const std::string& name);
+  // The temporary path of output `name` staged so far, or "" when it was not staged: lets a later step of
+  // the same job (report.html) read what earlier steps staged before anything is committed.
+  std::string staged_path(const std::string& name) const;
   // Renames every staged file into place.
   void commit();
 

@@ -1,5 +1,5 @@
-// The `convergent` command line: align (the main job), match (a correlation matrix the user has) and
-// --version. The only place where an error becomes an exit code.
+// The `convergent` command line: align (the main job), report (report.html over finished align outputs),
+// match (a correlation matrix the user has) and --version. The only place where an error becomes an exit code.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +15,9 @@
 #include <tuple>
 
 #include "convergent/convergent.hpp"
+#include "html_report/html_report.hpp"
+#include "html_report/study_table.hpp"
+#include "html_report/vega_bundle.hpp"
 #include "outputs.hpp"
 #include "report.hpp"
 
@@ -179,11 +182,19 @@ MiOptions mi_options(const MiArguments& arguments, int threads) {
   return options;
 }
 
+// report.html: whether align writes it, and how it draws matrices.
+struct ReportArguments {
+  bool skip = false;  // --no-report
+  std::string title;
+  std::int64_t max_image_side = 512;
+};
+
 int run_align(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
               const ClusterOptions& cluster, AnalysisArguments analysis, const MiArguments& mi_arguments,
-              const std::string& backend_name, const std::string& precision) {
+              const std::string& backend_name, const std::string& precision, const ReportArguments& report_arguments) {
   const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
   if (nets.size() < 2) throw Error("align needs at least two nets");
+  if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
   options.precision = parse_precision(precision);
   bool run_mi = false;
   std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
@@ -215,6 +226,16 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
                                       mi.memory_budget_bytes, std::max(1, common.threads));
   }
   stage_study_outputs(out, study, pairs, spectral, analyses, precision, version, mi_report);
+  if (!report_arguments.skip) {
+    // The report reads the staged files back, so it shows exactly what is committed with it.
+    const std::string layer = report::layer_name_of(common.out_dir);
+    report::ReportOptions report_options;
+    report_options.title = report_arguments.title.empty() ? "convergent report: " + layer : report_arguments.title;
+    report_options.max_image_side = report_arguments.max_image_side;
+    const auto staged = [&out](const std::string& name) { return out.staged_path(name); };
+    write_text_file(out.stage("report.html"),
+                    report::html_report({report::load_layer(layer, staged)}, report_options).html);
+  }
   out.commit();
   for (const PairReport& pair : pairs)
     std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
@@ -231,6 +252,35 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
               << 100.0 * spectral->result.mixed_share << "% of live units in mixed clusters\n";
   std::cout << "wrote " << common.out_dir << "/summary.json (" << study.moments.samples << " samples, "
             << study.backend << ")\n";
+  if (!report_arguments.skip) std::cout << "report: " << common.out_dir << "/report.html\n";
+  return 0;
+}
+
+// `convergent report`: report.html over finished align outputs (one directory per layer, or manifests),
+// and the paper's table on stdout.
+int run_report(const std::vector<std::string>& inputs, std::string out_path, const ReportArguments& arguments) {
+  report::require_vega(report::vega_directory());
+  const std::vector<report::LayerResults> layers = report::load_study(inputs);
+  if (out_path.empty()) {
+    // One directory or one manifest: the report goes beside it; several inputs have no obvious home.
+    std::string input = inputs.front();
+    if (const auto equals = input.find('='); equals != std::string::npos && input.substr(0, equals).find('/') == std::string::npos)
+      input = input.substr(equals + 1);
+    if (inputs.size() != 1) throw Error("report over several inputs: say where it goes with --out FILE");
+    out_path = std::filesystem::is_directory(input) ? (std::filesystem::path(input) / "report.html").string()
+                                                    : (std::filesystem::path(input).parent_path() / "report.html").string();
+  }
+  report::ReportOptions options;
+  if (!arguments.title.empty()) options.title = arguments.title;
+  options.max_image_side = arguments.max_image_side;
+  const report::HtmlReport html = report::html_report(layers, options);
+  const std::filesystem::path target(out_path);
+  OutputDir out(target.has_parent_path() ? target.parent_path().string() : ".");
+  write_text_file(out.stage(target.filename().string()), html.html);
+  out.commit();
+  std::cout << report::format_study_table(report::study_table(layers)) << "\nreport: " << out_path << " ("
+            << (html.html.size() + 512) / 1024 << " KiB, " << html.figures << " figures, " << layers.size()
+            << (layers.size() == 1 ? " layer" : " layers") << ")\n";
   return 0;
 }
 
@@ -313,6 +363,28 @@ int main(int argc, char** argv) {
                     "L1 penalties of sparse prediction, comma-separated (nearly dense to very sparse)")
       ->capture_default_str();
 
+  ReportArguments report_arguments;
+  align->add_flag("--no-report", report_arguments.skip, "Do not write report.html (it needs Vega: Debian's libjs-vega)");
+
+  std::vector<std::string> report_inputs;
+  std::string report_out;
+  auto* report_command = app.add_subcommand(
+      "report", "report.html and the paper's table over finished align outputs (one directory per layer)");
+  report_command
+      ->add_option("inputs", report_inputs,
+                   "[NAME=]DIR of each layer's align output (named by its directory unless NAME= is given), or a "
+                   "study manifest: {\"layers\": [{\"name\": ..., \"dir\": ...}]}, directories relative to it")
+      ->required()
+      ->expected(1, -1);
+  report_command->add_option("--out", report_out,
+                             "The HTML file to write (default: report.html beside a single input; needed for several)");
+  report_command->add_option("--title", report_arguments.title, "Title of the page");
+  report_command
+      ->add_option("--max-image-side", report_arguments.max_image_side,
+                   "Matrices with more units are drawn at this many pixels a side, each pixel a block mean")
+      ->check(CLI::Range(std::int64_t{16}, std::int64_t{8192}))
+      ->capture_default_str();
+
   std::string corr_path, name_a = "a", name_b = "b";
   auto* match = app.add_subcommand("match", "One-to-one and semi-matching of a correlation matrix you already have");
   match->add_option("corr", corr_path, "CORR.npy: rows = units of net A, columns = units of net B")->required();
@@ -336,8 +408,10 @@ int main(int argc, char** argv) {
     if (align->parsed()) {
       study_options.layout =
           layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
-      return run_align(net_arguments, common, study_options, cluster, analysis, mi_arguments, backend_name, precision);
+      return run_align(net_arguments, common, study_options, cluster, analysis, mi_arguments, backend_name, precision,
+                       report_arguments);
     }
+    if (report_command->parsed()) return run_report(report_inputs, report_out, report_arguments);
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
     std::cout << app.help();
     return 0;
