@@ -36,6 +36,7 @@
 #include "cuda_backend.hpp"
 #include "device_memory.cuh"
 #include "eigenpairs.cuh"
+#include "joint_counts.cuh"
 #include "mirror.cuh"
 #include "moments.cuh"
 #include "pack.cuh"
@@ -509,6 +510,12 @@ class CudaBackend final : public Backend {
   std::unique_ptr<MomentAccumulator> do_accumulator(const std::vector<std::int64_t>& units_per_net,
                                                     const AccumulateOptions& options) override {
     return std::make_unique<CudaAccumulator>(device_, units_per_net, options, routine_, staging_threads_);
+  }
+
+  // One-hot int8 GEMM, exact (kernels/joint_counts.cu).
+  std::unique_ptr<JointCounter> do_joint_counter(std::int64_t row_units, std::optional<std::int64_t> col_units,
+                                                 const JointCountOptions& options) override {
+    return make_cuda_joint_counter(device_, row_units, col_units, options);
   }
 
   Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) override {

@@ -13,6 +13,7 @@
 #include <limits>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <string>
@@ -1027,6 +1028,77 @@ TEST_P(Conformance, TensorCorePrecisionsStayWithinTheirStatedError) {
   for (std::int64_t i = 0; i < oracle.units(); ++i) {  // means and ranges do not go through the product
     EXPECT_NEAR(tf32.mean[i], oracle.mean[i], 1e-6 * std::abs(oracle.max[i]));
     EXPECT_EQ(bf16.max[i], oracle.max[i]);
+  }
+}
+
+// Joint counts (mutual information, issue 12): exact integers, so every backend's counts equal the CPU
+// reference's entry for entry: symmetric and rectangular counters, bins from 1 to 256 (S^2 cells up to
+// 65536; S = 11 is the default quantile binning), batch sizes that do not divide the rows and batches
+// longer than the CUDA backend's one-hot chunk, strided views.
+TEST_P(Conformance, JointCountsEqualTheReferenceExactly) {
+  struct Case {
+    std::int64_t rows, row_units, col_units, bins, batch;
+  };
+  for (const Case c : {Case{1001, 7, 5, 11, 97}, Case{300, 3, 2, 256, 300}, Case{50, 4, 1, 1, 7},
+                       Case{70000, 33, 17, 11, 65536}}) {
+    std::mt19937_64 rng(static_cast<std::uint64_t>(c.rows + c.bins));
+    const std::int64_t stride = c.row_units + c.col_units + 3;  // both sides in one padded row-major array
+    std::vector<std::uint8_t> bins(static_cast<std::size_t>(c.rows * stride));
+    for (auto& b : bins) b = static_cast<std::uint8_t>(rng() % static_cast<std::uint64_t>(c.bins));
+    JointCountOptions options;
+    options.bins = c.bins;
+    options.max_batch_rows = c.batch;
+    for (bool symmetric : {true, false}) {
+      const std::optional<std::int64_t> cols = symmetric ? std::nullopt : std::optional<std::int64_t>(c.col_units);
+      auto got = backend_->joint_counter(c.row_units, cols, options);
+      auto ref = reference_->joint_counter(c.row_units, cols, options);
+      for (std::int64_t first = 0; first < c.rows; first += c.batch) {
+        const std::int64_t n = std::min(c.batch, c.rows - first);
+        const MatrixView<const std::uint8_t> row_bins(bins.data() + first * stride, n, c.row_units, stride);
+        const MatrixView<const std::uint8_t> col_bins(bins.data() + first * stride + c.row_units, n, c.col_units, stride);
+        for (JointCounter* counter : {got.get(), ref.get()}) {
+          if (symmetric) {
+            counter->add(row_bins);
+          } else {
+            counter->add(row_bins, col_bins);
+          }
+        }
+      }
+      const JointCounts a = got->counts(), b = ref->counts();
+      EXPECT_EQ(a.samples, c.rows);
+      EXPECT_EQ(a.row_units, b.row_units);
+      EXPECT_EQ(a.col_units, b.col_units);
+      EXPECT_EQ(a.values, b.values) << to_string(GetParam()) << ", " << c.rows << " rows, " << c.row_units << " x "
+                                    << (symmetric ? c.row_units : c.col_units) << " units, " << c.bins << " bins";
+      // Every row lands in exactly one cell of each unit pair's block.
+      std::int64_t total = 0;
+      for (std::int64_t k = 0; k < c.bins * c.bins; ++k) total += a.values[static_cast<std::size_t>(k / c.bins * a.cols() + k % c.bins)];
+      EXPECT_EQ(total, c.rows);
+    }
+  }
+}
+
+TEST_P(Conformance, JointCounterArgumentsAreRefusedWithTheSameWords) {
+  JointCountOptions options;
+  options.bins = 4;
+  options.max_batch_rows = 8;
+  auto words = [](const auto& call) {
+    try {
+      call();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::vector<std::uint8_t> b(16, 1);
+  b[3] = 4;
+  for (Backend* backend : {backend_.get(), reference_.get()}) {
+    auto counter = backend->joint_counter(2, std::nullopt, options);
+    EXPECT_EQ(words([&] { backend->joint_counter(2, std::nullopt, JointCountOptions{0, 8}); }),
+              "joint_counter: bins = 0 outside [1, 256] (indices are uint8)");
+    EXPECT_EQ(words([&] { counter->add(MatrixView<const std::uint8_t>(b.data(), 4, 2)); }),
+              "add: row bins has bin index 4 at row 1, unit 1; indices must be below bins = 4");
+    EXPECT_EQ(counter->counts().samples, 0);
   }
 }
 
