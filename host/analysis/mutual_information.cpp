@@ -470,8 +470,9 @@ struct PairTerms {
   std::int64_t units = 0;
   std::int64_t samples = 0;
   std::vector<double> joint_nlogn;      // U x U: sum of n log n over the occupied cells of the pair's block
-  std::vector<std::int64_t> joint_occupied;  // U x U
-  std::vector<char> done;               // U x U: the pair's block was counted
+  // U x U: occupied cells of the pair's block; 0 until the block is counted (a counted block holds every
+  // sample, so at least one cell). int32: at most 256^2 cells.
+  std::vector<std::int32_t> joint_occupied;
 };
 
 // Adds the pairs of a block of counts whose row units start at concatenated unit row0 and column units at
@@ -494,8 +495,7 @@ void add_block_terms(const JointCounts& c, std::int64_t row0, std::int64_t col0,
         }
       const std::int64_t at = (row0 + i) * terms.units + col0 + j;
       terms.joint_nlogn[static_cast<std::size_t>(at)] = sum;
-      terms.joint_occupied[static_cast<std::size_t>(at)] = occupied;
-      terms.done[static_cast<std::size_t>(at)] = 1;
+      terms.joint_occupied[static_cast<std::size_t>(at)] = static_cast<std::int32_t>(occupied);
     }
   });
 }
@@ -509,7 +509,7 @@ void finish_terms(const PairTerms& terms, const std::vector<bool>& dead, MiBase 
   auto at = [&](std::int64_t i, std::int64_t j) { return static_cast<std::size_t>(std::min(i, j) * u + std::max(i, j)); };
   for (std::int64_t i = 0; i < u; ++i)
     for (std::int64_t j = i; j < u; ++j)
-      if (!terms.done[at(i, j)])
+      if (terms.joint_occupied[at(i, j)] == 0)
         throw InternalError("the joint counts of units " + std::to_string(i) + " and " + std::to_string(j) +
                             " were never counted");
   // H = log N - (1/N) sum n log n, in nats; Miller-Madow adds (occupied - 1) / (2 N).
@@ -618,7 +618,6 @@ MutualInformation compute(Backend& backend, const RowSource& source, const Momen
   terms.samples = moments.samples;
   terms.joint_nlogn.assign(static_cast<std::size_t>(u * u), 0.0);
   terms.joint_occupied.assign(static_cast<std::size_t>(u * u), 0);
-  terms.done.assign(static_cast<std::size_t>(u * u), 0);
   const NLogN nlogn(moments.samples);
   std::vector<std::uint8_t> slots(static_cast<std::size_t>(reader.batch_rows() * u));
   JointCountOptions count_options;
@@ -684,7 +683,6 @@ void mutual_information_from_counts(const JointCounts& counts, const std::vector
   terms.samples = counts.samples;
   terms.joint_nlogn.assign(static_cast<std::size_t>(u * u), 0.0);
   terms.joint_occupied.assign(static_cast<std::size_t>(u * u), 0);
-  terms.done.assign(static_cast<std::size_t>(u * u), 0);
   const int threads = thread_count(0);
   add_block_terms(counts, 0, 0, NLogN(counts.samples), threads, terms);
   out.samples = counts.samples;
