@@ -135,7 +135,7 @@ json curve_color_scale() {
 
 json sorted_curves_spec(const PairResult& pair) {
   const json values = sorted_curve_values(pair, "", 0);
-  return {{"width", 260},
+  return {{"width", 240},
           {"height", 170},
           {"padding", 5},
           {"data", {{{"name", "curves"}, {"values", values}}}},
@@ -205,6 +205,17 @@ json indices_per_layer_spec(const std::vector<LayerResults>& layers, const std::
     for (const auto& [label, sum] : sums)
       values.push_back({{"layer", layers[l].name}, {"li", l}, {"measure", label}, {"value", chart_value(sum.first / sum.second)}});
   }
+  // The matchings in figure 3's greens, the indices in other colours, in a fixed order.
+  json domain = json::array(), range = json::array();
+  const std::vector<std::string> others = {"#4c78a8", "#f58518", "#e45756", "#b279a2", "#9d755d"};
+  std::vector<std::pair<std::string, std::string>> order = {{"semi-matching mean corr", semi_color},
+                                                            {"one-to-one mean corr", matching_color}};
+  for (std::size_t i = 0; i < names.size(); ++i) order.emplace_back(names[i].second, others[i]);
+  for (const auto& [label, color] : order)
+    if (std::any_of(values.begin(), values.end(), [&](const json& v) { return v["measure"] == label; })) {
+      domain.push_back(label);
+      range.push_back(color);
+    }
   return {{"width", std::min<std::size_t>(360, 140 + 70 * layers.size())},
           {"height", 220},
           {"padding", 5},
@@ -213,8 +224,7 @@ json indices_per_layer_spec(const std::vector<LayerResults>& layers, const std::
            {{{"name", "x"}, {"type", "point"}, {"domain", {{"data", "indices"}, {"field", "layer"}, {"sort", {{"field", "li"}, {"op", "min"}}}}},
              {"range", "width"}, {"padding", 0.3}},
             {{"name", "y"}, {"type", "linear"}, {"domain", {std::min(0.0, lowest(values, "value")), 1.0}}, {"range", "height"}},
-            {{"name", "measure"}, {"type", "ordinal"}, {"domain", {{"data", "indices"}, {"field", "measure"}, {"sort", true}}},
-             {"range", "category"}}}},
+            {{"name", "measure"}, {"type", "ordinal"}, {"domain", domain}, {"range", range}}}},
           {"axes", {axis("bottom", "x", "layer"), axis("left", "y", "mean over same-size pairs", true)}},
           {"legends", {{{"stroke", "measure"}, {"fill", "measure"}, {"title", "measure"}}}},
           {"marks", {line_marks("indices", "measure", "layer", "value", "measure", true)}}};
@@ -232,7 +242,7 @@ struct MatrixPicture {
 };
 
 json matrix_spec(const MatrixPicture& m) {
-  const double side = 300;
+  const double side = 260;
   double width = side, height = side;
   if (m.cols >= m.rows) height = std::max(40.0, side * static_cast<double>(m.rows) / static_cast<double>(m.cols));
   else width = std::max(40.0, side * static_cast<double>(m.cols) / static_cast<double>(m.rows));
@@ -381,20 +391,28 @@ json mean_activation_spec(const LayerResults& layer) {
 
 json sparse_spec(const LayerResults& layer, const char* field, const std::string& title) {
   json values = json::array();
+  std::vector<double> alphas;  // ticks at the penalties that were fitted: a log axis's own ticks crowd
+  for (const SparseDirection& d : layer.sparse)
+    for (const AlphaPoint& p : d.path)
+      if (std::find(alphas.begin(), alphas.end(), p.alpha) == alphas.end()) alphas.push_back(p.alpha);
   for (const SparseDirection& d : layer.sparse)
     for (const AlphaPoint& p : d.path)
       values.push_back({{"direction", d.from + " \u2192 " + d.to},
                         {"alpha", p.alpha},
                         {"value", chart_value(std::string(field) == "loss" ? p.mean_loss : p.mean_nonzeros)}});
+  json alpha_axis = axis("bottom", "x", "alpha (L1 penalty)");
+  alpha_axis["values"] = alphas;
+  alpha_axis["format"] = "~g";
   return {{"width", 280},
           {"height", 190},
           {"padding", 5},
           {"data", {{{"name", "path"}, {"values", values}}}},
           {"scales",
-           {{{"name", "x"}, {"type", "log"}, {"domain", {{"data", "path"}, {"field", "alpha"}}}, {"range", "width"}, {"nice", true}},
+           {{{"name", "x"}, {"type", "log"}, {"domain", {{"data", "path"}, {"field", "alpha"}}}, {"range", "width"}, {"nice", false},
+             {"padding", 8}},
             {{"name", "y"}, {"type", "linear"}, {"domain", {{"data", "path"}, {"field", "value"}}}, {"range", "height"}, {"zero", true}},
             {{"name", "direction"}, {"type", "ordinal"}, {"domain", {{"data", "path"}, {"field", "direction"}}}, {"range", {{"scheme", "category20"}}}}}},
-          {"axes", {axis("bottom", "x", "alpha (L1 penalty)"), axis("left", "y", title, true)}},
+          {"axes", {alpha_axis, axis("left", "y", title, true)}},
           {"legends", {{{"stroke", "direction"}, {"title", "predictors \u2192 targets"}, {"columns", layer.sparse.size() > 12 ? 2 : 1}}}},
           {"marks", {line_marks("path", "direction", "alpha", "value", "direction", true)}}};
 }
@@ -602,7 +620,7 @@ h1 { font-size: 1.5em; margin: 0.8em 0 0.2em; } h2 { border-bottom: 1px solid #c
 table { border-collapse: collapse; margin: 0.6em 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ddd; padding: 2px 8px; text-align: right; } th { background: #f4f4f4; text-align: center; } td:first-child { text-align: left; }
 .row { display: flex; flex-wrap: wrap; gap: 1em 2em; align-items: flex-start; }
-figure { margin: 0.4em 0; } figcaption { max-width: 420px; font-size: 12px; color: #555; }
+figure { margin: 0.4em 0; width: min-content; } figcaption { min-width: 200px; font-size: 12px; color: #555; }
 .note { color: #666; font-size: 12px; } nav a { margin-right: 1em; }
 #status { font-size: 11px; color: #888; }
 )css";

@@ -19,6 +19,14 @@ std::string pad(const std::string& text, std::size_t width, bool left = false) {
   return left ? text + std::string(width - text.size(), ' ') : std::string(width - text.size(), ' ') + text;
 }
 
+// " title " centred in a rule of dashes `width` wide, over the columns it names.
+std::string rule_title(const std::string& title, std::size_t width) {
+  const std::string text = " " + title + " ";
+  if (text.size() + 2 >= width) return text;
+  const std::size_t left = (width - text.size()) / 2;
+  return std::string(left, '-') + text + std::string(width - text.size() - left, '-');
+}
+
 std::string figures_text(const std::optional<PairFigures>& f) {
   if (!f) return pad("-", 7) + pad("-", 7) + pad("-", 7) + pad("-", 7);
   return pad(fixed("%.3f", f->semi), 7) + pad(fixed("%.3f", f->matching), 7) + pad(fixed("%.0f%%", 100 * f->same), 7) +
@@ -86,8 +94,8 @@ std::string format_study_table(const std::vector<LayerRow>& rows) {
   std::size_t name_width = 5;
   for (const LayerRow& r : rows) name_width = std::max(name_width, r.layer.size());
   const std::string first_title = head.first_pair.empty() ? "first pair" : head.first_pair;
-  text += pad("", name_width, true) + pad("", 7) + "  " + pad(first_title, 28, true) + "  " +
-          pad("mean of " + std::to_string(head.group_pairs) + " pairs", 28, true) + "\n";
+  text += pad("", name_width, true) + pad("", 7) + "  " + rule_title(first_title, 28) + "  " +
+          rule_title("mean of " + std::to_string(head.group_pairs) + " pairs", 28) + "\n";
   text += pad("layer", name_width, true) + pad("units", 7) + "  " + pad("semi", 7) + pad("match", 7) + pad("same", 7) +
           pad("CKA", 7) + "  " + pad("semi", 7) + pad("match", 7) + pad("same", 7) + pad("CKA", 7) + pad("mixed", 8) + "\n";
   for (const LayerRow& r : rows) {
