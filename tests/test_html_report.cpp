@@ -110,11 +110,25 @@ TEST(Png, CorrelationColoursMatchTheLegendStops) {
   EXPECT_EQ(report::correlation_color_stops()[5], "#f7f7f7");
 }
 
-TEST(Png, LargeMatricesAreBlockMeans) {
+TEST(Png, LargeMatricesKeepTheirStrongestEntries) {
+  // A 4 x 4 identity with one strong negative entry, drawn at 2 x 2: each pixel is the block's entry of
+  // largest magnitude, sign kept, so the diagonal does not fade into its block's mean.
+  std::vector<double> m(16, 0.01);
+  for (int i = 0; i < 4; ++i) m[static_cast<std::size_t>(i * 5)] = 0.9;
+  m[2] = -0.95;  // row 0, column 2
+  const report::IndexedImage image = report::correlation_image(m, 4, 4, 2);
+  ASSERT_EQ(image.pixels.size(), 4u);
+  EXPECT_EQ(image.pixels[0], report::correlation_index(0.9));
+  EXPECT_EQ(image.pixels[1], report::correlation_index(-0.95));
+  EXPECT_EQ(image.pixels[2], report::correlation_index(0.01));
+  EXPECT_EQ(image.pixels[3], report::correlation_index(0.9));
+}
+
+TEST(Png, LargeMatricesAsBlockMeans) {
   // 5 x 4 into at most 2 pixels a side: rows split 2 + 3, columns 2 + 2; every entry counts once.
   std::vector<double> m(20);
   for (std::size_t i = 0; i < m.size(); ++i) m[i] = -1.0 + 0.1 * static_cast<double>(i);
-  const report::IndexedImage image = report::correlation_image(m, 5, 4, 2);
+  const report::IndexedImage image = report::correlation_image(m, 5, 4, 2, report::BlockReduction::mean);
   ASSERT_EQ(image.width, 2);
   ASSERT_EQ(image.height, 2);
   const auto mean = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {

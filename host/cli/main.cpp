@@ -381,7 +381,7 @@ int main(int argc, char** argv) {
   report_command->add_option("--title", report_arguments.title, "Title of the page");
   report_command
       ->add_option("--max-image-side", report_arguments.max_image_side,
-                   "Matrices with more units are drawn at this many pixels a side, each pixel a block mean")
+                   "Matrices with more units are drawn at this many pixels a side, each pixel the strongest entry of its block")
       ->check(CLI::Range(std::int64_t{16}, std::int64_t{8192}))
       ->capture_default_str();
 

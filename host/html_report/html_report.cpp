@@ -67,6 +67,20 @@ double chart_value(double v) {
   return std::round(v * scale) / scale;
 }
 
+// Indices of at most max_points evenly spaced entries of n, the first and last included. A chart a few
+// hundred pixels wide cannot show more points of a sorted curve, and 4096-unit layers keep the page small.
+constexpr std::size_t curve_points = 300;
+constexpr std::size_t scatter_points = 1500;
+std::vector<std::size_t> thin(std::size_t n, std::size_t max_points) {
+  std::vector<std::size_t> kept;
+  if (n <= max_points) {
+    for (std::size_t i = 0; i < n; ++i) kept.push_back(i);
+    return kept;
+  }
+  for (std::size_t i = 0; i < max_points; ++i) kept.push_back(i * (n - 1) / (max_points - 1));
+  return kept;
+}
+
 json color_scale_stops() {
   const auto& stops = correlation_color_stops();
   json domain = json::array();
@@ -114,7 +128,7 @@ json sorted_curve_values(const PairResult& pair, const std::string& layer, int l
   json values = json::array();
   const auto add = [&](std::vector<double> corr, const char* kind) {
     std::sort(corr.begin(), corr.end(), std::greater<>());
-    for (std::size_t r = 0; r < corr.size(); ++r)
+    for (const std::size_t r : thin(corr.size(), curve_points))
       values.push_back({{"layer", layer}, {"li", layer_index}, {"rank", r}, {"corr", chart_value(corr[r])}, {"kind", kind}});
   };
   add(pair.semi_corr, "semi-matching");
@@ -372,7 +386,7 @@ json mean_activation_spec(const LayerResults& layer) {
   for (const NetResult& n : layer.nets) {
     std::vector<double> sorted = n.mean;
     std::sort(sorted.begin(), sorted.end(), std::greater<>());
-    for (std::size_t r = 0; r < sorted.size(); ++r)
+    for (const std::size_t r : thin(sorted.size(), curve_points))
       values.push_back({{"net", n.name}, {"rank", r}, {"mean", chart_value(sorted[r])}});
     names.push_back(n.name);
   }
@@ -419,7 +433,7 @@ json sparse_spec(const LayerResults& layer, const char* field, const std::string
 
 json mi_spec(const PairResult& pair) {
   json values = json::array();
-  for (std::size_t i = 0; i < pair.match_mi.size() && i < pair.match_corr.size(); ++i)
+  for (const std::size_t i : thin(std::min(pair.match_mi.size(), pair.match_corr.size()), scatter_points))
     values.push_back({{"corr", chart_value(pair.match_corr[i])}, {"mi", chart_value(pair.match_mi[i])},
                       {"unit_a", pair.match_a[i]}, {"unit_b", pair.match_b[i]}});
   return {{"width", 240},
@@ -538,7 +552,7 @@ void layer_section(Page& page, const LayerResults& layer, const ReportOptions& o
   if (const auto m = clustered_matrix(layer, options.max_image_side))
     page.figure(matrix_spec(*m), "Correlation of all units of all nets, rows and columns in spectral cluster order "
                                  "(lines: cluster starts; strip: each unit's net)" +
-                                     std::string(m->cols > options.max_image_side ? "; each pixel the mean of a block of units" : "") + ".");
+                                     std::string(m->cols > options.max_image_side ? "; each pixel shows the strongest correlation (largest magnitude) of the block of units it covers" : "") + ".");
   else
     absent.push_back("the clustered matrix (run without --clusters none)");
   if (std::any_of(layer.nets.begin(), layer.nets.end(), [](const NetResult& n) { return !n.mean.empty(); }))
@@ -570,9 +584,11 @@ void layer_section(Page& page, const LayerResults& layer, const ReportOptions& o
     if (const auto m = permuted_pair_matrix(layer, p, options.max_image_side))
       page.figure(matrix_spec(*m), "Between-net correlation, " + escape(p.b) + "'s units permuted by the one-to-one matching "
                                    "(assigned pairs on the diagonal, best first)" +
-                                       std::string(std::max(m->rows, m->cols) > options.max_image_side ? "; each pixel the mean of a block of units" : "") + ".");
+                                       std::string(std::max(m->rows, m->cols) > options.max_image_side ? "; each pixel shows the strongest correlation (largest magnitude) of the block of units it covers" : "") + ".");
     if (!p.match_mi.empty())
-      page.figure(mi_spec(p), "Mutual information against correlation for the one-to-one matched pairs.");
+      page.figure(mi_spec(p), "Mutual information against correlation for the one-to-one matched pairs" +
+                                  std::string(p.match_mi.size() > scatter_points ? " (" + std::to_string(scatter_points) +
+                                                                                       " of them, evenly spread)" : "") + ".");
     page.html("</div>\n");
   }
   page.html("</section>\n");

@@ -16,8 +16,9 @@ namespace convergent::report {
 
 struct ReportOptions {
   std::string title = "convergent report";
-  // Matrices larger than this many units a side are drawn at this many pixels, each pixel the mean of
-  // the block it covers: the file stays small (a 4096-unit pair matrix is one 512 x 512 8-bit image).
+  // Matrices larger than this many units a side are drawn at this many pixels, each pixel the entry of
+  // largest magnitude in the block it covers: the file stays small (a 4096-unit pair matrix is one
+  // 512 x 512 8-bit image, about 80 KB in the page).
   std::int64_t max_image_side = 512;
   std::string vega_dir;  // where Vega is; "" for vega_directory()'s default
 };

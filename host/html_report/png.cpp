@@ -119,7 +119,7 @@ std::uint8_t correlation_index(double value) {
 std::int64_t reduced_extent(std::int64_t n, std::int64_t max_side) { return std::min(n, std::max<std::int64_t>(1, max_side)); }
 
 IndexedImage correlation_image(const std::vector<double>& values, std::int64_t rows, std::int64_t cols,
-                               std::int64_t max_side) {
+                               std::int64_t max_side, BlockReduction reduction) {
   if (rows < 1 || cols < 1) throw Error("correlation_image: the matrix is empty");
   if (static_cast<std::int64_t>(values.size()) != rows * cols) throw Error("correlation_image: size mismatch");
   IndexedImage image;
@@ -131,11 +131,15 @@ IndexedImage correlation_image(const std::vector<double>& values, std::int64_t r
     const std::int64_t r0 = py * rows / image.height, r1 = (py + 1) * rows / image.height;
     for (std::int64_t px = 0; px < image.width; ++px) {
       const std::int64_t c0 = px * cols / image.width, c1 = (px + 1) * cols / image.width;
-      double sum = 0;
+      double sum = 0, largest = 0;
       for (std::int64_t r = r0; r < r1; ++r)
-        for (std::int64_t c = c0; c < c1; ++c) sum += values[static_cast<std::size_t>(r * cols + c)];
-      image.pixels[static_cast<std::size_t>(py * image.width + px)] =
-          correlation_index(sum / static_cast<double>((r1 - r0) * (c1 - c0)));
+        for (std::int64_t c = c0; c < c1; ++c) {
+          const double v = values[static_cast<std::size_t>(r * cols + c)];
+          sum += v;
+          if (std::abs(v) > std::abs(largest)) largest = v;
+        }
+      image.pixels[static_cast<std::size_t>(py * image.width + px)] = correlation_index(
+          reduction == BlockReduction::mean ? sum / static_cast<double>((r1 - r0) * (c1 - c0)) : largest);
     }
   }
   return image;

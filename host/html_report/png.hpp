@@ -36,11 +36,20 @@ std::vector<Rgb> correlation_palette();
 // The palette index of correlation `value` (clamped to [-1, 1]).
 std::uint8_t correlation_index(double value);
 
+// How a block of entries becomes one pixel when a matrix is larger than the picture.
+enum class BlockReduction {
+  // The entry of largest magnitude, with its sign: a few strong correlations in a block of noise (the
+  // matched diagonal of a 4096-unit pair drawn at 512 pixels) stay visible; a mean would fade them by the
+  // block's area. This is the report's choice, and its captions say so.
+  largest_magnitude,
+  mean,  // the block's mean: faithful for broad structure, fades isolated entries
+};
+
 // A rows x cols matrix (row-major, `values[r * cols + c]`) reduced to at most max_side pixels a side:
-// each pixel is the mean of the block of entries it covers (blocks of floor/ceil sizes, so every entry
-// counts once), mapped through the correlation palette.
+// each pixel covers a block of entries (blocks of floor/ceil sizes, so every entry falls in exactly one)
+// reduced as `reduction` says, then mapped through the correlation palette.
 IndexedImage correlation_image(const std::vector<double>& values, std::int64_t rows, std::int64_t cols,
-                               std::int64_t max_side);
+                               std::int64_t max_side, BlockReduction reduction = BlockReduction::largest_magnitude);
 
 // Reduced size along one axis: n itself when n <= max_side, else max_side.
 std::int64_t reduced_extent(std::int64_t n, std::int64_t max_side);
