@@ -99,7 +99,7 @@ struct SpectralResult {
 // the normalised cut most, in unit order, sweep after sweep, until no move lowers it; no cluster is
 // emptied), and the candidate with the lowest normalised cut is kept (the earlier one on ties, in the
 // order above). The candidates were chosen by measurement (bench/RESULTS.md): on the bundled example's
-// activations the NJW k-means alone cut 9-14% worse than the partition kept, and 1-3% worse than
+// activations the NJW k-means alone cut 9-14% worse than the partition kept, and 0.6-3% worse than
 // scikit-learn's best.
 // Labels are canonical: cluster 0 holds the lowest live unit, cluster 1 the lowest unit not in cluster
 // 0, and so on. Throws Error when k is larger than the number of live units, or on a malformed input.
