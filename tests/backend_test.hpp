@@ -6,11 +6,19 @@
 
 #include <cstdlib>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "convergent/backend.hpp"
 #include "cuda_backend.hpp"
+
+namespace convergent {
+
+// Readable parameter values in gtest messages and CTest names ("cuda" rather than a 4-byte object).
+inline void PrintTo(BackendKind kind, std::ostream* os) { *os << to_string(kind); }
+
+}  // namespace convergent
 
 namespace convergent::testing {
 

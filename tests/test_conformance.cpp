@@ -28,8 +28,6 @@
 
 namespace convergent {
 
-// Readable parameter values in gtest messages ("cuda" rather than a 4-byte object).
-void PrintTo(BackendKind kind, std::ostream* os) { *os << to_string(kind); }
 
 namespace {
 
