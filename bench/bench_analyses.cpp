@@ -29,7 +29,7 @@
 #include "convergent/similarity_indices.hpp"
 #include "convergent/sparse_prediction.hpp"
 #include "convergent/study.hpp"
-#include "npy.hpp"
+#include "io/npy.hpp"
 
 #ifndef CONVERGENT_BENCH_DIR
 #define CONVERGENT_BENCH_DIR "bench"

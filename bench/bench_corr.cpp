@@ -27,11 +27,11 @@
 #include <vector>
 
 #include "convergent/convergent.hpp"
-#include "cuda_backend.hpp"
-#include "npy.hpp"
-#include "parallel.hpp"
-#include "reference_backend.hpp"
-#include "resident_memory.hpp"
+#include "backend/cuda_backend.hpp"
+#include "io/npy.hpp"
+#include "cpu/parallel.hpp"
+#include "cpu/reference_backend.hpp"
+#include "io/resident_memory.hpp"
 
 namespace {
 

@@ -23,8 +23,8 @@
 
 #include "convergent/convergent.hpp"
 #include "convergent/mutual_information.hpp"
-#include "joint_counts_ceiling.hpp"
-#include "npy.hpp"
+#include "backend/joint_counts_ceiling.hpp"
+#include "io/npy.hpp"
 
 namespace {
 

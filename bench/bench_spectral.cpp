@@ -33,7 +33,7 @@
 #include "convergent/error.hpp"
 #include "convergent/spectral.hpp"
 #include "convergent/study.hpp"
-#include "npy.hpp"
+#include "io/npy.hpp"
 
 #ifndef CONVERGENT_BENCH_DIR
 #define CONVERGENT_BENCH_DIR "bench"

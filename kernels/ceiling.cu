@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "cuda_backend.hpp"
+#include "backend/cuda_backend.hpp"
 #include "device_memory.cuh"
 #include "product.cuh"
 

@@ -1,5 +1,5 @@
 // The CUDA backend: the accumulation pipeline, the other Backend operations, and the private hooks of
-// host/cuda_backend.hpp.
+// host/backend/cuda_backend.hpp.
 //
 // Pipeline of one add(), with two slots used alternately so that batch k+1 is staged and copied while
 // the product of batch k runs:
@@ -33,14 +33,14 @@
 #include <vector>
 
 #include "correlation.cuh"
-#include "cuda_backend.hpp"
+#include "backend/cuda_backend.hpp"
 #include "device_memory.cuh"
 #include "eigenpairs.cuh"
 #include "joint_counts.cuh"
 #include "mirror.cuh"
 #include "moments.cuh"
 #include "pack.cuh"
-#include "parallel.hpp"
+#include "cpu/parallel.hpp"
 #include "product.cuh"
 #include "row_argmax.cuh"
 

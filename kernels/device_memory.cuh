@@ -16,7 +16,7 @@
 
 namespace convergent::cuda {
 
-// Test hook behind fail_cuda_allocation_after (host/cuda_backend.hpp): while >= 0, how many device or
+// Test hook behind fail_cuda_allocation_after (host/backend/cuda_backend.hpp): while >= 0, how many device or
 // pinned allocations still succeed before one fails as if out of memory; -1 (the default) is off.
 inline std::atomic<int>& allocation_failure_countdown() {
   static std::atomic<int> countdown{-1};

@@ -1,4 +1,4 @@
-// Device version of Backend::smallest_eigenpairs (reference: LAPACK dsyevr in host/reference_backend.cpp).
+// Device version of Backend::smallest_eigenpairs (reference: LAPACK dsyevr in host/cpu/reference_backend.cpp).
 #pragma once
 
 #include <cstdint>

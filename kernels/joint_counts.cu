@@ -12,10 +12,10 @@
 #include <cstring>
 #include <string>
 
-#include "cuda_backend.hpp"
+#include "backend/cuda_backend.hpp"
 #include "device_memory.cuh"
 #include "joint_counts.cuh"
-#include "joint_counts_ceiling.hpp"
+#include "backend/joint_counts_ceiling.hpp"
 
 namespace convergent::cuda {
 namespace {

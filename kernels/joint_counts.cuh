@@ -1,4 +1,4 @@
-// The CUDA backend's JointCounter (reference: host/cpu_joint_counter.cpp): joint bin counts as an int8
+// The CUDA backend's JointCounter (reference: host/cpu/cpu_joint_counter.cpp): joint bin counts as an int8
 // tensor-core GEMM of one-hot bin indicators, exact (int32 per chunk of rows, int64 totals).
 #pragma once
 

@@ -7,7 +7,7 @@
 
 #include "mirror.cuh"
 #include "moments.cuh"
-#include "running_moments.hpp"
+#include "backend/running_moments.hpp"
 
 namespace convergent::cuda {
 namespace {
@@ -28,7 +28,7 @@ int reduction_chunks(std::int64_t rows) {
   return static_cast<int>(std::clamp<std::int64_t>((rows + 255) / 256, 1, kStatsMaxChunks));
 }
 
-// detail::spread_exponent (host/running_moments.cpp) on the device: e with |x| 2^e in [1, 2), clamped
+// detail::spread_exponent (host/backend/running_moments.cpp) on the device: e with |x| 2^e in [1, 2), clamped
 // so that 2^e is a normal float64; no_spread for 0.
 __device__ int clamp_exponent(int e) { return min(max(e, detail::min_exponent), detail::max_exponent); }
 __device__ int spread_exponent(double x) { return x == 0.0 ? detail::no_spread : clamp_exponent(-ilogb(x)); }
@@ -114,7 +114,7 @@ __global__ void choose_scaling_kernel(std::int64_t units, BatchScaling scaling) 
   scaling.multiplier[c] = e == detail::no_spread ? 0.0 : ldexp(1.0, e);
 }
 
-// As column_range_kernel, for the float64 sum of the scaled values (host/batch_kernels.cpp, row_scale).
+// As column_range_kernel, for the float64 sum of the scaled values (host/cpu/batch_kernels.cpp, row_scale).
 __global__ void scaled_sum_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
                                   const unsigned char* __restrict__ row_bad, const double* __restrict__ centre,
                                   const double* __restrict__ multiplier, double* __restrict__ partials) {
@@ -149,7 +149,7 @@ __global__ void scaled_mean_finish_kernel(const double* __restrict__ partials, i
 }
 
 // The reference packs float32((v - centre) multiplier), then centres that in float64 and rounds again
-// (host/batch_kernels.cpp, row_scale and centre_rows); here the value is centred before its only rounding.
+// (host/cpu/batch_kernels.cpp, row_scale and centre_rows); here the value is centred before its only rounding.
 template <bool kWriteBf16>
 __global__ void scale_centre_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
                                     const unsigned char* __restrict__ row_bad, const double* __restrict__ centre,
@@ -167,7 +167,7 @@ __global__ void scale_centre_kernel(const double* __restrict__ x, std::int64_t r
   }
 }
 
-// RunningMoments::merge_impl (host/running_moments.cpp), per unit; see there for why each step.
+// RunningMoments::merge_impl (host/backend/running_moments.cpp), per unit; see there for why each step.
 __global__ void plan_merge_kernel(std::int64_t units, BatchScaling scaling, const BatchCounters* counters,
                                   const Totals* totals, RunningState state, MergeFactors factors) {
   const std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
@@ -209,7 +209,7 @@ __global__ void plan_merge_kernel(std::int64_t units, BatchScaling scaling, cons
 
 // One block per 32 x 32 tile on or above the diagonal; a thread walks 4 rows of one column, so each row
 // of the tile is read and written by one warp (coalesced). Entries below the diagonal are not touched.
-// The update of one entry is host/batch_kernels.cpp's merge_row, after RunningMoments' rescale.
+// The update of one entry is host/cpu/batch_kernels.cpp's merge_row, after RunningMoments' rescale.
 __global__ void merge_product_kernel(const float* __restrict__ s, std::int64_t units, bool first_chunk,
                                      bool last_chunk, MergeFactors factors, const Totals* totals,
                                      const BatchCounters* counters, double* __restrict__ m2) {

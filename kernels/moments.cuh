@@ -2,7 +2,7 @@
 // conversion of the batch to float64 rows, in pipeline order: count the kept rows; each unit's exact
 // range; its shift and power-of-two scale; the mean of the scaled values; the centred float32 product
 // input; and the scaled float64 Chan merge of the chunk products. The references: ReferenceAccumulator
-// (host/reference_backend.cpp) for the packing, RunningMoments (host/running_moments.cpp) for the merge.
+// (host/cpu/reference_backend.cpp) for the packing, RunningMoments (host/backend/running_moments.cpp) for the merge.
 #pragma once
 
 #include <cuda_bf16.h>

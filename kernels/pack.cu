@@ -1,4 +1,4 @@
-// Reading kernels; the reference is host/pack.cpp. Elements are taken as raw bits (uint16/32/64 for
+// Reading kernels; the reference is host/cpu/pack.cpp. Elements are taken as raw bits (uint16/32/64 for
 // float16/32/64), byte-swapped when the block is big-endian, then decoded to float64, exactly. Two shapes
 // of the conversion: when units are adjacent in memory (NHWC, C-order rows) each thread converts one
 // element in output order, which reads and writes coalesced; otherwise (NCHW) a 32 x 32 tile goes through
@@ -16,7 +16,7 @@ namespace {
 constexpr int kTile = 32;
 constexpr int kTileRows = 8;
 
-// Exact decoding, identical to host/pack.cpp's load(): half -> double and float -> double are exact.
+// Exact decoding, identical to host/cpu/pack.cpp's load(): half -> double and float -> double are exact.
 __device__ __forceinline__ double decode(std::uint16_t bits, bool swap) {
   if (swap) bits = static_cast<std::uint16_t>((bits >> 8) | (bits << 8));
   return static_cast<double>(__half2float(__ushort_as_half(bits)));

@@ -1,5 +1,5 @@
 // Device reading of one net's ActivationBlock as it came from the file (any dtype, either byte order,
-// the block's own strides), mirroring host/pack.cpp (the reference): the exact float64 value of every
+// the block's own strides), mirroring host/cpu/pack.cpp (the reference): the exact float64 value of every
 // element into columns of the row-major batch, and the scan for NaN and infinity that comes first.
 #pragma once
 
@@ -13,7 +13,7 @@ namespace convergent::cuda {
 // `block.data` points to DEVICE memory holding the block with its own strides (all >= 0) and byte order.
 // Writes rows [0, block.rows()) and columns [col_offset, col_offset + block.units) of the row-major
 // float64 batch `out`, whose rows are `out_stride` values apart. float64 holds every float16, float32
-// and float64 value exactly, so nothing is rounded here (host/pack.cpp's pack_block into doubles).
+// and float64 value exactly, so nothing is rounded here (host/cpu/pack.cpp's pack_block into doubles).
 void launch_pack(const ActivationBlock& block, double* out, std::int64_t out_stride, std::int64_t col_offset,
                  StreamRef stream);
 

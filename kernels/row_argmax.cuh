@@ -1,4 +1,4 @@
-// Device version of Backend::row_argmax (reference: ReferenceBackend in host/reference_backend.cpp).
+// Device version of Backend::row_argmax (reference: ReferenceBackend in host/cpu/reference_backend.cpp).
 #pragma once
 
 #include <cstdint>

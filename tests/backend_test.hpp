@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "convergent/backend.hpp"
-#include "cuda_backend.hpp"
+#include "backend/cuda_backend.hpp"
 
 namespace convergent {
 

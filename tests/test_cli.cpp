@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "npy.hpp"
+#include "io/npy.hpp"
 #include "test_util.hpp"
 
 namespace convergent {

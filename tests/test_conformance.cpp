@@ -24,7 +24,7 @@
 #include "convergent/error.hpp"
 #include "convergent/moments.hpp"
 #include "backend_test.hpp"
-#include "cuda_backend.hpp"
+#include "backend/cuda_backend.hpp"
 
 namespace convergent {
 

@@ -20,7 +20,7 @@
 #include "convergent/moments.hpp"
 #include "convergent/study.hpp"
 #include "backend_test.hpp"
-#include "npy.hpp"
+#include "io/npy.hpp"
 #include "test_util.hpp"
 
 namespace convergent {

@@ -11,9 +11,9 @@
 #include <sstream>
 
 #include "convergent/error.hpp"
-#include "html_report/html_report.hpp"
-#include "html_report/png.hpp"
-#include "html_report/study_table.hpp"
+#include "report/html_report.hpp"
+#include "report/png.hpp"
+#include "report/study_table.hpp"
 #include "test_util.hpp"
 
 namespace convergent {

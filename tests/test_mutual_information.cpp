@@ -15,7 +15,7 @@
 
 #include "convergent/convergent.hpp"
 #include "convergent/mutual_information.hpp"
-#include "npy.hpp"
+#include "io/npy.hpp"
 #include "test_util.hpp"
 
 namespace convergent {

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "convergent/error.hpp"
-#include "npy.hpp"
-#include "pack.hpp"
+#include "io/npy.hpp"
+#include "cpu/pack.hpp"
 #include "test_util.hpp"
 
 namespace convergent {

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "convergent/error.hpp"
-#include "npy.hpp"
-#include "report.hpp"
+#include "io/npy.hpp"
+#include "io/study_outputs.hpp"
 #include "test_util.hpp"
 
 namespace convergent {

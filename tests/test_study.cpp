@@ -7,7 +7,7 @@
 #include <random>
 
 #include "convergent/convergent.hpp"
-#include "resident_memory.hpp"
+#include "io/resident_memory.hpp"
 #include "test_util.hpp"
 
 namespace convergent {

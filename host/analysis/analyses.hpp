@@ -12,7 +12,7 @@
 #include "convergent/similarity_indices.hpp"
 #include "convergent/sparse_prediction.hpp"
 #include "convergent/study.hpp"
-#include "outputs.hpp"
+#include "io/outputs.hpp"
 
 namespace convergent {
 

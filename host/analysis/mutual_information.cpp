@@ -24,11 +24,11 @@
 #include <memory>
 #include <numeric>
 
-#include "activation_file.hpp"
+#include "io/activation_file.hpp"
 #include "convergent/error.hpp"
 #include "convergent/lap.hpp"
-#include "pack.hpp"
-#include "parallel.hpp"
+#include "cpu/pack.hpp"
+#include "cpu/parallel.hpp"
 
 namespace convergent {
 

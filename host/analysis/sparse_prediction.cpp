@@ -11,7 +11,7 @@
 
 #include "analysis/live_units.hpp"
 #include "convergent/error.hpp"
-#include "parallel.hpp"
+#include "cpu/parallel.hpp"
 
 namespace convergent {
 namespace detail {

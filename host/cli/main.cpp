@@ -15,11 +15,11 @@
 #include <tuple>
 
 #include "convergent/convergent.hpp"
-#include "html_report/html_report.hpp"
-#include "html_report/study_table.hpp"
-#include "html_report/vega_bundle.hpp"
-#include "outputs.hpp"
-#include "report.hpp"
+#include "report/html_report.hpp"
+#include "report/study_table.hpp"
+#include "report/vega_bundle.hpp"
+#include "io/outputs.hpp"
+#include "io/study_outputs.hpp"
 
 namespace {
 

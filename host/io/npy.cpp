@@ -1,6 +1,6 @@
 // .npy reading (memory-mapped; a strict parser for the header dictionary, every field checked against the
 // file) and writing.
-#include "npy.hpp"
+#include "io/npy.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>

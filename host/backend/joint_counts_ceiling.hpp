@@ -1,5 +1,5 @@
 // What bench_mi holds the CUDA joint counting against: the bare int8 tensor-core GEMM of the device
-// (kernels/joint_counts.cu; host/joint_counts_ceiling_stub.cpp without CUDA).
+// (kernels/joint_counts.cu; host/backend/joint_counts_ceiling_stub.cpp without CUDA).
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,7 @@
 // power of two in float64 before they are rounded to float32 (checking for NaN and infinity and taking
 // each unit's range on the way), centred on the chunk's mean, one SYRK (float32, multithreaded
 // OpenBLAS), and the scaled float64 Chan merge (running_moments.hpp).
-#include "reference_backend.hpp"
+#include "cpu/reference_backend.hpp"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -15,11 +15,11 @@
 #include <thread>
 
 #include "convergent/error.hpp"
-#include "batch_kernels.hpp"
-#include "cpu_joint_counter.hpp"
-#include "pack.hpp"
-#include "parallel.hpp"
-#include "running_moments.hpp"
+#include "cpu/batch_kernels.hpp"
+#include "cpu/cpu_joint_counter.hpp"
+#include "cpu/pack.hpp"
+#include "cpu/parallel.hpp"
+#include "backend/running_moments.hpp"
 
 namespace convergent::detail {
 namespace {
@@ -411,7 +411,7 @@ class ReferenceBackend final : public Backend {
     return std::make_unique<ReferenceAccumulator>(units_per_net, options, threads_);
   }
 
-  // Blocked counting in int64 (host/cpu_joint_counter.cpp): the oracle for the CUDA int8 GEMM.
+  // Blocked counting in int64 (host/cpu/cpu_joint_counter.cpp): the oracle for the CUDA int8 GEMM.
   std::unique_ptr<JointCounter> do_joint_counter(std::int64_t row_units, std::optional<std::int64_t> col_units,
                                                  const JointCountOptions& options) override {
     return make_cpu_joint_counter(row_units, col_units, options, threads_);

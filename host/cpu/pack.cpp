@@ -1,7 +1,7 @@
 // Reference reading of activation blocks. Every pass walks the sample rows the same way: native float32
 // and float64 rows with contiguous units are read in place; any other row (float16, big-endian, units
 // strided as in NCHW) is first gathered into a float64 scratch row, which is exact for every dtype.
-#include "pack.hpp"
+#include "cpu/pack.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -9,7 +9,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "batch_kernels.hpp"
+#include "cpu/batch_kernels.hpp"
 
 namespace convergent {
 namespace {

@@ -1,5 +1,5 @@
 // Inlining Vega (vega_bundle.hpp).
-#include "html_report/vega_bundle.hpp"
+#include "report/vega_bundle.hpp"
 
 #include <cctype>
 #include <cstdlib>

@@ -14,8 +14,9 @@
 #include <string>
 #include <thread>
 
+#include "analysis/splitmix64.hpp"
 #include "convergent/error.hpp"
-#include "parallel.hpp"
+#include "cpu/parallel.hpp"
 
 namespace convergent {
 namespace {
@@ -23,26 +24,7 @@ namespace {
 // The relative residual the clustering asks of the eigensolver (EigenOptions::relative_residual).
 constexpr double eigen_residual = 1e-5;
 
-// splitmix64: small, fast, and its output is fixed by its definition, so runs reproduce everywhere.
-class SplitMix64 {
- public:
-  explicit SplitMix64(std::uint64_t seed) : state_(seed) {}
-  std::uint64_t next() {
-    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, 1) with 53 random bits.
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-  // Uniform in [0, n) for n >= 1.
-  std::int64_t below(std::int64_t n) {
-    return std::min(n - 1, static_cast<std::int64_t>(uniform() * static_cast<double>(n)));
-  }
-
- private:
-  std::uint64_t state_;
-};
+using detail::SplitMix64;
 
 // Every randomised run draws from its own stream, derived from (seed, stream), so that the result does not
 // depend on which thread ran which run. Streams: k-means on the NJW embedding 0, 1, ...; on the random-walk

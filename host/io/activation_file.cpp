@@ -1,5 +1,5 @@
 // ActivationFile: the axes of a 2-D, 3-D or 4-D activation array, in either layout and storage order.
-#include "activation_file.hpp"
+#include "io/activation_file.hpp"
 
 #include <vector>
 

@@ -1,5 +1,5 @@
 // The study table (study_table.hpp).
-#include "html_report/study_table.hpp"
+#include "report/study_table.hpp"
 
 #include <algorithm>
 #include <cstdio>

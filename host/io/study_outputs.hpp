@@ -11,7 +11,7 @@
 #include "convergent/spectral.hpp"
 #include "analysis/analyses.hpp"
 #include "convergent/study.hpp"
-#include "outputs.hpp"
+#include "io/outputs.hpp"
 
 namespace convergent {
 

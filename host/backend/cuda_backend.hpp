@@ -1,5 +1,5 @@
 // Private hook between the backend factory and the CUDA backend. kernels/ implements it when the CUDA
-// toolkit is found; otherwise host/cuda_stub.cpp answers "not compiled".
+// toolkit is found; otherwise host/backend/cuda_stub.cpp answers "not compiled".
 #pragma once
 
 #include <cstdint>

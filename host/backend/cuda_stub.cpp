@@ -1,6 +1,6 @@
 // Stands in for the CUDA backend in builds without the CUDA toolkit.
 #include "convergent/error.hpp"
-#include "cuda_backend.hpp"
+#include "backend/cuda_backend.hpp"
 
 namespace convergent::detail {
 namespace {

@@ -1,6 +1,6 @@
 // Stands in for kernels/joint_counts.cu's ceiling in builds without the CUDA toolkit.
 #include "convergent/error.hpp"
-#include "joint_counts_ceiling.hpp"
+#include "backend/joint_counts_ceiling.hpp"
 
 namespace convergent::detail {
 

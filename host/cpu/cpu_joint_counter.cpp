@@ -5,14 +5,14 @@
 // histogram joins the int64 totals once per block. A symmetric counter does the pairs j >= i only and
 // mirrors them when read. Threads take row units; each owns its rows of the totals, so no two write the
 // same entry and the result does not depend on the thread count.
-#include "cpu_joint_counter.hpp"
+#include "cpu/cpu_joint_counter.hpp"
 
 #include <algorithm>
 #include <new>
 #include <vector>
 
 #include "convergent/error.hpp"
-#include "parallel.hpp"
+#include "cpu/parallel.hpp"
 
 namespace convergent::detail {
 namespace {

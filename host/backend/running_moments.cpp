@@ -1,12 +1,12 @@
 // RunningMoments: the scaled Chan merge. See running_moments.hpp.
-#include "running_moments.hpp"
+#include "backend/running_moments.hpp"
 
 #include <algorithm>
 #include <cmath>
 
-#include "batch_kernels.hpp"
+#include "cpu/batch_kernels.hpp"
 #include "convergent/error.hpp"
-#include "parallel.hpp"
+#include "cpu/parallel.hpp"
 
 namespace convergent::detail {
 namespace {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "html_report/layer_results.hpp"
+#include "report/layer_results.hpp"
 
 namespace convergent::report {
 

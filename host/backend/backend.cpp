@@ -8,9 +8,9 @@
 #include <thread>
 
 #include "convergent/error.hpp"
-#include "cuda_backend.hpp"
-#include "parallel.hpp"
-#include "reference_backend.hpp"
+#include "backend/cuda_backend.hpp"
+#include "cpu/parallel.hpp"
+#include "cpu/reference_backend.hpp"
 
 namespace convergent {
 

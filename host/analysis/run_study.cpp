@@ -5,7 +5,7 @@
 
 #include "convergent/error.hpp"
 #include "convergent/study.hpp"
-#include "activation_file.hpp"
+#include "io/activation_file.hpp"
 
 namespace convergent {
 namespace {

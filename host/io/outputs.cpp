@@ -1,5 +1,5 @@
 // OutputDir: staged writes, published together.
-#include "outputs.hpp"
+#include "io/outputs.hpp"
 
 #include <unistd.h>
 

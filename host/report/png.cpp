@@ -1,5 +1,5 @@
 // PNG encoding and the correlation colour map (png.hpp).
-#include "html_report/png.hpp"
+#include "report/png.hpp"
 
 #include <zlib.h>
 

@@ -8,7 +8,7 @@
 
 #include "convergent/activation.hpp"
 #include "convergent/study.hpp"
-#include "npy.hpp"
+#include "io/npy.hpp"
 
 namespace convergent {
 

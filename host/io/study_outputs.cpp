@@ -1,13 +1,13 @@
 // Output writers for align and match.
-#include "report.hpp"
+#include "io/study_outputs.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "convergent/error.hpp"
-#include "npy.hpp"
-#include "pack.hpp"
+#include "io/npy.hpp"
+#include "cpu/pack.hpp"
 
 namespace convergent {
 namespace {

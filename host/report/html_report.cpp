@@ -1,7 +1,7 @@
 // Building report.html (html_report.hpp). Each chart is a Vega spec built here as JSON; the page parses
 // them all and reports, in a status element, how many views rendered and with what size, so that a
 // headless browser can check the page.
-#include "html_report/html_report.hpp"
+#include "report/html_report.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -14,9 +14,9 @@
 
 #include "convergent/error.hpp"
 
-#include "html_report/png.hpp"
-#include "html_report/study_table.hpp"
-#include "html_report/vega_bundle.hpp"
+#include "report/png.hpp"
+#include "report/study_table.hpp"
+#include "report/vega_bundle.hpp"
 
 namespace convergent::report {
 namespace {

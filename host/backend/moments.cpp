@@ -7,7 +7,7 @@
 #include <numeric>
 
 #include "convergent/error.hpp"
-#include "running_moments.hpp"
+#include "backend/running_moments.hpp"
 
 namespace convergent {
 

@@ -1,5 +1,5 @@
 // Reading align's outputs back (layer_results.hpp).
-#include "html_report/layer_results.hpp"
+#include "report/layer_results.hpp"
 
 #include <filesystem>
 #include <fstream>
@@ -7,7 +7,7 @@
 #include <sstream>
 
 #include "convergent/error.hpp"
-#include "report.hpp"
+#include "io/study_outputs.hpp"
 
 namespace convergent::report {
 namespace {
