@@ -218,3 +218,47 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace convergent
+
+namespace convergent {
+namespace {
+
+// Mistakes found by trying the tool as a new user: each stops before any work, names the problem, and
+// leaves no output directory behind.
+TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
+  ScratchDir dir;
+  write_random(dir.file("x.npy"), 40, 3, 1);
+  write_random(dir.file("y.npy"), 40, 3, 2);
+  write_random(dir.file("z.npy"), 40, 3, 3);
+  testing::write_array(dir.file("t1.npy"), std::vector<float>(10 * 4 * 20, 1.0f), {10, 4, 20});
+  testing::write_array(dir.file("t2.npy"), std::vector<float>(20 * 4 * 10, 1.0f), {20, 4, 10});
+  testing::write_array(dir.file("big.npy"), std::vector<double>{0.5, 1.5, -0.2, 0.1}, {2, 2});
+  testing::write_array(dir.file("inf.npy"), std::vector<double>{0.5, INFINITY, -0.2, 0.1}, {2, 2});
+  testing::write_array(dir.file("ok.npy"), std::vector<double>{0.5, 0.4, -0.2, 0.1}, {2, 2});
+  const std::string x = dir.file("x.npy"), y = dir.file("y.npy"), z = dir.file("z.npy");
+  const struct {
+    std::string arguments;
+    std::string message;
+  } cases[] = {
+      // The pair (a, b) and the net a_b would both write corr_a_b.npy.
+      {"align a=" + x + " b=" + y + " a_b=" + z, "the pair of nets 'a' and 'b' would both write files named *_a_b.*"},
+      {"align .=" + x + " b=" + y, "net name '.' must use only letters"},
+      {"align " + dir.file("t1.npy") + " " + dir.file("t2.npy"),
+       "t2.npy: 20 inputs of 10 positions, but " + dir.file("t1.npy") + " has 10 inputs of 20"},
+      {"align " + x + " " + y + " --dead-threshold nan", "the dead-unit threshold must be in [0, 1), not nan"},
+      {"match " + dir.file("ok.npy") + " --name-a ../up", "--name-a: net name '../up' must use only"},
+      {"match " + dir.file("ok.npy") + " --name-a p --name-b p", "--name-a and --name-b are both 'p'"},
+      {"match " + dir.file("big.npy"), "big.npy: 1.500000 at row 0, column 1 is not a correlation"},
+      {"match " + dir.file("inf.npy"), "inf.npy: an infinity at row 0, column 1"},
+  };
+  int n = 0;
+  for (const auto& c : cases) {
+    const std::string out = dir.file("out" + std::to_string(n++));
+    const auto r = run_cli(c.arguments + " --out " + out);
+    EXPECT_EQ(r.exit_code, 1) << c.arguments << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.arguments << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out)) << c.arguments;
+  }
+}
+
+}  // namespace
+}  // namespace convergent

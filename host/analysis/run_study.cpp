@@ -37,6 +37,8 @@ void check_finite(const Study& study) {
 Study run_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
   if (sources.size() < 2) throw Error("a study needs at least two nets");
   if (options.batch_rows < 0) throw Error("batch rows must be positive");
+  if (!(options.dead_threshold >= 0.0 && options.dead_threshold < 1.0))
+    throw Error("the dead-unit threshold must be in [0, 1), not " + std::to_string(options.dead_threshold));
   std::vector<ActivationFile> files;
   files.reserve(sources.size());
   for (const auto& source : sources) files.emplace_back(source.path, options.layout);
@@ -46,6 +48,13 @@ Study run_study(Backend& backend, const std::vector<NetSource>& sources, const S
     if (file.samples() != first.samples())
       throw Error(file.path() + ": " + std::to_string(file.samples()) + " samples, but " + first.path() + " has " +
                   std::to_string(first.samples()));
+    // Equal sample totals from different input counts would pair rows of different inputs. (A 2-D file
+    // may hold another net's positions flattened, so only two files with positions are compared.)
+    if (file.pixels() > 1 && first.pixels() > 1 && file.samples() / file.pixels() != first.samples() / first.pixels())
+      throw Error(file.path() + ": " + std::to_string(file.samples() / file.pixels()) + " inputs of " +
+                  std::to_string(file.pixels()) + " positions, but " + first.path() + " has " +
+                  std::to_string(first.samples() / first.pixels()) + " inputs of " + std::to_string(first.pixels()) +
+                  "; its rows would not be the same inputs");
   }
   if (first.samples() < 2)
     throw Error(first.path() + ": " + std::to_string(first.samples()) +

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <chrono>
 #include <cstdio>
@@ -27,7 +28,7 @@ using namespace convergent;
 
 constexpr const char* version = CONVERGENT_VERSION;
 
-// Ctrl-C or SIGTERM during the pass: the next batch boundary throws, so that the staged outputs are
+// Ctrl-C, SIGTERM or SIGHUP (a closed terminal) during the pass: the next batch boundary throws, so that the staged outputs are
 // removed on the way out instead of being left as .partial files.
 std::atomic<bool> interrupted{false};
 extern "C" void on_interrupt(int) { interrupted = true; }
@@ -35,10 +36,34 @@ struct Interrupted : Error {
   Interrupted() : Error("interrupted; nothing was written") {}
 };
 
+// Net names become parts of output file names: letters, digits, '_', '-' and '.', not starting with '.'.
+void check_net_name(const std::string& name, const std::string& context) {
+  static const std::regex valid_name("[A-Za-z0-9_-][A-Za-z0-9_.-]*");
+  if (!std::regex_match(name, valid_name))
+    throw Error(context + ": net name '" + name +
+                "' must use only letters, digits, '_', '-' and '.', and must not start with '.'");
+}
+
+// Outputs are named corr_<a>.npy for a net and corr_<a>_<b>.npy for a pair, so names with '_' can meet
+// (net "a_b" and the pair of "a" and "b"): refused before any work, since the second file would replace
+// the first.
+void check_output_names(const std::vector<NetSource>& nets) {
+  std::map<std::string, std::string> owner;  // file name stem -> what it belongs to
+  auto claim = [&](const std::string& stem, const std::string& what) {
+    const auto [it, fresh] = owner.emplace(stem, what);
+    if (!fresh)
+      throw Error(it->second + " and " + what + " would both write files named *_" + stem +
+                  ".*; rename a net with NAME=PATH (names without '_' never meet)");
+  };
+  for (const auto& net : nets) claim(net.name, "net '" + net.name + "'");
+  for (std::size_t a = 0; a < nets.size(); ++a)
+    for (std::size_t b = a + 1; b < nets.size(); ++b)
+      claim(nets[a].name + "_" + nets[b].name, "the pair of nets '" + nets[a].name + "' and '" + nets[b].name + "'");
+}
+
 // "NAME=PATH" names a net; a bare PATH is named by its file stem. Text before the first '=' is a name
 // only when it holds no '/', so paths that contain '=' still work.
 std::vector<NetSource> parse_net_arguments(const std::vector<std::string>& arguments) {
-  static const std::regex valid_name("[A-Za-z0-9_.-]+");
   std::vector<NetSource> nets;
   std::map<std::string, std::string> seen;  // name -> path
   for (const std::string& argument : arguments) {
@@ -51,14 +76,14 @@ std::vector<NetSource> parse_net_arguments(const std::vector<std::string>& argum
       net.path = argument;
       net.name = std::filesystem::path(argument).stem().string();
     }
-    if (!std::regex_match(net.name, valid_name))
-      throw Error(net.path + ": net name '" + net.name + "' must use only letters, digits, '_', '-' and '.'");
+    check_net_name(net.name, net.path);
     if (const auto it = seen.find(net.name); it != seen.end())
       throw Error("two nets are named '" + net.name + "' (" + it->second + " and " + net.path +
                   "); name them apart with NAME=PATH, e.g. net1=" + it->second);
     seen[net.name] = net.path;
     nets.push_back(net);
   }
+  check_output_names(nets);
   return nets;
 }
 
@@ -286,8 +311,16 @@ int run_report(const std::vector<std::string>& inputs, std::string out_path, con
 
 int run_match(const std::string& corr_path, const CommonOptions& common, const std::string& name_a,
               const std::string& name_b) {
+  check_net_name(name_a, "--name-a");
+  check_net_name(name_b, "--name-b");
+  if (name_a == name_b) throw Error("--name-a and --name-b are both '" + name_a + "'; the two nets need two names");
   OutputDir out(common.out_dir);
   const Matrix corr = read_matrix_npy(corr_path);
+  for (std::int64_t r = 0; r < corr.rows(); ++r)
+    for (std::int64_t c = 0; c < corr.cols(); ++c)
+      if (std::abs(corr(r, c)) > 1.0)
+        throw Error(corr_path + ": " + std::to_string(corr(r, c)) + " at row " + std::to_string(r) + ", column " +
+                    std::to_string(c) + " is not a correlation; match takes a matrix of values in [-1, 1]");
   auto backend = make_backend(BackendChoice::cpu, {common.threads, 0});
   const PairAlignment alignment = align_pair(*backend, corr.view(), std::max(1, common.threads));
   stage_match_outputs(out, corr_path, name_a, name_b, corr.view(), alignment, version);
@@ -400,6 +433,7 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
+  std::signal(SIGHUP, on_interrupt);
   try {
     if (show_version) {
       print_version();

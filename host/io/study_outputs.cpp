@@ -255,9 +255,9 @@ Matrix read_matrix_npy(const std::string& path) {
   pack_block(block, m.view(), 0);
   for (std::int64_t r = 0; r < m.rows(); ++r)
     for (std::int64_t c = 0; c < m.cols(); ++c)
-      if (std::isnan(m(r, c)))
-        throw Error(path + ": NaN at row " + std::to_string(r) + ", column " + std::to_string(c) +
-                    "; a correlation matrix must be NaN-free (set dead units' correlations to 0)");
+      if (!std::isfinite(m(r, c)))
+        throw Error(path + ": " + (std::isnan(m(r, c)) ? "NaN" : "an infinity") + " at row " + std::to_string(r) +
+                    ", column " + std::to_string(c) + "; the matrix must be finite (set dead units' correlations to 0)");
   return m;
 }
 
