@@ -249,6 +249,9 @@ TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
       {"match " + dir.file("ok.npy") + " --name-a p --name-b p", "--name-a and --name-b are both 'p'"},
       {"match " + dir.file("big.npy"), "big.npy: 1.500000 at row 0, column 1 is not a correlation"},
       {"match " + dir.file("inf.npy"), "inf.npy: an infinity at row 0, column 1"},
+      // Command-line mistakes exit 1 like any bad input (CLI11's own codes are 105 and up).
+      {"align " + x, "nets: At least 2 required"},
+      {"align " + x + " " + y + " --threads -3", "--threads: Value -3 not in range 0 to 4096"},
   };
   int n = 0;
   for (const auto& c : cases) {

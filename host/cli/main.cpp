@@ -353,8 +353,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"channels-first", "channels-last", "nchw", "nhwc"}))
       ->capture_default_str();
   align->add_option("--batch-rows", study_options.batch_rows, "Sample rows per batch (0: automatic)")
-      ->check(CLI::NonNegativeNumber);
-  align->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  align->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   align->add_option("--backend", backend_name, "Compute backend")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   align->add_option("--precision", precision, "Batch product precision (tf32/bf16 need CUDA)")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
@@ -370,7 +370,7 @@ int main(int argc, char** argv) {
   align->add_option("--seed", cluster.seed, "k-means++ seed (same seed, same clusters)")->capture_default_str();
   align->add_option("--dead-threshold", study_options.dead_threshold,
                     "A unit is dead when constant, or when std <= this x (max - min); 0 keeps every unit that varies")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 1.0));
   AnalysisArguments analysis;
   align->add_option("--analyses", analysis.analyses,
                     "Analyses to run: all, none, or a comma-separated list of " + analysis_names() + ",mutual_information")
@@ -390,7 +390,7 @@ int main(int argc, char** argv) {
   align->add_option("--mi-memory", mi_arguments.memory_mib,
                     "MiB for the joint counts, 8 (units x bins)^2 bytes; above it the unit pairs are counted in "
                     "blocks, one pass each")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1e-3, 1e9))
       ->capture_default_str();
   align->add_option("--lasso-alpha", analysis.lasso_alphas,
                     "L1 penalties of sparse prediction, comma-separated (nearly dense to very sparse)")
@@ -422,14 +422,15 @@ int main(int argc, char** argv) {
   auto* match = app.add_subcommand("match", "One-to-one and semi-matching of a correlation matrix you already have");
   match->add_option("corr", corr_path, "CORR.npy: rows = units of net A, columns = units of net B")->required();
   match->add_option("--out", common.out_dir, "Output directory")->required();
-  match->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  match->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
   match->add_option("--name-a", name_a, "Name of the rows' net in file names");
   match->add_option("--name-b", name_b, "Name of the columns' net in file names");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help prints and exits 0; every mistake on the command line exits 1, like any other bad input.
+    return app.exit(e) == 0 ? 0 : 1;
   }
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
