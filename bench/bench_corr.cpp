@@ -28,6 +28,7 @@
 
 #include "convergent/convergent.hpp"
 #include "backend/cuda_backend.hpp"
+#include "bench_util.hpp"
 #include "io/npy.hpp"
 #include "cpu/parallel.hpp"
 #include "cpu/reference_backend.hpp"
@@ -239,13 +240,6 @@ double field(const std::string& text, const std::string& key) {
   return std::stod(text.substr(at + key.size() + 1));
 }
 
-std::string cpu_name() {
-  std::ifstream info("/proc/cpuinfo");
-  for (std::string line; std::getline(info, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
-}
-
 // Rounds alternate between our pass and numpy's (a fresh process each), and each side keeps its best
 // round, so that a slow spell of the shared machine does not land on one side only.
 void bench_cpu(const Config& c, const std::string& dir) {
@@ -256,7 +250,7 @@ void bench_cpu(const Config& c, const std::string& dir) {
     generate(data, c.samples, units, c.seed);
     std::printf("workload: %lld samples x %lld units float32 (seed %llu), %s, %s\n",
                 static_cast<long long>(c.samples), static_cast<long long>(units),
-                static_cast<unsigned long long>(c.seed), backend->description().c_str(), cpu_name().c_str());
+                static_cast<unsigned long long>(c.seed), backend->description().c_str(), bench::cpu_model().c_str());
     StreamResult best;
     double numpy_seconds = INFINITY, numpy_peak = NAN, diff = NAN;
     std::string numpy_note;
@@ -326,7 +320,7 @@ void bench_cuda(const Config& c, const std::string& dir) {
   auto backend = make_backend(BackendChoice::cuda, {c.threads, 0});
   const std::string script = std::string(CONVERGENT_SOURCE_DIR) + "/bench/corrcoef_torch.py";
   std::printf("backend: %s; host: %s, %u hardware threads; precision %s\n", backend->description().c_str(),
-              cpu_name().c_str(), std::thread::hardware_concurrency(), c.precision.c_str());
+              bench::cpu_model().c_str(), std::thread::hardware_concurrency(), c.precision.c_str());
   std::printf("\n| U | samples | batch rows | ours s | ours GFLOP/s | cuBLAS GFLOP/s | share | ours GB/s | H2D GB/s | share "
               "| torch s | torch compute s | torch / ours | max abs diff |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -24,20 +24,15 @@
 #include "convergent/convergent.hpp"
 #include "convergent/mutual_information.hpp"
 #include "backend/joint_counts_ceiling.hpp"
+#include "bench_util.hpp"
 #include "io/npy.hpp"
 
 namespace {
 
 using namespace convergent;
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
+using bench::seconds_since;
+using bench::shell_quote;
 
 // Both nets share 32 latents; unit u of each net reads a few of them, ReLU'd, plus noise.
 void write_nets(const std::string& a_path, const std::string& b_path, std::int64_t units, std::int64_t samples,

@@ -33,6 +33,7 @@
 #include "convergent/error.hpp"
 #include "convergent/spectral.hpp"
 #include "convergent/study.hpp"
+#include "bench_util.hpp"
 #include "io/npy.hpp"
 
 #ifndef CONVERGENT_BENCH_DIR
@@ -41,26 +42,12 @@
 
 namespace {
 
+using convergent::bench::cpu_model;
+using convergent::bench::Gaussian;
+using convergent::bench::seconds_since;
+using convergent::bench::shell_quote;
+
 using convergent::Matrix;
-
-class Gaussian {  // splitmix64 + Box-Muller: the same matrices on every platform
- public:
-  explicit Gaussian(std::uint64_t seed) : state_(seed) {}
-  double operator()() {
-    const double u1 = (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53;
-    const double u2 = static_cast<double>(next() >> 11) * 0x1.0p-53;
-    return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-  }
-
- private:
-  std::uint64_t next() {
-    std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  std::uint64_t state_;
-};
 
 // Exact float64 Pearson correlation of the columns of x (samples x units, row-major; overwritten).
 Matrix pearson(std::vector<double>& x, std::int64_t samples, std::int64_t units) {
@@ -129,24 +116,6 @@ Matrix relu_correlation(std::int64_t units, std::int64_t samples, std::int64_t f
               0.0, x.data(), static_cast<int>(units));
   for (auto& v : x) v = std::max(0.0, v + g());
   return pearson(x, samples, units);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 struct Anchor {
