@@ -119,27 +119,49 @@ std::vector<double> correlated_units(std::int64_t rows, std::int64_t nets, const
   return v;
 }
 
+// The bytes of `d` as another file would hold the same values: most significant byte first, and/or in
+// Fortran (column-major) order, where a batch of rows is not one dense span (the CUDA backend gathers its
+// rows on the host; dense big-endian blocks are swapped on the device).
+std::vector<unsigned char> relaid(const Data& d, bool big_endian, bool fortran) {
+  const std::int64_t u = d.total_units(), size = dtype_size(d.dtype);
+  std::vector<unsigned char> out(d.bytes.size());
+  for (std::int64_t r = 0; r < d.rows; ++r)
+    for (std::int64_t c = 0; c < u; ++c) {
+      const unsigned char* from = d.bytes.data() + (r * u + c) * size;
+      unsigned char* to = out.data() + (fortran ? c * d.rows + r : r * u + c) * size;
+      std::copy(from, from + size, to);
+      if (big_endian) std::reverse(to, to + size);
+    }
+  return out;
+}
+
+Moments stream_relaid(Backend& backend, const Data& d, std::int64_t batch, bool big_endian, bool fortran) {
+  const std::vector<unsigned char> bytes = relaid(d, big_endian, fortran);
+  AccumulateOptions options;
+  options.max_batch_rows = batch;
+  auto acc = backend.accumulator(d.units, options);
+  const std::int64_t u = d.total_units(), size = dtype_size(d.dtype);
+  for (std::int64_t r = 0; r < d.rows; r += batch) {
+    const std::int64_t count = std::min(batch, d.rows - r);
+    std::vector<ActivationBlock> blocks;
+    std::int64_t offset = 0;
+    for (std::int64_t units : d.units) {
+      const std::int64_t first = fortran ? offset * d.rows + r : r * u + offset;
+      ActivationBlock b = row_major_block(bytes.data() + first * size, d.dtype, count, units);
+      b.image_stride = fortran ? 1 : u;
+      b.unit_stride = fortran ? d.rows : 1;
+      b.big_endian = big_endian;
+      blocks.push_back(b);
+      offset += units;
+    }
+    acc->add(blocks);
+  }
+  return acc->moments();
+}
+
 class ExactInputs : public testing::PerBackend {
  protected:
-  Moments stream(const Data& d, std::int64_t batch) {
-    AccumulateOptions options;
-    options.max_batch_rows = batch;
-    auto acc = backend_->accumulator(d.units, options);
-    const std::int64_t u = d.total_units(), size = dtype_size(d.dtype);
-    for (std::int64_t r = 0; r < d.rows; r += batch) {
-      const std::int64_t count = std::min(batch, d.rows - r);
-      std::vector<ActivationBlock> blocks;
-      std::int64_t offset = 0;
-      for (std::int64_t units : d.units) {
-        ActivationBlock b = row_major_block(d.bytes.data() + (r * u + offset) * size, d.dtype, count, units);
-        b.image_stride = u;
-        blocks.push_back(b);
-        offset += units;
-      }
-      acc->add(blocks);
-    }
-    return acc->moments();
-  }
+  Moments stream(const Data& d, std::int64_t batch) { return stream_relaid(*backend_, d, batch, false, false); }
 
   // Checks the backend's statistics of `d` against the oracle, nothing dead. Tolerances: the shift and
   // scale are exact, so what is left is the float32 product over chunks of up to 2048 rows, whose sums
@@ -244,46 +266,6 @@ TEST_P(ExactInputs, DeadUnitsAreTheConstantOnesWhateverTheOffset) {
     const Matrix corr = backend_->correlation(m, dead);
     for (std::int64_t j = 0; j < 4; ++j) EXPECT_EQ(corr(1, j), 0.0);
   }
-}
-
-// The bytes of `d` as another file would hold the same values: most significant byte first, and/or in
-// Fortran (column-major) order, where a batch of rows is not one dense span (the CUDA backend gathers its
-// rows on the host; dense big-endian blocks are swapped on the device).
-std::vector<unsigned char> relaid(const Data& d, bool big_endian, bool fortran) {
-  const std::int64_t u = d.total_units(), size = dtype_size(d.dtype);
-  std::vector<unsigned char> out(d.bytes.size());
-  for (std::int64_t r = 0; r < d.rows; ++r)
-    for (std::int64_t c = 0; c < u; ++c) {
-      const unsigned char* from = d.bytes.data() + (r * u + c) * size;
-      unsigned char* to = out.data() + (fortran ? c * d.rows + r : r * u + c) * size;
-      std::copy(from, from + size, to);
-      if (big_endian) std::reverse(to, to + size);
-    }
-  return out;
-}
-
-Moments stream_relaid(Backend& backend, const Data& d, std::int64_t batch, bool big_endian, bool fortran) {
-  const std::vector<unsigned char> bytes = relaid(d, big_endian, fortran);
-  AccumulateOptions options;
-  options.max_batch_rows = batch;
-  auto acc = backend.accumulator(d.units, options);
-  const std::int64_t u = d.total_units(), size = dtype_size(d.dtype);
-  for (std::int64_t r = 0; r < d.rows; r += batch) {
-    const std::int64_t count = std::min(batch, d.rows - r);
-    std::vector<ActivationBlock> blocks;
-    std::int64_t offset = 0;
-    for (std::int64_t units : d.units) {
-      const std::int64_t first = fortran ? offset * d.rows + r : r * u + offset;
-      ActivationBlock b = row_major_block(bytes.data() + first * size, d.dtype, count, units);
-      b.image_stride = fortran ? 1 : u;
-      b.unit_stride = fortran ? d.rows : 1;
-      b.big_endian = big_endian;
-      blocks.push_back(b);
-      offset += units;
-    }
-    acc->add(blocks);
-  }
-  return acc->moments();
 }
 
 // Byte order and layout are how a value is stored, not what it is: every backend decodes each value
