@@ -17,19 +17,11 @@ using testing::files_in;
 using testing::run_cli;
 using testing::ScratchDir;
 
-void write_random(const std::string& path, std::int64_t rows, std::int64_t units, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(static_cast<std::size_t>(rows * units));
-  for (auto& x : v) x = normal(rng);
-  testing::write_array(path, v, {rows, units});
-}
-
 TEST(Cli, AlignWritesEveryOutputForThreeNets) {
   ScratchDir dir;
-  write_random(dir.file("n1.npy"), 100, 4, 1);
-  write_random(dir.file("n2.npy"), 100, 5, 2);
-  write_random(dir.file("x.npy"), 100, 3, 3);
+  testing::write_random(dir.file("n1.npy"), 100, 4, 1);
+  testing::write_random(dir.file("n2.npy"), 100, 5, 2);
+  testing::write_random(dir.file("x.npy"), 100, 3, 3);
   const auto r = run_cli("align " + dir.file("n1.npy") + " " + dir.file("n2.npy") + " third=" + dir.file("x.npy") +
                          " --out " + dir.file("out") + " --batch-rows 33 --backend cpu");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -150,7 +142,7 @@ class CliBadInput : public ::testing::TestWithParam<BadInput> {};
 
 TEST_P(CliBadInput, FailsCleanly) {
   ScratchDir dir;
-  write_random(dir.file("good.npy"), 50, 3, 1);
+  testing::write_random(dir.file("good.npy"), 50, 3, 1);
   const std::string bad = dir.file("bad.npy");
   const std::string& kind = GetParam().name;
   std::string extra_args;
@@ -184,7 +176,7 @@ TEST_P(CliBadInput, FailsCleanly) {
     testing::write_array(bad, values, {50, 3});
     out = dir.file("good.npy") + "/out";  // a directory can't be made under a regular file, even by root
   } else if (kind == "name_collision") {
-    write_random(dir.file("sub_good.npy"), 50, 3, 2);
+    testing::write_random(dir.file("sub_good.npy"), 50, 3, 2);
     std::filesystem::create_directories(dir.file("sub"));
     std::filesystem::rename(dir.file("sub_good.npy"), dir.file("sub/good.npy"));
     extra_args = " " + dir.file("sub/good.npy");
@@ -226,9 +218,9 @@ namespace {
 // leaves no output directory behind.
 TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
   ScratchDir dir;
-  write_random(dir.file("x.npy"), 40, 3, 1);
-  write_random(dir.file("y.npy"), 40, 3, 2);
-  write_random(dir.file("z.npy"), 40, 3, 3);
+  testing::write_random(dir.file("x.npy"), 40, 3, 1);
+  testing::write_random(dir.file("y.npy"), 40, 3, 2);
+  testing::write_random(dir.file("z.npy"), 40, 3, 3);
   testing::write_array(dir.file("t1.npy"), std::vector<float>(10 * 4 * 20, 1.0f), {10, 4, 20});
   testing::write_array(dir.file("t2.npy"), std::vector<float>(20 * 4 * 10, 1.0f), {20, 4, 10});
   testing::write_array(dir.file("big.npy"), std::vector<double>{0.5, 1.5, -0.2, 0.1}, {2, 2});

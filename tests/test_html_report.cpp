@@ -250,18 +250,10 @@ TEST(LayerResults, RefusesWhatIsNotAnAlignOutput) {
   }
 }
 
-void write_random_net(const std::string& path, std::int64_t rows, std::int64_t units, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(static_cast<std::size_t>(rows * units));
-  for (auto& x : v) x = normal(rng);
-  testing::write_array(path, v, {rows, units});
-}
-
 TEST(ReportCli, AlignWritesASelfContainedReportUnlessTold) {
   ScratchDir dir;
-  write_random_net(dir.file("a.npy"), 200, 6, 1);
-  write_random_net(dir.file("b.npy"), 200, 6, 2);
+  testing::write_random(dir.file("a.npy"), 200, 6, 1);
+  testing::write_random(dir.file("b.npy"), 200, 6, 2);
   const std::string nets = dir.file("a.npy") + " " + dir.file("b.npy");
   auto r = run_cli("align " + nets + " --out " + dir.file("fc") + " --threads 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -301,8 +293,8 @@ TEST(ReportCli, AlignWritesASelfContainedReportUnlessTold) {
 
 TEST(ReportCli, WithoutVegaAlignStopsBeforeTheWorkAndSaysWhatToInstall) {
   ScratchDir dir;
-  write_random_net(dir.file("a.npy"), 50, 3, 1);
-  write_random_net(dir.file("b.npy"), 50, 3, 2);
+  testing::write_random(dir.file("a.npy"), 50, 3, 1);
+  testing::write_random(dir.file("b.npy"), 50, 3, 2);
   ::setenv("CONVERGENT_VEGA_DIR", dir.file("no-vega").c_str(), 1);
   const auto r = run_cli("align " + dir.file("a.npy") + " " + dir.file("b.npy") + " --out " + dir.file("out"));
   const auto without_report =

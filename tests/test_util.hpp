@@ -65,6 +65,15 @@ void write_array(const std::string& path, const std::vector<T>& values, const st
   write_raw_npy(path, descr, fortran, shape_tuple(shape), values.data(), values.size() * sizeof(T));
 }
 
+// A (rows x units) float32 file of independent N(0, 1) values.
+inline void write_random(const std::string& path, std::int64_t rows, std::int64_t units, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(static_cast<std::size_t>(rows * units));
+  for (auto& x : v) x = normal(rng);
+  write_array(path, v, {rows, units});
+}
+
 struct CliResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
