@@ -24,6 +24,7 @@
 #include "convergent/error.hpp"
 #include "convergent/moments.hpp"
 #include "backend_test.hpp"
+#include "test_util.hpp"
 #include "backend/cuda_backend.hpp"
 
 namespace convergent {
@@ -49,19 +50,6 @@ const char* layout_name(Layout l) {
     case Layout::nhwc: return "NHWC";
   }
   return "?";
-}
-
-// Exact float -> half for values a half holds exactly (the generator makes sure of it), plus NaN and inf.
-std::uint16_t exact_half(double v) {
-  if (std::isnan(v)) return 0x7e00;
-  const std::uint16_t sign = std::signbit(v) ? 0x8000 : 0;
-  v = std::abs(v);
-  if (std::isinf(v)) return sign | 0x7c00;
-  if (v == 0.0) return sign;
-  int exponent = 0;
-  const double fraction = std::frexp(v, &exponent);  // v = fraction * 2^exponent, fraction in [0.5, 1)
-  const auto mantissa = static_cast<std::uint16_t>(std::lround((fraction * 2.0 - 1.0) * 1024.0));
-  return static_cast<std::uint16_t>(sign | ((exponent - 1 + 15) << 10) | mantissa);
 }
 
 double representable(double v, DType dtype) {
@@ -123,7 +111,7 @@ class NetArray {
   void set(std::int64_t image, std::int64_t unit, std::int64_t y, std::int64_t x, double v) {
     unsigned char* p = bytes_.data() + offset(image, unit, y, x) * dtype_size(dtype_);
     if (dtype_ == DType::float16) {
-      const std::uint16_t h = exact_half(v);
+      const std::uint16_t h = testing::float16_bits(v);
       std::memcpy(p, &h, 2);
     } else if (dtype_ == DType::float32) {
       const auto f = static_cast<float>(v);

@@ -28,26 +28,6 @@ namespace {
 
 using testing::compiled_backends;
 
-// Round-to-nearest-even float16 bits of v (|v| below 65504), and the value they hold.
-std::uint16_t to_half(double v, double& stored) {
-  const std::uint16_t sign = std::signbit(v) ? 0x8000 : 0;
-  const double a = std::abs(v);
-  std::uint16_t bits;
-  if (a < 0x1p-14) {
-    const auto m = static_cast<std::uint16_t>(std::nearbyint(a * 0x1p24));  // 1024 rounds up to the first normal
-    bits = m;
-    stored = m * 0x1p-24;
-  } else {
-    int e = std::ilogb(a);
-    auto m = static_cast<int>(std::nearbyint(std::ldexp(a, 10 - e)));  // in [1024, 2048]
-    if (m == 2048) m = 1024, ++e;
-    bits = static_cast<std::uint16_t>(((e + 15) << 10) | (m - 1024));
-    stored = std::ldexp(static_cast<double>(m), e - 10);
-  }
-  if (sign) stored = -stored;
-  return static_cast<std::uint16_t>(sign | bits);
-}
-
 // Activations of nets side by side, in one dtype: `truth` is what the file holds (as float64), `bytes` the
 // file's row-major data (samples x all units).
 struct Data {
@@ -71,7 +51,7 @@ Data store(DType dtype, std::int64_t rows, std::vector<std::int64_t> units, cons
       d.truth[i] = f;
       std::memcpy(&d.bytes[i * 4], &f, 4);
     } else {
-      const std::uint16_t h = to_half(values[i], d.truth[i]);
+      const std::uint16_t h = testing::float16_bits(values[i], &d.truth[i]);
       std::memcpy(&d.bytes[i * 2], &h, 2);
     }
   }

@@ -26,14 +26,6 @@ namespace {
 
 enum class Store { c_order, fortran, nchw, nhwc };
 
-std::uint16_t half_bits(double v) {  // exact for the multiples of 1/64 below 32 that the tests use
-  if (v == 0.0) return std::signbit(v) ? 0x8000 : 0;
-  const std::uint16_t sign = v < 0 ? 0x8000 : 0;
-  int e = 0;
-  const double f = std::frexp(std::abs(v), &e);
-  return static_cast<std::uint16_t>(sign | ((e - 1 + 15) << 10) | std::lround((f * 2.0 - 1.0) * 1024.0));
-}
-
 double in_dtype(double v, DType dtype) {
   if (!std::isfinite(v)) return v;
   if (dtype == DType::float16) return std::clamp(std::round(v * 64.0) / 64.0, -31.984375, 31.984375);
@@ -97,7 +89,7 @@ Net make_net(std::vector<double>& truth, std::int64_t total, std::int64_t first,
           v = in_dtype(v, dtype);
           unsigned char* p = net.bytes.data() + net.offset(n, c, y, x) * size;
           if (dtype == DType::float16) {
-            const std::uint16_t bits = half_bits(v);
+            const std::uint16_t bits = testing::float16_bits(v);
             std::memcpy(p, &bits, 2);
           } else if (dtype == DType::float32) {
             const float f = static_cast<float>(v);

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -63,6 +64,33 @@ void write_array(const std::string& path, const std::vector<T>& values, const st
                  bool fortran = false) {
   const std::string descr = sizeof(T) == 4 ? "<f4" : "<f8";
   write_raw_npy(path, descr, fortran, shape_tuple(shape), values.data(), values.size() * sizeof(T));
+}
+
+// Round-to-nearest-even float16 bits of v, subnormals included, NaN as 0x7e00, infinities kept, values
+// beyond 65504 rounded to infinity; `stored` (when given) receives the value the bits hold. Written from
+// the IEEE 754 definition, independent of the reader's half_to_float.
+inline std::uint16_t float16_bits(double v, double* stored = nullptr) {
+  const std::uint16_t sign = std::signbit(v) ? 0x8000 : 0;
+  const double a = std::abs(v);
+  std::uint16_t bits;
+  double held;
+  if (std::isnan(v)) {
+    bits = 0x7e00, held = v;
+  } else if (a < 0x1p-14) {  // subnormal; 1024 steps round up into the first normal, whose bits follow on
+    const auto m = static_cast<std::uint16_t>(std::nearbyint(a * 0x1p24));
+    bits = m, held = m * 0x1p-24;
+  } else {
+    int e = std::ilogb(a);
+    auto m = static_cast<int>(std::nearbyint(std::ldexp(a, 10 - e)));  // in [1024, 2048]
+    if (m == 2048) m = 1024, ++e;
+    if (e > 15 || std::isinf(a)) {
+      bits = 0x7c00, held = INFINITY;
+    } else {
+      bits = static_cast<std::uint16_t>(((e + 15) << 10) | (m - 1024)), held = std::ldexp(static_cast<double>(m), e - 10);
+    }
+  }
+  if (stored) *stored = sign ? -held : held;
+  return static_cast<std::uint16_t>(sign | bits);
 }
 
 // A (rows x units) float32 file of independent N(0, 1) values.
