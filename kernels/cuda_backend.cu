@@ -144,15 +144,13 @@ class CudaAccumulator final : public MomentAccumulator {
       : MomentAccumulator(units_per_net, options),
         scope_(device),
         device_(device),
-        options_(options),
         routine_(routine),
         staging_threads_(staging_threads),
-        net_units_(units_per_net),
         units_(std::accumulate(units_per_net.begin(), units_per_net.end(), std::int64_t{0})) {
     checked_int(units_, "units");
     checked_int(options.max_batch_rows, "max_batch_rows");
-    for (std::size_t net = 0; net <= net_units_.size(); ++net)
-      net_offsets_.push_back(std::accumulate(net_units_.begin(), net_units_.begin() + net, std::int64_t{0}));
+    for (std::size_t net = 0; net <= net_units().size(); ++net)
+      net_offsets_.push_back(std::accumulate(net_units().begin(), net_units().begin() + net, std::int64_t{0}));
     check_device_memory();
     allocate();
     scope_.leave();
@@ -188,12 +186,12 @@ class CudaAccumulator final : public MomentAccumulator {
       launch_find_nonfinite(device_block(blocks[net], staged[net], slot, rows), units_, net_offsets_[net],
                             slot.row_bad.data(), &slot.counters.data()->first_nonfinite, pack_.ref());
     launch_count_kept(slot.row_bad.data(), rows, slot.counters.data(), pack_.ref());
-    if (!options_.skip_nonfinite_rows)
+    if (!options().skip_nonfinite_rows)
       copy_async(slot.counters_host.data(), slot.counters.data(), 1, cudaMemcpyDeviceToHost, pack_.ref());
     slot.scanned.record(pack_.ref());
     next_slot_ ^= 1;
 
-    if (!options_.skip_nonfinite_rows) {
+    if (!options().skip_nonfinite_rows) {
       slot.scanned.synchronize();
       const unsigned long long first = slot.counters_host.data()->first_nonfinite;
       if (first != std::numeric_limits<unsigned long long>::max()) throw_nonfinite(first);
@@ -211,7 +209,7 @@ class CudaAccumulator final : public MomentAccumulator {
     launch_choose_scaling(units_, scaling, compute_.ref());
     launch_scaled_mean(x64_.data(), rows, units_, row_bad, slot.counters.data(), partials_.data(), scaling,
                        compute_.ref());
-    __nv_bfloat16* x_bf16 = options_.precision == Precision::bf16 ? x_bf16_.data() : nullptr;
+    __nv_bfloat16* x_bf16 = options().precision == Precision::bf16 ? x_bf16_.data() : nullptr;
     launch_scale_centre(x64_.data(), rows, units_, row_bad, scaling, x_.data(), x_bf16, compute_.ref());
     const MergeFactors factors{rescale_.data(), batch_scale_.data(), delta_.data()};
     launch_plan_merge(units_, scaling, slot.counters.data(), totals_.data(), running_state(), factors,
@@ -222,10 +220,10 @@ class CudaAccumulator final : public MomentAccumulator {
     // of at most kProductRows rows, each added to M2 in float64, which keeps correlations within 1e-6.
     // All chunks share the batch's centring and scale, so each costs one pass over M2's upper triangle,
     // the rescale riding on the first one and the Chan term on the last.
-    const std::int64_t row_bytes = units_ * product_element_bytes(options_.precision);
-    const std::int64_t chunk_rows = chunk_rows_for(options_.precision, rows);
+    const std::int64_t row_bytes = units_ * product_element_bytes(options().precision);
+    const std::int64_t chunk_rows = chunk_rows_for(options().precision, rows);
     for (std::int64_t first = 0; first < rows; first += chunk_rows) {
-      batch_product(cublas_.get(), options_.precision, routine_, product_input + first * row_bytes,
+      batch_product(cublas_.get(), options().precision, routine_, product_input + first * row_bytes,
                     std::min(chunk_rows, rows - first), units_, product_.data());
       launch_merge_product(product_.data(), units_, /*first_chunk=*/first == 0,
                            /*last_chunk=*/first + chunk_rows >= rows, factors, totals_.data(), slot.counters.data(),
@@ -237,7 +235,7 @@ class CudaAccumulator final : public MomentAccumulator {
 
   Moments moments() override {
     DeviceGuard guard(device_);
-    Moments result(net_units_);
+    Moments result(net_units());
     const Totals totals = fetch_totals();  // synchronises all streams
     result.samples = static_cast<std::int64_t>(totals.samples);
     launch_mirror_upper(m2_.data(), units_, compute_.ref());  // merges keep the upper triangle only
@@ -277,7 +275,7 @@ class CudaAccumulator final : public MomentAccumulator {
     std::size_t bytes = 2 * (r                          // row_bad
                              + align_up(r * u * 4));    // raw staging, float32 input
     bytes += r * u * (sizeof(double) + sizeof(float));  // x64, x
-    if (options_.precision == Precision::bf16) bytes += r * u * 2;
+    if (options().precision == Precision::bf16) bytes += r * u * 2;
     bytes += u * u * (sizeof(float) + sizeof(double));                             // product, M2
     bytes += u * sizeof(double) * (2 * kStatsMaxChunks + kPerUnitDoubles) + u * 2 * sizeof(int);  // vectors
     return bytes;
@@ -294,7 +292,7 @@ class CudaAccumulator final : public MomentAccumulator {
   // A clear error instead of an out-of-memory failure halfway through the run.
   void check_device_memory() const {
     const DeviceMemoryInfo info = device_memory_info();
-    const std::size_t need = planned_device_bytes(options_.max_batch_rows);
+    const std::size_t need = planned_device_bytes(options().max_batch_rows);
     if (need + kReserveBytes <= info.free_bytes) return;
     // Largest batch that fits: the part of the footprint that grows with the batch rows is linear.
     const std::size_t fixed = planned_device_bytes(0);
@@ -304,13 +302,13 @@ class CudaAccumulator final : public MomentAccumulator {
     std::string advice = max_rows > 0 ? "; lower the batch size (max_batch_rows) to at most " + std::to_string(max_rows)
                                       : "; the U x U moments alone do not fit: use fewer units or the CPU backend";
     throw Error("CUDA backend: accumulating " + std::to_string(units_) + " units in batches of " +
-                std::to_string(options_.max_batch_rows) + " rows needs " + gib(double(need + kReserveBytes)) +
+                std::to_string(options().max_batch_rows) + " rows needs " + gib(double(need + kReserveBytes)) +
                 " of device memory, but only " + gib(double(info.free_bytes)) + " of " +
                 gib(double(info.total_bytes)) + " are free" + advice);
   }
 
   void allocate() {
-    const std::int64_t r = options_.max_batch_rows;
+    const std::int64_t r = options().max_batch_rows;
     const std::int64_t raw_bytes = static_cast<std::int64_t>(staging_capacity_for(r * units_ * 4));
     for (Slot& slot : slots_) {
       slot.staging = PinnedBuffer<std::byte>(raw_bytes);
@@ -321,7 +319,7 @@ class CudaAccumulator final : public MomentAccumulator {
     }
     x64_ = DeviceBuffer<double>(r * units_);
     x_ = DeviceBuffer<float>(r * units_);
-    if (options_.precision == Precision::bf16) x_bf16_ = DeviceBuffer<__nv_bfloat16>(r * units_);
+    if (options().precision == Precision::bf16) x_bf16_ = DeviceBuffer<__nv_bfloat16>(r * units_);
     product_ = DeviceBuffer<float>(units_ * units_);
     m2_ = DeviceBuffer<double>(units_ * units_);
     partials_ = DeviceBuffer<double>(2 * kStatsMaxChunks * units_);
@@ -453,10 +451,8 @@ class CudaAccumulator final : public MomentAccumulator {
 
   DeviceScope scope_;  // first: the members below are made and released with the device current
   int device_;
-  AccumulateOptions options_;
   Fp32Routine routine_;
   int staging_threads_;
-  std::vector<std::int64_t> net_units_;
   std::vector<std::int64_t> net_offsets_;  // nets + 1 entries
   std::int64_t units_;
 
