@@ -34,7 +34,7 @@ void check_finite(const Study& study) {
 
 }  // namespace
 
-Study run_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
+Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
   if (sources.size() < 2) throw Error("a study needs at least two nets");
   if (options.batch_rows < 0) throw Error("batch rows must be positive");
   if (!(options.dead_threshold >= 0.0 && options.dead_threshold < 1.0))
@@ -56,9 +56,6 @@ Study run_study(Backend& backend, const std::vector<NetSource>& sources, const S
                   std::to_string(first.samples() / first.pixels()) + " inputs of " + std::to_string(first.pixels()) +
                   "; its rows would not be the same inputs");
   }
-  if (first.samples() < 2)
-    throw Error(first.path() + ": " + std::to_string(first.samples()) +
-                " sample(s); correlations need at least 2");
 
   Study study;
   std::vector<std::int64_t> units_per_net;
@@ -71,26 +68,32 @@ Study run_study(Backend& backend, const std::vector<NetSource>& sources, const S
     study.nets.push_back(std::move(info));
   }
 
-  // Batches hold whole images of every net, so they are a multiple of each net's pixels per image.
+  // Batches hold whole inputs of every net, so they are a multiple of each net's pixels per input.
   std::int64_t whole_images = 1;
   for (const auto& file : files) whole_images = std::lcm(whole_images, file.pixels());
+  study.rows_per_input = whole_images;
+  study.inputs = first.samples() / whole_images;
+  study.range = options.inputs.value_or(InputRange{0, study.inputs});
+  if (study.range.begin < 0 || study.range.end < study.range.begin || study.range.end > study.inputs)
+    throw Error(first.path() + ": inputs " + std::to_string(study.range.begin) + ":" + std::to_string(study.range.end) +
+                " are not a range within its " + std::to_string(study.inputs) + " inputs");
   std::int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : automatic_batch_rows(offset);
   batch_rows = std::max<std::int64_t>(1, batch_rows / whole_images) * whole_images;
 
+  const std::int64_t begin = study.range.begin * whole_images, end = study.range.end * whole_images;
   AccumulateOptions accumulate;
   accumulate.precision = options.precision;
-  accumulate.max_batch_rows = std::min(batch_rows, first.samples());
+  accumulate.max_batch_rows = std::max<std::int64_t>(1, std::min(batch_rows, end - begin));
   accumulate.skip_nonfinite_rows = options.skip_nonfinite_rows;
   auto accumulator = backend.accumulator(units_per_net, accumulate);
 
-  const std::int64_t total = first.samples();
-  std::int64_t previous_row = 0, previous_count = 0;  // the batch whose pages may be dropped next
+  std::int64_t previous_row = begin, previous_count = 0;  // the batch whose pages may be dropped next
   auto release = [&](std::int64_t row, std::int64_t count) {
     for (const auto& file : files) file.release(row / file.pixels(), count / file.pixels());
   };
   std::vector<ActivationBlock> batch(files.size());
-  for (std::int64_t row = 0; row < total; row += batch_rows) {
-    const std::int64_t count = std::min(batch_rows, total - row);
+  for (std::int64_t row = begin; row < end; row += batch_rows) {
+    const std::int64_t count = std::min(batch_rows, end - row);
     for (std::size_t i = 0; i < files.size(); ++i)
       batch[i] = files[i].block(row / files[i].pixels(), count / files[i].pixels());
     try {
@@ -104,18 +107,31 @@ Study run_study(Backend& backend, const std::vector<NetSource>& sources, const S
     release(previous_row, previous_count);
     previous_row = row;
     previous_count = count;
-    if (options.progress) options.progress(row + count, total);
+    if (options.progress) options.progress(row + count - begin, end - begin);
   }
   study.moments = accumulator->moments();
   release(previous_row, previous_count);
   study.skipped_rows = accumulator->skipped_rows();
+  study.backend = backend.description();
+  return study;
+}
+
+void finish_study(Backend& backend, Study& study, double dead_threshold) {
+  const std::string& first = study.nets.front().path;
+  const std::int64_t rows = study.moments.samples + study.skipped_rows;
+  if (study.moments.samples < 2 && study.skipped_rows == 0)
+    throw Error(first + ": " + std::to_string(rows) + " sample(s); correlations need at least 2");
   if (study.moments.samples < 2)
-    throw Error(first.path() + ": only " + std::to_string(study.moments.samples) + " of " + std::to_string(total) +
+    throw Error(first + ": only " + std::to_string(study.moments.samples) + " of " + std::to_string(rows) +
                 " sample rows are free of NaN/infinity; correlations need at least 2");
-  study.dead = dead_units(study.moments, options.dead_threshold);
+  study.dead = dead_units(study.moments, dead_threshold);
   study.correlation = backend.correlation(study.moments, study.dead);
   check_finite(study);
-  study.backend = backend.description();
+}
+
+Study run_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
+  Study study = accumulate_study(backend, sources, options);
+  finish_study(backend, study, options.dead_threshold);
   return study;
 }
 

@@ -214,29 +214,101 @@ struct ReportArguments {
   std::int64_t max_image_side = 512;
 };
 
-int run_align(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
-              const ClusterOptions& cluster, AnalysisArguments analysis, const MiArguments& mi_arguments,
-              const std::string& backend_name, const std::string& precision, const ReportArguments& report_arguments) {
+// Backend choice as given by --backend.
+BackendChoice backend_choice(const std::string& name) {
+  return name == "cpu" ? BackendChoice::cpu : name == "cuda" ? BackendChoice::cuda : BackendChoice::automatic;
+}
+
+// "BEGIN:END" as given by --rows.
+InputRange parse_input_range(const std::string& text) {
+  static const std::regex pattern("([0-9]{1,18}):([0-9]{1,18})");
+  std::smatch m;
+  if (!std::regex_match(text, m, pattern))
+    throw Error("--rows '" + text + "': expected BEGIN:END, inputs counted from 0, END excluded (e.g. 0:25000)");
+  return {std::stoll(m[1]), std::stoll(m[2])};
+}
+
+// Writes a stats file whole or not at all.
+void write_stats(const std::string& path, const StatsFile& stats) {
+  const std::filesystem::path target(path);
+  OutputDir out(target.has_parent_path() ? target.parent_path().string() : ".");
+  write_text_file(out.stage(target.filename().string()), stats_bytes(stats, version));
+  out.commit();
+}
+
+// `convergent stats`: the Moments of a range of inputs, saved for merge and align --from-stats.
+int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
+              const std::string& backend_name, const std::string& precision, const std::string& rows,
+              const std::string& out_path) {
   const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
-  if (nets.size() < 2) throw Error("align needs at least two nets");
-  if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
+  if (nets.size() < 2) throw Error("stats needs at least two nets");
   options.precision = parse_precision(precision);
-  bool run_mi = false;
-  std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
-  MiOptions mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
-  parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
-  parse_alphas(analysis.lasso_alphas);
-  OutputDir out(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
-  const BackendChoice choice = backend_name == "cpu"    ? BackendChoice::cpu
-                               : backend_name == "cuda" ? BackendChoice::cuda
-                                                        : BackendChoice::automatic;
-  auto backend = make_backend(choice, {common.threads, 0});
+  if (!rows.empty()) options.inputs = parse_input_range(rows);
+  auto backend = make_backend(backend_choice(backend_name), {common.threads, 0});
   ProgressBar progress;
   options.progress = [&](std::int64_t done, std::int64_t total) {
     if (interrupted) throw Interrupted();
     progress.update(done, total);
   };
-  const Study study = run_study(*backend, nets, options);
+  const Study study = accumulate_study(*backend, nets, options);
+  write_stats(out_path, stats_of(study, options));
+  std::cout << "wrote " << out_path << " (inputs " << study.range.begin << ":" << study.range.end << " of "
+            << study.inputs << ", " << study.moments.samples << " samples, " << study.backend << ")\n";
+  return 0;
+}
+
+// `convergent merge`: shards into one stats file, in the order of their ranges.
+int run_merge(const std::vector<std::string>& paths, const std::string& out_path) {
+  std::vector<StatsFile> shards;
+  for (const std::string& path : paths) shards.push_back(read_stats_file(path));
+  const StatsFile merged = merge_stats(std::move(shards), paths);
+  write_stats(out_path, merged);
+  std::cout << "wrote " << out_path << " (inputs " << merged.range.begin << ":" << merged.range.end << " of "
+            << merged.study.inputs << ", " << merged.moments.samples << " samples from " << paths.size()
+            << " files)\n";
+  return 0;
+}
+
+int run_align(const std::vector<std::string>& net_arguments, const std::string& from_stats, const CommonOptions& common,
+              StudyOptions options, const ClusterOptions& cluster, AnalysisArguments analysis,
+              const MiArguments& mi_arguments, const std::string& backend_name, std::string precision,
+              const ReportArguments& report_arguments) {
+  const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
+  if (from_stats.empty() && nets.size() < 2) throw Error("align needs at least two nets (or --from-stats FILE)");
+  if (!from_stats.empty() && !nets.empty()) throw Error("align takes nets or --from-stats FILE, not both");
+  if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
+  options.precision = parse_precision(precision);
+  const bool mi_named = analysis.analyses != "all";
+  bool run_mi = false;
+  std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
+  std::vector<SkippedAnalysis> skipped;
+  if (run_mi && !from_stats.empty()) {
+    const std::string reason =
+        "mutual_information needs a second pass over the activations (bin edges from the Moments, then joint "
+        "counts of every unit pair); a stats file holds the Moments alone: run align on the .npy files";
+    if (mi_named) throw Error("--from-stats: " + reason);
+    skipped.push_back({"mutual_information", reason});
+    run_mi = false;
+  }
+  MiOptions mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
+  parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
+  parse_alphas(analysis.lasso_alphas);
+  OutputDir out(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
+  auto backend = make_backend(backend_choice(backend_name), {common.threads, 0});
+  ProgressBar progress;
+  options.progress = [&](std::int64_t done, std::int64_t total) {
+    if (interrupted) throw Interrupted();
+    progress.update(done, total);
+  };
+  Study study;
+  if (from_stats.empty()) {
+    study = run_study(*backend, nets, options);
+  } else {
+    const StatsFile stats = read_stats_file(from_stats);
+    study = study_of(stats, from_stats);
+    finish_study(*backend, study, options.dead_threshold);
+    precision = to_string(stats.study.precision);
+  }
   const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
   const auto spectral = cluster_units(*backend, study, cluster, common.threads);
   const AnalysisResults analyses = analyse(study, pairs, analysis, cluster, common.threads);
@@ -250,7 +322,7 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
     mi_report = align_all_pairs_by_mi(*backend, study, pairs, mutual_information(*backend, study, options, mi),
                                       mi.memory_budget_bytes, std::max(1, common.threads));
   }
-  stage_study_outputs(out, study, pairs, spectral, analyses, precision, version, mi_report);
+  stage_study_outputs(out, study, pairs, spectral, analyses, precision, version, mi_report, skipped);
   if (!report_arguments.skip) {
     // The report reads the staged files back, so it shows exactly what is committed with it.
     const std::string layer = report::layer_name_of(common.out_dir);
@@ -277,6 +349,7 @@ int run_align(const std::vector<std::string>& net_arguments, const CommonOptions
               << 100.0 * spectral->result.mixed_share << "% of live units in mixed clusters\n";
   std::cout << "wrote " << common.out_dir << "/summary.json (" << study.moments.samples << " samples, "
             << study.backend << ")\n";
+  for (const SkippedAnalysis& s : skipped) std::cout << "skipped " << s.name << ": " << s.reason << "\n";
   if (!report_arguments.skip) std::cout << "report: " << common.out_dir << "/report.html\n";
   return 0;
 }
@@ -342,24 +415,38 @@ int main(int argc, char** argv) {
   std::vector<std::string> net_arguments;
   StudyOptions study_options;
   std::string backend_name = "auto", precision = "fp32", layout = "channels-first";
+  // The options of a pass over the activations, shared by align and stats; returns those that only a pass
+  // reads (align --from-stats excludes them: the stats file records what its pass used).
+  auto add_pass_options = [&](CLI::App* command) {
+    auto* nets = command->add_option("nets", net_arguments, "[NAME=]PATH of each net's activations (.npy, 2-D, 3-D or 4-D)")
+                     ->expected(2, -1);
+    auto* layout_option =
+        command
+            ->add_option("--layout", layout,
+                         "Where the units sit in 3-D and 4-D activations: channels-first, (N, C, L) or (N, C, H, W); "
+                         "channels-last, (N, L, C) or (N, H, W, C). nchw and nhwc are aliases")
+            ->check(CLI::IsMember({"channels-first", "channels-last", "nchw", "nhwc"}))
+            ->capture_default_str();
+    auto* batch_rows = command->add_option("--batch-rows", study_options.batch_rows, "Sample rows per batch (0: automatic)")
+                           ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+    command->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
+    command->add_option("--backend", backend_name, "Compute backend")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    auto* precision_option = command->add_option("--precision", precision, "Batch product precision (tf32/bf16 need CUDA)")
+                                 ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+    auto* skip = command->add_flag("--skip-nonfinite", study_options.skip_nonfinite_rows,
+                                   "Drop sample rows holding NaN or infinity instead of failing (the count is reported)");
+    return std::vector<CLI::Option*>{nets, layout_option, batch_rows, precision_option, skip};
+  };
   auto* align = app.add_subcommand("align", "Correlate the units of two or more nets and match them, all pairs");
-  align->add_option("nets", net_arguments, "[NAME=]PATH of each net's activations (.npy, 2-D, 3-D or 4-D)")
-      ->required()
-      ->expected(2, -1);
+  const auto pass_options = add_pass_options(align);
   align->add_option("--out", common.out_dir, "Output directory")->required();
-  align->add_option("--layout", layout,
-                    "Where the units sit in 3-D and 4-D activations: channels-first, (N, C, L) or (N, C, H, W); "
-                    "channels-last, (N, L, C) or (N, H, W, C). nchw and nhwc are aliases")
-      ->check(CLI::IsMember({"channels-first", "channels-last", "nchw", "nhwc"}))
-      ->capture_default_str();
-  align->add_option("--batch-rows", study_options.batch_rows, "Sample rows per batch (0: automatic)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
-  align->add_option("--threads", common.threads, "CPU threads (0: all cores)")->check(CLI::Range(0, 4096));
-  align->add_option("--backend", backend_name, "Compute backend")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  align->add_option("--precision", precision, "Batch product precision (tf32/bf16 need CUDA)")
-      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
-  align->add_flag("--skip-nonfinite", study_options.skip_nonfinite_rows,
-                  "Drop sample rows holding NaN or infinity instead of failing (the count is reported)");
+  std::string from_stats;
+  auto* from_stats_option = align->add_option(
+      "--from-stats", from_stats,
+      "Analyse the Moments of a stats file (convergent stats / merge) instead of activations; mutual information "
+      "needs the activations and is skipped (an error when named in --analyses)");
+  for (CLI::Option* option : pass_options) from_stats_option->excludes(option);
+
   ClusterOptions cluster;
   align->add_option("--clusters", cluster.clusters,
                     "Spectral clustering of all units: K clusters, auto (largest eigengap) or none")
@@ -418,6 +505,21 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{16}, std::int64_t{8192}))
       ->capture_default_str();
 
+  std::string rows, stats_out;
+  auto* stats = app.add_subcommand("stats", "Save the Moments of a range of inputs, for merge and align --from-stats");
+  add_pass_options(stats);
+  stats->add_option("--out", stats_out, "The stats file to write (.npz; numpy.load reads it)")->required();
+  stats->add_option("--rows", rows,
+                    "Inputs BEGIN:END (END excluded): images of 3-D/4-D files, rows of 2-D ones; all when absent");
+
+  std::vector<std::string> merge_inputs;
+  std::string merge_out;
+  auto* merge_command = app.add_subcommand("merge", "Merge stats files of one study's shards into one (exact, any order)");
+  merge_command->add_option("files", merge_inputs, "Stats files of contiguous, non-overlapping input ranges")
+      ->required()
+      ->expected(1, -1);
+  merge_command->add_option("--out", merge_out, "The merged stats file to write")->required();
+
   std::string corr_path, name_a = "a", name_b = "b";
   auto* match = app.add_subcommand("match", "One-to-one and semi-matching of a correlation matrix you already have");
   match->add_option("corr", corr_path, "CORR.npy: rows = units of net A, columns = units of net B")->required();
@@ -440,12 +542,14 @@ int main(int argc, char** argv) {
       print_version();
       return 0;
     }
+    study_options.layout =
+        layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
     if (align->parsed()) {
-      study_options.layout =
-          layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
-      return run_align(net_arguments, common, study_options, cluster, analysis, mi_arguments, backend_name, precision,
-                       report_arguments);
+      return run_align(net_arguments, from_stats, common, study_options, cluster, analysis, mi_arguments, backend_name,
+                       precision, report_arguments);
     }
+    if (stats->parsed()) return run_stats(net_arguments, common, study_options, backend_name, precision, rows, stats_out);
+    if (merge_command->parsed()) return run_merge(merge_inputs, merge_out);
     if (report_command->parsed()) return run_report(report_inputs, report_out, report_arguments);
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
     std::cout << app.help();

@@ -198,7 +198,8 @@ json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<Pair
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
                          const std::string& precision, const std::string& version,
-                         const std::optional<MiReport>& mutual_information) {
+                         const std::optional<MiReport>& mutual_information,
+                         const std::vector<SkippedAnalysis>& skipped) {
   const std::vector<double> sd = study.moments.stddev();
   json nets = json::array();
   for (const NetInfo& net : study.nets) {
@@ -236,6 +237,7 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
   if (spectral) summary["spectral"] = stage_spectral(out, study, *spectral);
   stage_analysis_outputs(out, study, analyses, summary);
   if (mutual_information) summary["mutual_information"] = stage_mi_outputs(out, study, pairs, *mutual_information);
+  for (const SkippedAnalysis& s : skipped) summary["skipped_analyses"].push_back({{"name", s.name}, {"reason", s.reason}});
   write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
 }
 

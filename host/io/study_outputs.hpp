@@ -48,10 +48,18 @@ MiReport align_all_pairs_by_mi(Backend& backend, const Study& study, const std::
 // a spectral report also clusters.csv (net,unit,cluster, in cluster order) and corr_clustered.npy (the
 // combined correlation matrix with rows and columns in that same order); and the outputs of the
 // analyses that ran (stage_analysis_outputs); with an MI report its outputs (stage_mi_outputs).
+// An analysis that was selected but could not run (align --from-stats has no data for a second pass):
+// listed in summary.json's "skipped_analyses" with the reason.
+struct SkippedAnalysis {
+  std::string name;
+  std::string reason;
+};
+
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
                          const std::string& precision, const std::string& version,
-                         const std::optional<MiReport>& mutual_information = std::nullopt);
+                         const std::optional<MiReport>& mutual_information = std::nullopt,
+                         const std::vector<SkippedAnalysis>& skipped = {});
 
 // Stages mi_<a>.npy, mi_mm_<a>.npy, nmi_<a>.npy per net and mi_<a>_<b>.npy, mi_mm_<a>_<b>.npy,
 // nmi_<a>_<b>.npy (float64, A's units as rows; plug-in MI, Miller-Madow MI, normalised MI),

@@ -13,4 +13,5 @@
 #include "convergent/similarity_indices.hpp"
 #include "convergent/sparse_prediction.hpp"
 #include "convergent/spectral.hpp"
+#include "convergent/stats_file.hpp"
 #include "convergent/study.hpp"

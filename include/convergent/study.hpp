@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,8 +26,19 @@ struct NetSource {
   std::string path;  // .npy file: 2-D (samples x units), or 3-D / 4-D activations laid out as Layout says
 };
 
+// A half-open range of inputs [begin, end). An input is the first axis of 3-D and 4-D files (an image, a
+// sequence: every position of it is a sample row) and a row of 2-D files; a 2-D file beside files with P
+// positions per input gives P rows per input. Inputs are what a study is sharded by.
+struct InputRange {
+  std::int64_t begin = 0;
+  std::int64_t end = 0;
+  std::int64_t size() const { return end - begin; }
+};
+
 struct StudyOptions {
   Layout layout = Layout::channels_first;
+  // Only these inputs (stats shards, MPI ranks); all when empty. Error when it lies outside the files.
+  std::optional<InputRange> inputs;
   std::int64_t batch_rows = 0;  // sample rows per batch; 0 picks one from the unit count
   bool skip_nonfinite_rows = false;
   // A unit is dead when it is constant (min == max), or when its std is at most this fraction of its
@@ -54,11 +66,22 @@ struct Study {
   Matrix correlation;      // concatenated units x concatenated units
   std::int64_t skipped_rows = 0;
   std::string backend;
+  std::int64_t inputs = 0;          // inputs of the whole study (InputRange)
+  std::int64_t rows_per_input = 1;  // sample rows each input adds
+  InputRange range;                 // the inputs the Moments cover
 };
 
 // Opens and checks every file before any work, then makes one streaming pass. Throws Error naming the
-// file and the problem for bad input.
+// file and the problem for bad input. accumulate_study and then finish_study.
 Study run_study(Backend& backend, const std::vector<NetSource>& nets, const StudyOptions& options);
+
+// The pass alone: nets, Moments and skipped rows over options.inputs (every input when empty); a range may
+// hold no sample or one (a shard). Throws Error naming the file for bad input or a range outside it.
+Study accumulate_study(Backend& backend, const std::vector<NetSource>& nets, const StudyOptions& options);
+
+// From the Moments to what every analysis reads: dead units (dead_threshold, as in StudyOptions) and the
+// correlation matrix. Throws Error naming the first net's file when fewer than 2 samples were kept.
+void finish_study(Backend& backend, Study& study, double dead_threshold);
 
 // The dead-unit rule of StudyOptions::dead_threshold, per concatenated unit.
 std::vector<bool> dead_units(const Moments& moments, double dead_threshold);
