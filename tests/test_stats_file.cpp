@@ -201,13 +201,13 @@ TEST(StatsFile, MergeRefusesOtherStudiesOverlapsAndGaps) {
 
 using testing::run_cli;
 
-// Every number in summary.json, by its JSON path; what describes the run (backend) and the notes of
+// Every number in summary.json, by its JSON path; what describes the run (the `run` section) and the notes of
 // skipped analyses are left out.
 void numbers(const nlohmann::json& j, const std::string& path, std::map<std::string, double>& out) {
   if (j.is_number()) out[path] = j.get<double>();
   if (j.is_object())
     for (const auto& [key, value] : j.items())
-      if (key != "backend" && key != "skipped_analyses") numbers(value, path + "/" + key, out);
+      if (key != "run" && key != "skipped_analyses") numbers(value, path + "/" + key, out);
   if (j.is_array())
     for (std::size_t i = 0; i < j.size(); ++i) numbers(j[i], path + "/" + std::to_string(i), out);
 }

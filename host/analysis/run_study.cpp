@@ -113,6 +113,7 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
   release(previous_row, previous_count);
   study.skipped_rows = accumulator->skipped_rows();
   study.backend = backend.description();
+  study.batch_rows = batch_rows;
   return study;
 }
 

@@ -19,6 +19,7 @@
 #include "report/html_report.hpp"
 #include "report/study_table.hpp"
 #include "report/vega_bundle.hpp"
+#include "cpu/parallel.hpp"
 #include "io/outputs.hpp"
 #include "io/study_outputs.hpp"
 
@@ -107,6 +108,10 @@ class ProgressBar {
   bool enabled_;
   std::chrono::steady_clock::time_point start_;
 };
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 void print_version() {
   std::cout << "convergent " << version << "\nbackends:\n";
@@ -273,11 +278,13 @@ int run_align(const std::vector<std::string>& net_arguments, const std::string& 
               StudyOptions options, const ClusterOptions& cluster, AnalysisArguments analysis,
               const MiArguments& mi_arguments, const std::string& backend_name, std::string precision,
               const ReportArguments& report_arguments) {
+  const auto start = std::chrono::steady_clock::now();
   const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
   if (from_stats.empty() && nets.size() < 2) throw Error("align needs at least two nets (or --from-stats FILE)");
   if (!from_stats.empty() && !nets.empty()) throw Error("align takes nets or --from-stats FILE, not both");
   if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
   options.precision = parse_precision(precision);
+  const std::string analyses_given = analysis.analyses;
   const bool mi_named = analysis.analyses != "all";
   bool run_mi = false;
   std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
@@ -322,7 +329,23 @@ int run_align(const std::vector<std::string>& net_arguments, const std::string& 
     mi_report = align_all_pairs_by_mi(*backend, study, pairs, mutual_information(*backend, study, options, mi),
                                       mi.memory_budget_bytes, std::max(1, common.threads));
   }
-  stage_study_outputs(out, study, pairs, spectral, analyses, precision, version, mi_report, skipped);
+  const nlohmann::json settings = {
+      {"layout", options.layout == Layout::channels_last ? "channels-last" : "channels-first"},
+      {"batch_rows", study.batch_rows},
+      {"from_stats", from_stats},
+      {"precision", precision},
+      {"skip_nonfinite", options.skip_nonfinite_rows},
+      {"dead_threshold", options.dead_threshold},
+      {"analyses", analyses_given},
+      {"lasso_alphas", parse_alphas(analysis.lasso_alphas)},
+      {"clusters", cluster.clusters},
+      {"affinity", cluster.affinity},
+      {"seed", cluster.seed},
+      {"mi", {{"binning", mi_arguments.binning}, {"bins", mi_arguments.bins}, {"base", mi_arguments.base},
+              {"memory_mib", mi_arguments.memory_mib}}}};
+  stage_study_outputs(out, study, pairs, spectral, analyses,
+                      run_section(version, study.backend, thread_count(common.threads), seconds_since(start), settings),
+                      mi_report, skipped);
   if (!report_arguments.skip) {
     // The report reads the staged files back, so it shows exactly what is committed with it.
     const std::string layer = report::layer_name_of(common.out_dir);
@@ -387,6 +410,7 @@ int run_match(const std::string& corr_path, const CommonOptions& common, const s
   check_net_name(name_a, "--name-a");
   check_net_name(name_b, "--name-b");
   if (name_a == name_b) throw Error("--name-a and --name-b are both '" + name_a + "'; the two nets need two names");
+  const auto start = std::chrono::steady_clock::now();
   OutputDir out(common.out_dir);
   const Matrix corr = read_matrix_npy(corr_path);
   for (std::int64_t r = 0; r < corr.rows(); ++r)
@@ -396,7 +420,9 @@ int run_match(const std::string& corr_path, const CommonOptions& common, const s
                     std::to_string(c) + " is not a correlation; match takes a matrix of values in [-1, 1]");
   auto backend = make_backend(BackendChoice::cpu, {common.threads, 0});
   const PairAlignment alignment = align_pair(*backend, corr.view(), std::max(1, common.threads));
-  stage_match_outputs(out, corr_path, name_a, name_b, corr.view(), alignment, version);
+  stage_match_outputs(out, corr_path, name_a, name_b, corr.view(), alignment,
+                      run_section(version, backend->description(), thread_count(common.threads), seconds_since(start),
+                                  {{"name_a", name_a}, {"name_b", name_b}}));
   out.commit();
   std::cout << "semi-matching mean corr " << alignment.semi_mean_corr << ", matching mean corr "
             << alignment.matching_mean_corr << "\nwrote " << common.out_dir << "/summary.json\n";

@@ -197,8 +197,7 @@ json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<Pair
 
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
-                         const std::string& precision, const std::string& version,
-                         const std::optional<MiReport>& mutual_information,
+                         const nlohmann::json& run, const std::optional<MiReport>& mutual_information,
                          const std::vector<SkippedAnalysis>& skipped) {
   const std::vector<double> sd = study.moments.stddev();
   json nets = json::array();
@@ -227,9 +226,7 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
     stage_pair_tables(out, a.name, b.name, corr, pair.alignment);
     stage_block_npy(out, "corr_" + a.name + "_" + b.name + ".npy", corr);
   }
-  json summary = {{"convergent_version", version},
-                  {"backend", study.backend},
-                  {"precision", precision},
+  json summary = {{"run", run},
                   {"samples", study.moments.samples},
                   {"skipped_rows", study.skipped_rows},
                   {"nets", nets},
@@ -239,6 +236,14 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
   if (mutual_information) summary["mutual_information"] = stage_mi_outputs(out, study, pairs, *mutual_information);
   for (const SkippedAnalysis& s : skipped) summary["skipped_analyses"].push_back({{"name", s.name}, {"reason", s.reason}});
   write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
+}
+
+json run_section(const std::string& version, const std::string& backend, int threads, double seconds, json settings) {
+  return {{"convergent_version", version},
+          {"backend", backend},
+          {"threads", threads},
+          {"seconds", seconds},
+          {"settings", std::move(settings)}};
 }
 
 Matrix read_matrix_npy(const std::string& path) {
@@ -265,9 +270,9 @@ Matrix read_matrix_npy(const std::string& path) {
 
 void stage_match_outputs(OutputDir& out, const std::string& corr_path, const std::string& name_a,
                          const std::string& name_b, MatrixView<const double> corr, const PairAlignment& alignment,
-                         const std::string& version) {
+                         const json& run) {
   stage_pair_tables(out, name_a, name_b, corr, alignment);
-  const json summary = {{"convergent_version", version},
+  const json summary = {{"run", run},
                         {"input", corr_path},
                         {"shape", {corr.rows, corr.cols}},
                         {"pairs", json::array({pair_json(name_a, name_b, alignment)})}};

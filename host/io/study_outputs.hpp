@@ -47,7 +47,8 @@ MiReport align_all_pairs_by_mi(Backend& backend, const Study& study, const std::
 // Stages summary.json, matching_<a>_<b>.csv, semi_<a>_<b>.csv, corr_<a>_<b>.npy and corr_<a>.npy; with
 // a spectral report also clusters.csv (net,unit,cluster, in cluster order) and corr_clustered.npy (the
 // combined correlation matrix with rows and columns in that same order); and the outputs of the
-// analyses that ran (stage_analysis_outputs); with an MI report its outputs (stage_mi_outputs).
+// analyses that ran (stage_analysis_outputs); with an MI report its outputs (stage_mi_outputs). `run`
+// becomes summary.json's `run` section (see run_section).
 // An analysis that was selected but could not run (align --from-stats has no data for a second pass):
 // listed in summary.json's "skipped_analyses" with the reason.
 struct SkippedAnalysis {
@@ -57,9 +58,16 @@ struct SkippedAnalysis {
 
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
-                         const std::string& precision, const std::string& version,
-                         const std::optional<MiReport>& mutual_information = std::nullopt,
+                         const nlohmann::json& run, const std::optional<MiReport>& mutual_information = std::nullopt,
                          const std::vector<SkippedAnalysis>& skipped = {});
+
+// summary.json's `run` section, the one part of the outputs that may differ between runs of the same inputs
+// and options: `convergent_version`, `backend` (as Backend::description), `threads` (used), `seconds`
+// (wall time of the job) and `settings` (the options that shaped the results, as the command line gave
+// them or as chosen automatically, e.g. the batch rows). Every other byte of every output is the same for
+// the same inputs and options, whatever the thread count (tests/test_determinism.cpp).
+nlohmann::json run_section(const std::string& version, const std::string& backend, int threads, double seconds,
+                           nlohmann::json settings);
 
 // Stages mi_<a>.npy, mi_mm_<a>.npy, nmi_<a>.npy per net and mi_<a>_<b>.npy, mi_mm_<a>_<b>.npy,
 // nmi_<a>_<b>.npy (float64, A's units as rows; plug-in MI, Miller-Madow MI, normalised MI),
@@ -71,9 +79,10 @@ nlohmann::json stage_mi_outputs(OutputDir& out, const Study& study, const std::v
 // Reads a 2-D correlation matrix (float16/32/64, C or Fortran order) whole; NaN is an error naming the file.
 Matrix read_matrix_npy(const std::string& path);
 
-// Stages summary.json, matching_<a>_<b>.csv and semi_<a>_<b>.csv for `convergent match`.
+// Stages summary.json (with its `run` section), matching_<a>_<b>.csv and semi_<a>_<b>.csv for
+// `convergent match`.
 void stage_match_outputs(OutputDir& out, const std::string& corr_path, const std::string& name_a,
                          const std::string& name_b, MatrixView<const double> corr, const PairAlignment& alignment,
-                         const std::string& version);
+                         const nlohmann::json& run);
 
 }  // namespace convergent

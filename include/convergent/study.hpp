@@ -69,6 +69,7 @@ struct Study {
   std::int64_t inputs = 0;          // inputs of the whole study (InputRange)
   std::int64_t rows_per_input = 1;  // sample rows each input adds
   InputRange range;                 // the inputs the Moments cover
+  std::int64_t batch_rows = 0;  // sample rows per batch of the pass (StudyOptions::batch_rows or the automatic one)
 };
 
 // Opens and checks every file before any work, then makes one streaming pass. Throws Error naming the
