@@ -107,9 +107,9 @@ struct CliResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs the convergent CLI with `arguments` (already shell-quoted where needed).
-inline CliResult run_cli(const std::string& arguments) {
-  const std::string command = std::string(CONVERGENT_CLI_PATH) + " " + arguments + " 2>&1";
+// Runs a shell command line, stdout and stderr together.
+inline CliResult run_shell(const std::string& command_line) {
+  const std::string command = command_line + " 2>&1";
   CliResult result;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -120,6 +120,9 @@ inline CliResult run_cli(const std::string& arguments) {
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
 }
+
+// Runs the convergent CLI with `arguments` (already shell-quoted where needed).
+inline CliResult run_cli(const std::string& arguments) { return run_shell(std::string(CONVERGENT_CLI_PATH) + " " + arguments); }
 
 inline std::vector<std::string> files_in(const std::filesystem::path& dir) {
   std::vector<std::string> names;

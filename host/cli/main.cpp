@@ -20,7 +20,9 @@
 #include "report/study_table.hpp"
 #include "report/vega_bundle.hpp"
 #include "cpu/parallel.hpp"
+#include "backend/cuda_backend.hpp"
 #include "io/outputs.hpp"
+#include "mpi/world.hpp"
 #include "io/study_outputs.hpp"
 
 namespace {
@@ -274,48 +276,97 @@ int run_merge(const std::vector<std::string>& paths, const std::string& out_path
   return 0;
 }
 
-int run_align(const std::vector<std::string>& net_arguments, const std::string& from_stats, const CommonOptions& common,
-              StudyOptions options, const ClusterOptions& cluster, AnalysisArguments analysis,
+// Thrown in a rank's pass when another rank failed: the failed rank's message is the one reported.
+struct StoppedByOtherRank : Error {
+  StoppedByOtherRank() : Error("stopped: another rank failed") {}
+};
+
+// Under mpirun: each rank streams its share of the inputs, [r N / K, (r + 1) N / K) for rank r of K.
+Study pass_of_rank(const mpi::World& world, Backend& backend, const std::vector<NetSource>& nets, StudyOptions options) {
+  StudyOptions probe = options;
+  probe.inputs = InputRange{0, 0};  // an empty range opens and checks the files, and counts their inputs
+  const std::int64_t n = accumulate_study(backend, nets, probe).inputs, r = world.rank(), k = world.size();
+  options.inputs = InputRange{r * n / k, (r + 1) * n / k};
+  return accumulate_study(backend, nets, options);
+}
+
+// Rank 0 merges every rank's Moments in rank order (the ranges' order, as convergent merge does: the same
+// float64 operations whichever rank finishes first) and gets the whole study; the others send theirs.
+Study merge_ranks(const mpi::World& world, const Study& part, const StudyOptions& options) {
+  StatsFile merged = stats_of(part, options);
+  world.gather_in_rank_order(world.rank() == 0 ? "" : stats_bytes(merged, version), [&](int from, std::string bytes) {
+    const std::string name = "rank " + std::to_string(from);
+    merged = merge_stats({std::move(merged), parse_stats(name, bytes)}, {"ranks 0 to " + std::to_string(from - 1), name});
+  });
+  if (world.rank() != 0) return part;
+  Study whole = study_of(merged, "the ranks' Moments");
+  whole.batch_rows = part.batch_rows;  // every rank batches alike
+  return whole;
+}
+
+int run_align(const mpi::World& world, const std::vector<std::string>& net_arguments, const std::string& from_stats,
+              const CommonOptions& common, StudyOptions options, const ClusterOptions& cluster, AnalysisArguments analysis,
               const MiArguments& mi_arguments, const std::string& backend_name, std::string precision,
               const ReportArguments& report_arguments) {
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
-  if (from_stats.empty() && nets.size() < 2) throw Error("align needs at least two nets (or --from-stats FILE)");
-  if (!from_stats.empty() && !nets.empty()) throw Error("align takes nets or --from-stats FILE, not both");
-  if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
-  options.precision = parse_precision(precision);
   const std::string analyses_given = analysis.analyses;
-  const bool mi_named = analysis.analyses != "all";
   bool run_mi = false;
-  std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
+  MiOptions mi;
   std::vector<SkippedAnalysis> skipped;
-  if (run_mi && !from_stats.empty()) {
-    const std::string reason =
-        "mutual_information needs a second pass over the activations (bin edges from the Moments, then joint "
-        "counts of every unit pair); a stats file holds the Moments alone: run align on the .npy files";
-    if (mi_named) throw Error("--from-stats: " + reason);
-    skipped.push_back({"mutual_information", reason});
-    run_mi = false;
-  }
-  MiOptions mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
-  parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
-  parse_alphas(analysis.lasso_alphas);
-  OutputDir out(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
-  auto backend = make_backend(backend_choice(backend_name), {common.threads, 0});
-  ProgressBar progress;
-  options.progress = [&](std::int64_t done, std::int64_t total) {
-    if (interrupted) throw Interrupted();
-    progress.update(done, total);
-  };
+  std::optional<OutputDir> out;  // rank 0's
+  std::unique_ptr<Backend> backend;
   Study study;
-  if (from_stats.empty()) {
-    study = run_study(*backend, nets, options);
-  } else {
-    const StatsFile stats = read_stats_file(from_stats);
-    study = study_of(stats, from_stats);
-    finish_study(*backend, study, options.dead_threshold);
-    precision = to_string(stats.study.precision);
+  ProgressBar progress;
+  std::string failure;
+  // Everything up to the end of the pass may fail on one rank alone: under mpirun the ranks then agree on
+  // the first failure (first_failure) and all stop with its message before anything is written.
+  try {
+    const std::vector<NetSource> nets = parse_net_arguments(net_arguments);
+    if (from_stats.empty() && nets.size() < 2) throw Error("align needs at least two nets (or --from-stats FILE)");
+    if (!from_stats.empty() && !nets.empty()) throw Error("align takes nets or --from-stats FILE, not both");
+    if (!from_stats.empty() && world.size() > 1) throw Error("align --from-stats runs as one process, not under mpirun");
+    if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
+    options.precision = parse_precision(precision);
+    const bool mi_named = analysis.analyses != "all";
+    std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
+    if (run_mi && !from_stats.empty()) {
+      const std::string reason =
+          "mutual_information needs a second pass over the activations (bin edges from the Moments, then joint "
+          "counts of every unit pair); a stats file holds the Moments alone: run align on the .npy files";
+      if (mi_named) throw Error("--from-stats: " + reason);
+      skipped.push_back({"mutual_information", reason});
+      run_mi = false;
+    }
+    mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
+    parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
+    parse_alphas(analysis.lasso_alphas);
+    if (world.rank() == 0) out.emplace(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
+    // One GPU per rank on a node (local rank modulo the devices); without a GPU the CPU.
+    const int device = world.local_rank() % std::max(1, detail::cuda_device_count());
+    backend = make_backend(backend_choice(backend_name), {common.threads, device});
+    options.progress = [&](std::int64_t done, std::int64_t total) {
+      if (interrupted) throw Interrupted();
+      if (world.stop_requested()) throw StoppedByOtherRank();
+      progress.update(done, total);
+    };
+    if (!from_stats.empty()) {
+      const StatsFile stats = read_stats_file(from_stats);
+      study = study_of(stats, from_stats);
+      precision = to_string(stats.study.precision);
+    } else {
+      study = world.size() == 1 ? accumulate_study(*backend, nets, options) : pass_of_rank(world, *backend, nets, options);
+    }
+  } catch (const StoppedByOtherRank&) {
+  } catch (const std::exception& e) {
+    if (world.size() == 1) throw;
+    failure = e.what();
   }
+  if (world.size() > 1) {
+    if (const std::string first = world.first_failure(failure); !first.empty()) throw Error(first);
+    study = merge_ranks(world, study, options);
+    if (world.rank() != 0) return 0;
+  }
+  finish_study(*backend, study, options.dead_threshold);
   const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
   const auto spectral = cluster_units(*backend, study, cluster, common.threads);
   const AnalysisResults analyses = analyse(study, pairs, analysis, cluster, common.threads);
@@ -332,6 +383,7 @@ int run_align(const std::vector<std::string>& net_arguments, const std::string& 
   const nlohmann::json settings = {
       {"layout", options.layout == Layout::channels_last ? "channels-last" : "channels-first"},
       {"batch_rows", study.batch_rows},
+      {"ranks", world.size()},
       {"from_stats", from_stats},
       {"precision", precision},
       {"skip_nonfinite", options.skip_nonfinite_rows},
@@ -343,7 +395,7 @@ int run_align(const std::vector<std::string>& net_arguments, const std::string& 
       {"seed", cluster.seed},
       {"mi", {{"binning", mi_arguments.binning}, {"bins", mi_arguments.bins}, {"base", mi_arguments.base},
               {"memory_mib", mi_arguments.memory_mib}}}};
-  stage_study_outputs(out, study, pairs, spectral, analyses,
+  stage_study_outputs(*out, study, pairs, spectral, analyses,
                       run_section(version, study.backend, thread_count(common.threads), seconds_since(start), settings),
                       mi_report, skipped);
   if (!report_arguments.skip) {
@@ -352,11 +404,11 @@ int run_align(const std::vector<std::string>& net_arguments, const std::string& 
     report::ReportOptions report_options;
     report_options.title = report_arguments.title.empty() ? "convergent report: " + layer : report_arguments.title;
     report_options.max_image_side = report_arguments.max_image_side;
-    const auto staged = [&out](const std::string& name) { return out.staged_path(name); };
-    write_text_file(out.stage("report.html"),
+    const auto staged = [&out](const std::string& name) { return out->staged_path(name); };
+    write_text_file(out->stage("report.html"),
                     report::html_report({report::load_layer(layer, staged)}, report_options).html);
   }
-  out.commit();
+  out->commit();
   for (const PairReport& pair : pairs)
     std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
               << ": semi-matching mean corr " << pair.alignment.semi_mean_corr << ", matching mean corr "
@@ -563,7 +615,11 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
   std::signal(SIGHUP, on_interrupt);
+  std::optional<mpi::World> world;  // under mpirun only rank 0 reports errors: every rank has the same one
   try {
+    world.emplace(argc, argv);
+    if (world->size() > 1 && !align->parsed())
+      throw Error("only align runs under mpirun; stats shards take --rows instead (README, Sharded studies)");
     if (show_version) {
       print_version();
       return 0;
@@ -571,7 +627,7 @@ int main(int argc, char** argv) {
     study_options.layout =
         layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
     if (align->parsed()) {
-      return run_align(net_arguments, from_stats, common, study_options, cluster, analysis, mi_arguments, backend_name,
+      return run_align(*world, net_arguments, from_stats, common, study_options, cluster, analysis, mi_arguments, backend_name,
                        precision, report_arguments);
     }
     if (stats->parsed()) return run_stats(net_arguments, common, study_options, backend_name, precision, rows, stats_out);
@@ -584,7 +640,7 @@ int main(int argc, char** argv) {
     std::cerr << "\nconvergent: " << e.what() << "\n";
     return 130;
   } catch (const std::exception& e) {
-    std::cerr << "convergent: error: " << e.what() << "\n";
+    if (!world || world->rank() == 0) std::cerr << "convergent: error: " << e.what() << "\n";
     return 1;
   }
 }
