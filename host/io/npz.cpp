@@ -21,7 +21,7 @@ constexpr std::uint16_t zip64_version = 45, zip64_extra_id = 0x0001;
 constexpr std::uint16_t dos_date_1980 = (0 << 9) | (1 << 5) | 1;  // 1980-01-01, the zip epoch: no clock in the bytes
 constexpr std::int64_t end_size = 22, locator_size = 20, end64_size = 56;
 
-std::uint32_t crc_of(const std::string& bytes) {
+std::uint32_t crc_of(std::string_view bytes) {
   return static_cast<std::uint32_t>(
       ::crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<z_size_t>(bytes.size())));
 }
@@ -125,7 +125,7 @@ std::string npz_bytes(const std::vector<NpzMember>& members) {
   return out;
 }
 
-std::vector<NpzMember> parse_npz(const std::string& path, const std::string& bytes) {
+std::vector<NpzView> parse_npz(const std::string& path, const std::string& bytes) {
   const Reader r(path, bytes);
   const auto size = static_cast<std::int64_t>(bytes.size());
   // A file cut short loses its end record first: that is what "truncated" means here.
@@ -143,7 +143,7 @@ std::vector<NpzMember> parse_npz(const std::string& path, const std::string& byt
   const auto central = static_cast<std::int64_t>(r.at(end64 + 48, 8));
   if (central < 0 || central_size < 0 || central + central_size != end64) r.truncated();
 
-  std::vector<NpzMember> members;
+  std::vector<NpzView> members;
   std::int64_t at = central;
   for (std::uint64_t k = 0; k < count; ++k) {
     r.expect(at, central_signature, "central directory entry");
@@ -153,7 +153,7 @@ std::vector<NpzMember> parse_npz(const std::string& path, const std::string& byt
     const auto comment_length = static_cast<std::int64_t>(r.at(at + 32, 2));
     if (r.at(at + 10, 2) != 0) throw Error(path + ": compressed members; convergent writes stored ones only");
     r.at(at + 46 + name_length + extra_length - 1, 1);
-    NpzMember m;
+    NpzView m;
     m.name = bytes.substr(static_cast<std::size_t>(at + 46), static_cast<std::size_t>(name_length));
     const std::int64_t extra = at + 46 + name_length;
     if (extra_length != 28 || r.at(extra, 2) != zip64_extra_id)
@@ -164,7 +164,7 @@ std::vector<NpzMember> parse_npz(const std::string& path, const std::string& byt
     const std::int64_t data = local + 30 + static_cast<std::int64_t>(r.at(local + 26, 2)) +
                               static_cast<std::int64_t>(r.at(local + 28, 2));
     if (data_size < 0 || data + data_size > central) r.truncated();
-    m.bytes = bytes.substr(static_cast<std::size_t>(data), static_cast<std::size_t>(data_size));
+    m.bytes = std::string_view(bytes).substr(static_cast<std::size_t>(data), static_cast<std::size_t>(data_size));
     if (crc_of(m.bytes) != crc)
       throw Error(path + ": member '" + m.name +
                   "' fails its CRC-32 check: the file was damaged or changed after it was written");

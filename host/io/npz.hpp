@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace convergent {
@@ -18,10 +19,17 @@ struct NpzMember {
 // The archive's bytes: members in the given order, fixed timestamps (same members, same bytes).
 std::string npz_bytes(const std::vector<NpzMember>& members);
 
-// The members of an archive that npz_bytes wrote, in their order. Throws Error naming `path` (a file name,
-// or the rank a buffer came from) for bytes that are cut short, are not such an archive, or whose member's
-// CRC-32 does not match its data (the file was changed or damaged after it was written).
-std::vector<NpzMember> parse_npz(const std::string& path, const std::string& bytes);
+// A member of a parsed archive: its bytes are a view into the archive's (no copy of a large comoment).
+struct NpzView {
+  std::string name;
+  std::string_view bytes;
+};
+
+// The members of an archive that npz_bytes wrote, in their order, viewing `bytes` (which must outlive
+// them). Throws Error naming `path` (a file name, or the rank a buffer came from) for bytes that are cut
+// short, are not such an archive, or whose member's CRC-32 does not match its data (the file was changed
+// or damaged after it was written).
+std::vector<NpzView> parse_npz(const std::string& path, const std::string& bytes);
 
 // The bytes of a whole file; throws Error naming the path when it cannot be read.
 std::string read_file_bytes(const std::string& path);

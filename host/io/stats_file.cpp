@@ -131,9 +131,9 @@ std::string stats_bytes(const StatsFile& stats, const std::string& version) {
 }
 
 StatsFile parse_stats(const std::string& path, const std::string& bytes) {
-  const std::vector<NpzMember> members = parse_npz(path, bytes);
-  auto member = [&](const std::string& name) -> const std::string& {
-    for (const NpzMember& m : members)
+  const std::vector<NpzView> members = parse_npz(path, bytes);
+  auto member = [&](const std::string& name) -> std::string_view {
+    for (const NpzView& m : members)
       if (m.name == name) return m.bytes;
     throw Error(path + ": no member '" + name + "'; not a complete convergent stats file");
   };
@@ -179,16 +179,15 @@ StatsFile parse_stats(const std::string& path, const std::string& bytes) {
                 " skipped rows");
   for (const ArrayField& f : array_fields) {
     const std::string where = path + ": " + f.name + ".npy";
-    const std::string& bytes = member(std::string(f.name) + ".npy");
-    // A copy in memory of our own, so the data is aligned for parse_npy_header.
-    const std::vector<unsigned char> copy(bytes.begin(), bytes.end());
-    const NpyHeader h = parse_npy_header(where, copy.data(), static_cast<std::int64_t>(copy.size()));
+    const std::string_view npy = member(std::string(f.name) + ".npy");
+    const auto* data = reinterpret_cast<const unsigned char*>(npy.data());
+    const NpyHeader h = parse_npy_header(where, data, static_cast<std::int64_t>(npy.size()));
     const std::vector<std::int64_t> expected = array_shape(stats.moments, f.name);
     if (h.dtype != DType::float64 || h.big_endian || h.fortran_order || h.shape != expected)
       throw Error(where + ": " + dtype_name(h.dtype) + " " + shape_text(h.shape) + ", expected little-endian C-order float64 " +
                   shape_text(expected));
     std::vector<double> values(static_cast<std::size_t>(h.elements()));
-    std::memcpy(values.data(), copy.data() + h.data_offset, values.size() * sizeof(double));
+    std::memcpy(values.data(), data + h.data_offset, values.size() * sizeof(double));
     set_array(stats.moments, f.name, std::move(values), where);
   }
   return stats;
