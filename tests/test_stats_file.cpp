@@ -264,6 +264,7 @@ TEST(StatsCli, MistakesAreClearErrorsAndWriteNothing) {
       {"merge " + dir.file("a.npz") + " " + dir.file("z.npz") + " --out " + dir.file("o.npz"), "z.npz: a shard of another study than"},
       {"merge " + dir.file("a.npz") + " " + dir.file("cut.npz") + " --out " + dir.file("o.npz"), "cut.npz: truncated"},
       {"merge " + dir.file("a.npz") + " " + dir.file("x.npy") + " --out " + dir.file("o.npz"), "x.npy: not a convergent stats file"},
+      {"merge " + dir.file("a.npz") + " " + dir.path().string() + " --out " + dir.file("o.npz"), "a directory, not a file"},
       {"align --from-stats " + dir.file("a.npz") + " --out " + dir.file("out"), "a.npz: covers inputs 0:10 of the study's 30"},
       {"align --from-stats " + dir.file("a.npz") + " --skip-nonfinite --out " + dir.file("out"), "excludes"},
   };
