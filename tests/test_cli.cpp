@@ -114,6 +114,7 @@ TEST(Cli, VersionListsBackends) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("cpu: compiled, usable"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("cuda: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("mpi: "), std::string::npos) << r.output;
 }
 
 TEST(Cli, MatchReadsACorrelationMatrix) {

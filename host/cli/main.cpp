@@ -121,6 +121,7 @@ void print_version() {
     std::cout << "  " << to_string(status.kind) << ": " << (status.compiled ? "compiled" : "not compiled") << ", "
               << (status.usable ? "usable" : "not usable") << " (" << status.detail << ")\n";
   }
+  std::cout << "mpi: " << mpi::description() << "\n";
 }
 
 struct CommonOptions {

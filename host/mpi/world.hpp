@@ -17,6 +17,9 @@ inline int launched_processes() {
   return 1;
 }
 
+// "compiled (Open MPI v4.1.4, ...)" or "not compiled", for --version; needs no MPI_Init.
+std::string description();
+
 class World {
  public:
   // Starts MPI when the environment says an MPI launcher started this process (OMPI_COMM_WORLD_SIZE,

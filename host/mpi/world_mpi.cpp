@@ -31,6 +31,15 @@ bool launched_by_mpi() {
 
 }  // namespace
 
+std::string description() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_Get_library_version(text, &length);
+  std::string library(text, static_cast<std::size_t>(length));
+  library = library.substr(0, library.find_first_of(",\n"));  // "Open MPI v4.1.4", without the build details
+  return "compiled (" + library + "; mpirun -np K convergent align ...)";
+}
+
 World::World(int& argc, char**& argv) {
   if (!launched_by_mpi()) {
     if (const int processes = launched_processes(); processes > 1)

@@ -5,6 +5,8 @@
 
 namespace convergent::mpi {
 
+std::string description() { return "not compiled (configure with -DCONVERGENT_MPI=ON)"; }
+
 World::World(int&, char**&) {
   if (const int processes = launched_processes(); processes > 1)
     throw Error("started as " + std::to_string(processes) +
