@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "io/npz.hpp"
 #include "summary_compare.hpp"
 #include "test_util.hpp"
 
@@ -40,6 +41,11 @@ TEST(Mpi, RanksGiveTheSummaryOfOneProcess) {
     testing::expect_same_summary(out + "/summary.json", dir.file("one/summary.json"), true);
     EXPECT_TRUE(std::filesystem::exists(out + "/report.html"));
   }
+  // Rank 0 merges in rank order, whichever rank finishes first: the same bytes on every run.
+  r = run_mpi(3, "align " + nets + " --out " + dir.file("again"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* name : {"corr_n1_n2.npy", "matching_n1_n2.csv", "clusters.csv"})
+    EXPECT_EQ(read_file_bytes(dir.file("again/") + name), read_file_bytes(dir.file("np3/") + name)) << name;
 }
 
 TEST(Mpi, AFailureOnOneRankStopsAllWithItsMessage) {
