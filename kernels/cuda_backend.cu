@@ -34,6 +34,7 @@
 
 #include "correlation.cuh"
 #include "backend/cuda_backend.hpp"
+#include "backend/running_moments.hpp"
 #include "device_memory.cuh"
 #include "eigenpairs.cuh"
 #include "joint_counts.cuh"
@@ -214,6 +215,9 @@ class CudaAccumulator final : public MomentAccumulator {
     const MergeFactors factors{rescale_.data(), batch_scale_.data(), delta_.data()};
     launch_plan_merge(units_, scaling, slot.counters.data(), totals_.data(), running_state(), factors,
                       compute_.ref());
+    launch_norm_sums(x64_.data(), rows, units_, row_bad, origin_.data(), net_offsets_device_.data(),
+                     static_cast<int>(net_units().size()), row_norms_.data(), norm_partials_.data(),
+                     unit_norm_sums_.data(), pair_norm_sums_.data(), compute_.ref());
     const auto* product_input = static_cast<const char*>(x_bf16 != nullptr ? static_cast<const void*>(x_bf16)
                                                                            : static_cast<const void*>(x_.data()));
     // float32 sums grow their rounding error with their length: an fp32 batch product is taken in chunks
@@ -246,10 +250,19 @@ class CudaAccumulator final : public MomentAccumulator {
     copy_async(result.min.data(), min_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
     copy_async(result.max.data(), max_.data(), units_, cudaMemcpyDeviceToHost, compute_.ref());
     copy_async(result.comoment.data(), m2_.data(), units_ * units_, cudaMemcpyDeviceToHost, compute_.ref());
+    const auto nets = static_cast<std::int64_t>(net_units().size());
+    copy_async(result.unit_sqnorm_comoment.data(), unit_norm_sums_.data(), units_ * nets, cudaMemcpyDeviceToHost,
+               compute_.ref());
+    copy_async(result.sqnorm_comoment.data(), pair_norm_sums_.data(), nets * nets, cudaMemcpyDeviceToHost,
+               compute_.ref());
     compute_.synchronize();
     // As RunningMoments::result: (origin + 2 half) / 2 lies between origin / 2 and the mean, so neither
     // step overflows.
     for (std::size_t i = 0; i < origin.size(); ++i) result.mean[i] = 2.0 * (0.5 * origin[i] + half_mean[i]);
+    // The norm sums were taken about the origin: moved to the mean, as ReferenceAccumulator::moments does.
+    std::vector<double> offset(origin.size());
+    for (std::size_t i = 0; i < offset.size(); ++i) offset[i] = 2.0 * half_mean[i];
+    detail::shift_norm_sums(result, offset, offset, result.sqnorm_comoment, result.unit_sqnorm_comoment);
     return result;
   }
 
@@ -278,6 +291,8 @@ class CudaAccumulator final : public MomentAccumulator {
     if (options().precision == Precision::bf16) bytes += r * u * 2;
     bytes += u * u * (sizeof(float) + sizeof(double));                             // product, M2
     bytes += u * sizeof(double) * (2 * kStatsMaxChunks + kPerUnitDoubles) + u * 2 * sizeof(int);  // vectors
+    const std::size_t nets = net_units().size();
+    bytes += sizeof(double) * nets * (r + kStatsMaxChunks * u + u + nets);  // norm sums and their scratch
     return bytes;
   }
 
@@ -329,6 +344,15 @@ class CudaAccumulator final : public MomentAccumulator {
     batch_exponent_ = DeviceBuffer<int>(units_);
     exponent_ = DeviceBuffer<int>(units_);
     totals_ = DeviceBuffer<Totals>(1);
+    const auto nets = static_cast<std::int64_t>(net_units().size());
+    net_offsets_device_ = DeviceBuffer<std::int64_t>(nets + 1);
+    row_norms_ = DeviceBuffer<double>(r * nets);
+    norm_partials_ = DeviceBuffer<double>(kStatsMaxChunks * units_ * nets);
+    unit_norm_sums_ = DeviceBuffer<double>(units_ * nets);
+    pair_norm_sums_ = DeviceBuffer<double>(nets * nets);
+    copy_async(net_offsets_device_.data(), net_offsets_.data(), nets + 1, cudaMemcpyHostToDevice, compute_.ref());
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(unit_norm_sums_.data(), 0, unit_norm_sums_.bytes(), compute_.handle()));
+    CONVERGENT_CUDA_CHECK(cudaMemsetAsync(pair_norm_sums_.data(), 0, pair_norm_sums_.bytes(), compute_.handle()));
 
     // The state of an empty RunningMoments: origin 0 (set by the first merge), exponents 0, empty ranges.
     const std::vector<double> inf(static_cast<std::size_t>(units_), std::numeric_limits<double>::infinity());
@@ -473,6 +497,10 @@ class CudaAccumulator final : public MomentAccumulator {
   DeviceBuffer<double> origin_, half_mean_, min_, max_, m2_;  // RunningState
   DeviceBuffer<int> exponent_;
   DeviceBuffer<Totals> totals_;
+  // The norm sums of the debiased CKA about the origin (launch_norm_sums): net offsets (nets + 1), per
+  // row and net squared norms, reduction partials, units x nets and nets x nets sums.
+  DeviceBuffer<std::int64_t> net_offsets_device_;
+  DeviceBuffer<double> row_norms_, norm_partials_, unit_norm_sums_, pair_norm_sums_;
   PinnedBuffer<Totals> totals_host_{1};
 };
 

@@ -233,6 +233,85 @@ __global__ void merge_product_kernel(const float* __restrict__ s, std::int64_t u
   }
 }
 
+// One block of kRowThreads per row (grid-stride): per net, each thread sums the squares of a strided share
+// of its units, then a tree in shared memory adds the shares in a fixed order.
+constexpr int kRowThreads = 256;
+__global__ void row_norms_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
+                                 const unsigned char* __restrict__ row_bad, const double* __restrict__ origin,
+                                 const std::int64_t* __restrict__ net_offsets, int nets, double* __restrict__ row_norms) {
+  __shared__ double share[kRowThreads];
+  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    for (int k = 0; k < nets; ++k) {
+      double s = 0.0;
+      if (!row_bad[r])
+        for (std::int64_t c = net_offsets[k] + threadIdx.x; c < net_offsets[k + 1]; c += kRowThreads) {
+          const double d = x[r * units + c] - origin[c];
+          s += d * d;
+        }
+      share[threadIdx.x] = s;
+      __syncthreads();
+      for (int half = kRowThreads / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) share[threadIdx.x] += share[threadIdx.x + half];
+        __syncthreads();
+      }
+      if (threadIdx.x == 0) row_norms[r * nets + k] = share[0];
+      __syncthreads();
+    }
+  }
+}
+
+// As scaled_sum_kernel, for sum_r d_ru a_rk over the kept rows: partials[(k chunks + chunk) units + u].
+__global__ void unit_norm_sum_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
+                                     const unsigned char* __restrict__ row_bad, const double* __restrict__ origin, const double* __restrict__ row_norms, int nets,
+                                     double* __restrict__ partials) {
+  __shared__ double sum[kRowsPerPass][kColumns];
+  const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
+  const std::int64_t chunk = blockIdx.y;
+  const std::int64_t chunk_rows = (rows + gridDim.y - 1) / gridDim.y;
+  const std::int64_t first = chunk * chunk_rows;
+  const std::int64_t last = min(rows, first + chunk_rows);
+  for (int k = 0; k < nets; ++k) {
+    double s = 0.0;
+    if (c < units)
+      for (std::int64_t r = first + threadIdx.y; r < last; r += kRowsPerPass)
+        if (!row_bad[r]) s += (x[r * units + c] - origin[c]) * row_norms[r * nets + k];
+    sum[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < units) {
+      for (int j = 1; j < kRowsPerPass; ++j) s += sum[j][threadIdx.x];
+      partials[(std::int64_t{k} * gridDim.y + chunk) * units + c] = s;
+    }
+    __syncthreads();
+  }
+}
+
+__global__ void unit_norm_sum_finish_kernel(const double* __restrict__ partials, int chunks, std::int64_t units, int nets,
+                                            double* __restrict__ unit_sums) {
+  const std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x;
+  if (c >= units) return;
+  for (int k = 0; k < nets; ++k) {
+    double s = 0.0;
+    for (int j = 0; j < chunks; ++j) s += partials[(std::int64_t{k} * chunks + j) * units + c];
+    unit_sums[c * nets + k] += s;
+  }
+}
+
+// One block per pair (k, l): a strided share of the rows per thread, then a fixed-order tree.
+__global__ void pair_norm_sum_kernel(const double* __restrict__ row_norms, std::int64_t rows, int nets,
+                                     double* __restrict__ pair_sums) {
+  __shared__ double share[kRowThreads];
+  const int k = blockIdx.x / nets, l = blockIdx.x % nets;
+  double s = 0.0;
+  for (std::int64_t r = threadIdx.x; r < rows; r += kRowThreads) s += row_norms[r * nets + k] * row_norms[r * nets + l];
+  share[threadIdx.x] = s;
+  __syncthreads();
+  for (int half = kRowThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) share[threadIdx.x] += share[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) pair_sums[blockIdx.x] += share[0];
+}
+
 // One thread: runs after the batch's last merge, so that no thread of it reads a moving count.
 __global__ void advance_totals_kernel(std::int64_t rows, const BatchCounters* counters, Totals* totals) {
   totals->samples += counters->kept_rows;
@@ -324,6 +403,26 @@ void launch_merge_product(const float* s, std::int64_t units, bool first_chunk, 
   if (units == 0) return;
   merge_product_kernel<<<upper_tile_grid(units, "CUDA merge"), dim3(kTileSize, kTileRowStep), 0, stream.handle>>>(
       s, units, first_chunk, last_chunk, factors, totals, counters, m2);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+}
+
+void launch_norm_sums(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                      const double* origin, const std::int64_t* net_offsets, int nets, double* row_norms,
+                      double* partials, double* unit_sums, double* pair_sums, StreamRef stream) {
+  if (rows == 0 || units == 0) return;
+  row_norms_kernel<<<static_cast<unsigned>(std::min<std::int64_t>(rows, 65536)), kRowThreads, 0, stream.handle>>>(
+      x, rows, units, row_bad, origin, net_offsets, nets, row_norms);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+  const int chunks = reduction_chunks(rows);
+  const dim3 grid(static_cast<unsigned>((units + kColumns - 1) / kColumns), static_cast<unsigned>(chunks));
+  unit_norm_sum_kernel<<<grid, dim3(kColumns, kRowsPerPass), 0, stream.handle>>>(x, rows, units, row_bad, origin,
+                                                                               row_norms, nets, partials);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+  unit_norm_sum_finish_kernel<<<exact_blocks(units, kUnitThreads), kUnitThreads, 0, stream.handle>>>(
+      partials, chunks, units, nets, unit_sums);
+  CONVERGENT_CUDA_CHECK_LAUNCH();
+  pair_norm_sum_kernel<<<static_cast<unsigned>(nets * nets), kRowThreads, 0, stream.handle>>>(row_norms, rows, nets,
+                                                                                           pair_sums);
   CONVERGENT_CUDA_CHECK_LAUNCH();
 }
 

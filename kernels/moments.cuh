@@ -104,6 +104,17 @@ void launch_merge_product(const float* s, std::int64_t units, bool first_chunk, 
                           const MergeFactors& factors, const Totals* totals, const BatchCounters* counters,
                           double* m2, StreamRef stream);
 
+// The norm sums of the debiased CKA about the running origin (Moments::sqnorm_comoment and
+// unit_sqnorm_comoment before CudaAccumulator::moments moves them to the mean), over the kept rows of the
+// float64 batch x: with d = x - origin and a_k the squared norm of d over net k's units (net k holds
+// columns [net_offsets[k], net_offsets[k + 1])), unit_sums[u nets + k] += sum_r d_ru a_rk and
+// pair_sums[k nets + l] += sum_r a_rk a_rl. The reference: ReferenceAccumulator::add_norm_sums. Fixed-order
+// reductions; scratch: row_norms (rows x nets) and partials (kStatsMaxChunks x units x nets). Runs after
+// launch_plan_merge, which sets the origin on the first batch.
+void launch_norm_sums(const double* x, std::int64_t rows, std::int64_t units, const unsigned char* row_bad,
+                      const double* origin, const std::int64_t* net_offsets, int nets, double* row_norms,
+                      double* partials, double* unit_sums, double* pair_sums, StreamRef stream);
+
 // samples += kept rows, skipped += rows - kept rows. Follows the batch's last merge, which reads the old
 // count.
 void launch_advance_totals(std::int64_t rows, const BatchCounters* counters, Totals* totals, StreamRef stream);

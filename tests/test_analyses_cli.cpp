@@ -53,6 +53,7 @@ TEST(AnalysesCli, EveryAnalysisWritesItsFilesAndSections) {
   EXPECT_EQ(path[0]["alpha"], 0.3);  // in the order given
   EXPECT_LE(path[1]["mean_loss"].get<double>(), path[0]["mean_loss"].get<double>());
   EXPECT_EQ(summary["linear_cka"].size(), 3u);
+  EXPECT_TRUE(summary["linear_cka"][0].contains("debiased"));  // from the same pass
   EXPECT_EQ(summary["cca"]["pairs"][1]["dead_units_left_out"]["c"], 1);
   EXPECT_EQ(summary["reliability"]["nets"][2]["live_units"], 6);
   EXPECT_EQ(summary["mean_distributions"]["nets"][2]["dead_units_left_out"], 1);

@@ -8,6 +8,7 @@
 #include "convergent/error.hpp"
 #include "convergent/moments.hpp"
 #include "convergent/study.hpp"
+#include "test_util.hpp"
 
 namespace convergent {
 namespace {
@@ -76,6 +77,8 @@ TEST(Moments, StreamedEqualsOneShotForEveryBatchSize) {
         EXPECT_EQ(m.comoment(i, j), m.comoment(j, i));
       }
     }
+    // Norm sums from float32-rounded centred values about a fixed origin, moved to the mean once.
+    testing::expect_norm_sums_near(m, oracle, 1e-6, "batch " + std::to_string(batch));
   }
 }
 
@@ -94,6 +97,22 @@ TEST(Moments, MergingShardsEqualsOnePass) {
   }
   Moments other({3, 3});
   EXPECT_THROW(merge(merged, other), Error);
+}
+
+TEST(Moments, MergingShardsMovesTheNormSumsToTheCommonMean) {
+  // Two nets; shards of 70 and 130 rows with different means (the second half gets an offset of 5), an
+  // empty shard on either side: the norm sums of the debiased CKA equal the one-pass ones to float64 round-off.
+  const std::int64_t rows = 200, units = 6;
+  const auto x = make_rows(rows, units, 12);
+  std::vector<double> x64(x.begin(), x.end());
+  for (std::size_t i = 100 * units; i < x64.size(); ++i) x64[i] += 5.0;
+  const Moments whole = moments_of(MatrixView<const double>(x64.data(), rows, units), {2, 4});
+  Moments merged({2, 4});
+  merge(merged, moments_of(MatrixView<const double>(x64.data(), 70, units), {2, 4}));
+  merge(merged, moments_of(MatrixView<const double>(x64.data() + 70 * units, 130, units), {2, 4}));
+  merge(merged, Moments({2, 4}));
+  EXPECT_EQ(merged.samples, rows);
+  testing::expect_norm_sums_near(merged, whole, 1e-11, "merged shards");
 }
 
 TEST(Moments, KnownAnswerForTwoUnits) {

@@ -129,6 +129,46 @@ Oracle oracle(const Data& x, const Data& y) {
   return o;
 }
 
+// Song et al. (2012, eq. 5): the unbiased HSIC of linear kernels straight from the raw (uncentred)
+// samples, with the n x n Gram matrices K = X X^T, L = Y Y^T and their diagonals zeroed.
+double oracle_unbiased_hsic(const Data& x, const Data& y) {
+  const std::int64_t n = x.rows;
+  auto gram = [n](const Data& d) {
+    Data k(n, n);
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double s = 0.0;
+        for (std::int64_t c = 0; c < d.cols; ++c) s += d(i, c) * d(j, c);
+        k(i, j) = i == j ? 0.0 : s;
+      }
+    return k;
+  };
+  const Data k = gram(x), l = gram(y);
+  double trace_kl = 0.0, sum_k = 0.0, sum_l = 0.0, kl_sum = 0.0;
+  std::vector<double> k_rows(static_cast<std::size_t>(n), 0.0), l_rows(static_cast<std::size_t>(n), 0.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      trace_kl += k(i, j) * l(j, i);
+      sum_k += k(i, j);
+      sum_l += l(i, j);
+      k_rows[i] += k(i, j);
+      l_rows[i] += l(i, j);
+    }
+  for (std::int64_t i = 0; i < n; ++i) kl_sum += k_rows[i] * l_rows[i];  // 1^T K L 1 (both symmetric)
+  const double m = static_cast<double>(n);
+  return (trace_kl + sum_k * sum_l / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * kl_sum) / (m * (m - 3));
+}
+
+double oracle_debiased_cka(const Data& x, const Data& y) {
+  return oracle_unbiased_hsic(x, y) / std::sqrt(oracle_unbiased_hsic(x, x) * oracle_unbiased_hsic(y, y));
+}
+
+Data shifted(Data d, double by) {
+  for (std::int64_t r = 0; r < d.rows; ++r)
+    for (std::int64_t c = 0; c < d.cols; ++c) d(r, c) += by * static_cast<double>(c + 1);
+  return d;
+}
+
 double mean(const std::vector<double>& v) {
   double s = 0.0;
   for (const double x : v) s += x;
@@ -184,6 +224,38 @@ TEST(SimilarityIndices, MatchFloat64OraclesOnTheRawSamples) {
   EXPECT_NEAR(swapped.procrustes->similarity, o.procrustes_nu, 1e-9);
 }
 
+TEST(SimilarityIndices, DebiasedCkaMatchesSongsEstimatorOnTheRawSamples) {
+  // The claim the streaming form rests on: the unbiased HSIC of linear kernels does not move when every
+  // sample is shifted by one constant vector (here by 10 x (1, 2, ...)). Both sides are the O(n^2)
+  // oracle on raw data; they differ by float64 rounding of Gram entries about 100 x their spread, whose
+  // squares then cancel to the estimator's size (measured 2e-9): 1e-7, far below what a shift does to an
+  // estimator that is not invariant (plain CKA on uncentred data moves by O(1)).
+  const std::vector<Data> nets = related_nets(31, 120);
+  const double raw = oracle_debiased_cka(nets[0], nets[1]);
+  EXPECT_NEAR(oracle_debiased_cka(shifted(nets[0], 10.0), shifted(nets[1], -10.0)), raw, 1e-7);
+  EXPECT_GT(std::abs(raw - oracle(nets[0], nets[1]).cka), 1e-3);  // debiasing matters at n = 120
+  // From the moments (exact float64 norm sums): agreement to float64 rounding.
+  const PairSimilarity s = similarity_indices(testing::study_of(nets))[0];
+  ASSERT_TRUE(s.debiased_linear_cka);
+  EXPECT_NEAR(*s.debiased_linear_cka, raw, 1e-10);
+  EXPECT_NEAR(*similarity_indices(testing::study_of({nets[1], nets[0]}))[0].debiased_linear_cka, raw, 1e-10);
+  // Streamed through the CPU accumulator (float32 products, norm sums about its origin, moved to the mean
+  // at the end), in batches of 32 rows: float32 rounding, 1e-5.
+  testing::ScratchDir dir;
+  for (int k = 0; k < 2; ++k)
+    testing::write_array(dir.file("n" + std::to_string(k) + ".npy"), shifted(nets[k], 50.0).v, {nets[k].rows, nets[k].cols});
+  auto backend = make_backend(BackendChoice::cpu);
+  StudyOptions options;
+  options.batch_rows = 32;
+  const Study streamed = run_study(*backend, {{"a", dir.file("n0.npy")}, {"b", dir.file("n1.npy")}}, options);
+  EXPECT_NEAR(*similarity_indices(streamed)[0].debiased_linear_cka, raw, 1e-5);
+  // Below 4 samples the estimator is not defined.
+  const PairSimilarity tiny =
+      similarity_indices(testing::study_of({testing::gaussian_data(3, 2, 1), testing::gaussian_data(3, 2, 2)}))[0];
+  EXPECT_TRUE(tiny.linear_cka);
+  EXPECT_FALSE(tiny.debiased_linear_cka);
+}
+
 TEST(SimilarityIndices, ANetWithItselfAndWithARotationOfItself) {
   const Data a = related_nets(4)[0];
   const Data rotated = testing::mix(a, testing::random_rotation(8, 99), 8);
@@ -192,6 +264,7 @@ TEST(SimilarityIndices, ANetWithItselfAndWithARotationOfItself) {
   for (const Data& other : {a, rotated}) {
     const PairSimilarity s = similarity_indices(testing::study_of({a, other}), exact)[0];
     EXPECT_NEAR(*s.linear_cka, 1.0, 1e-12);
+    EXPECT_NEAR(*s.debiased_linear_cka, 1.0, 1e-12);
     for (const double r : s.cca->correlations) EXPECT_NEAR(r, 1.0, 1e-9);
     EXPECT_NEAR(s.svcca->cca.mean, 1.0, 1e-9);
     EXPECT_NEAR(s.pwcca->value, 1.0, 1e-9);
@@ -204,6 +277,7 @@ TEST(SimilarityIndices, ANetWithItselfAndWithARotationOfItself) {
   const PairSimilarity plain = similarity_indices(testing::study_of({a, b}), exact)[0];
   const PairSimilarity turned = similarity_indices(testing::study_of({rotated, b}), exact)[0];
   EXPECT_NEAR(*plain.linear_cka, *turned.linear_cka, 1e-12);
+  EXPECT_NEAR(*plain.debiased_linear_cka, *turned.debiased_linear_cka, 1e-12);
   EXPECT_NEAR(plain.cca->mean, turned.cca->mean, 1e-9);
   EXPECT_NEAR(plain.svcca->cca.mean, turned.svcca->cca.mean, 1e-9);
   EXPECT_NEAR(plain.pwcca->value, turned.pwcca->value, 1e-9);
@@ -216,6 +290,10 @@ TEST(SimilarityIndices, IndependentNetsSitNearTheNull) {
   const PairSimilarity s = similarity_indices(
       testing::study_of({testing::gaussian_data(4000, 10, 1), testing::gaussian_data(4000, 10, 2)}))[0];
   EXPECT_LT(*s.linear_cka, 0.01);
+  // Debiased CKA is centred on 0 for independent nets: its standard error for isotropic units is about
+  // sqrt(2) / n = 3.5e-4 (HSIC_1 of the pair has variance 2 p q / n^2, the self-terms are about p and
+  // q); 5 standard errors. Plain CKA's bias sqrt(p q) / n is gone.
+  EXPECT_LT(std::abs(*s.debiased_linear_cka), 5 * std::sqrt(2.0) / 4000);
   EXPECT_LT(s.cca->mean, 0.1);
   EXPECT_LT(s.svcca->cca.mean, 0.1);
   EXPECT_LT(s.pwcca->value, 0.1);

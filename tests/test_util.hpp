@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "convergent/moments.hpp"
+
 namespace convergent::testing {
 
 class ScratchDir {
@@ -129,6 +133,29 @@ inline std::vector<std::string> files_in(const std::filesystem::path& dir) {
   if (!std::filesystem::exists(dir)) return names;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) names.push_back(entry.path().filename().string());
   return names;
+}
+
+// The norm sums of the debiased CKA (Moments::sqnorm_comoment, unit_sqnorm_comoment) within `relative` of
+// the oracle's, relative to their Cauchy-Schwarz bounds sqrt(Q_kk Q_ll) and sqrt(M2_uu Q_ll); equal values
+// (two sums that both overflowed to +inf) agree.
+inline void expect_norm_sums_near(const Moments& got, const Moments& oracle, double relative, const std::string& label) {
+  const Matrix& q = oracle.sqnorm_comoment;
+  ASSERT_EQ(got.sqnorm_comoment.rows(), q.rows()) << label;
+  ASSERT_EQ(got.unit_sqnorm_comoment.rows(), oracle.units()) << label;
+  auto near = [](double a, double b, double tolerance) { return a == b || std::abs(a - b) <= tolerance; };
+  for (std::int64_t k = 0; k < q.rows(); ++k) {
+    for (std::int64_t l = 0; l < q.cols(); ++l)
+      EXPECT_TRUE(near(got.sqnorm_comoment(k, l), q(k, l), relative * std::sqrt(q(k, k) * q(l, l))))
+          << label << ": sqnorm_comoment(" << k << "," << l << ") " << got.sqnorm_comoment(k, l) << " vs "
+          << q(k, l);
+    for (std::int64_t u = 0; u < oracle.units(); ++u) {
+      const double m2 = oracle.covariance(u, u) * static_cast<double>(oracle.samples);
+      EXPECT_TRUE(near(got.unit_sqnorm_comoment(u, k), oracle.unit_sqnorm_comoment(u, k),
+                       relative * std::sqrt(m2 * q(k, k))))
+          << label << ": unit_sqnorm_comoment(" << u << "," << k << ") " << got.unit_sqnorm_comoment(u, k)
+          << " vs " << oracle.unit_sqnorm_comoment(u, k);
+    }
+  }
 }
 
 }  // namespace convergent::testing

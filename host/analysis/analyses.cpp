@@ -164,7 +164,11 @@ void stage_similarity(const Study& study, const std::vector<PairSimilarity>& pai
       e.update(fields);
       return e;
     };
-    if (sel.linear_cka) cka.push_back(entry(s.linear_cka ? json{{"value", *s.linear_cka}} : json::object()));
+    if (sel.linear_cka) {
+      json fields = s.linear_cka ? json{{"value", *s.linear_cka}} : json::object();
+      if (s.debiased_linear_cka) fields["debiased"] = *s.debiased_linear_cka;
+      cka.push_back(entry(fields));
+    }
     if (sel.cca) cca.push_back(entry(s.cca ? canonical_json(*s.cca) : json::object()));
     if (sel.svcca)
       svcca.push_back(entry(s.svcca ? json{{"mean", s.svcca->cca.mean},

@@ -1,4 +1,4 @@
-// Linear CKA, CCA, SVCCA, PWCCA and orthogonal Procrustes from the study's moments. Every whitening is an
+// Linear CKA (plain and debiased), CCA, SVCCA, PWCCA and orthogonal Procrustes from the study's moments. Every whitening is an
 // eigendecomposition V diag(lambda) V^T of one net's matrix, made once per net; the whitened cross
 // product of a pair is then diag(f_a) V_a^T X_ab V_b diag(f_b) with f = (lambda + shift)^-1/2 (the outer
 // rotations V change no singular value, so they are never applied).
@@ -63,6 +63,7 @@ struct NetBasis {
   Matrix covariance;                  // p x p, scaled per net
   std::vector<double> spread;         // sqrt of its diagonal
   double trace = 0.0, frobenius = 0.0;
+  int scale = 0;                      // the covariance is in units of 2^-scale (ScaledCovariance)
   Eigen correlation_eigen;            // of R (CCA, PWCCA)
   std::vector<double> correlation_f;  // p
   Eigen covariance_eigen;             // of the covariance (SVCCA)
@@ -83,6 +84,7 @@ NetBasis net_basis(const Study& study, const detail::ScaledCovariance& scaled, i
       for (std::int64_t j = 0; j < p; ++j) n.frobenius += n.covariance(i, j) * n.covariance(i, j);
     }
     n.frobenius = std::sqrt(n.frobenius);
+    n.scale = scaled.net_scale(net, n.live);
   }
   if (o.cca || o.pwcca) {
     n.correlation_eigen = symmetric_eigen(detail::correlation_block(study, net, n.live, net, n.live));
@@ -180,6 +182,26 @@ double pwcca(const NetBasis& n, const Matrix& directions, const std::vector<doub
   return total > 0.0 ? weighted / total : 0.0;
 }
 
+// Song et al.'s unbiased HSIC of nets a and b divided by n^2/(n(n-3)) (which cancels in CKA), in the
+// nets' scaled units (NetBasis::scale): ||Cov(a,b)||_F^2 (given, as `cross_frobenius2`) + tr Cov(a)
+// tr Cov(b)/((n-1)(n-2)) - Q_ab/(n(n-2)).
+double unbiased_hsic(const Study& study, int a, int b, const NetBasis& na, const NetBasis& nb,
+                     double cross_frobenius2) {
+  const double n = static_cast<double>(study.moments.samples);
+  const double q = std::ldexp(study.moments.sqnorm_comoment(a, b), 2 * na.scale + 2 * nb.scale);
+  return cross_frobenius2 + na.trace * nb.trace / ((n - 1.0) * (n - 2.0)) - q / (n * (n - 2.0));
+}
+
+std::optional<double> debiased_cka(const Study& study, int a, int b, const NetBasis& na, const NetBasis& nb,
+                                   double cross_frobenius2) {
+  if (study.moments.samples < 4) return std::nullopt;
+  const double ab = unbiased_hsic(study, a, b, na, nb, cross_frobenius2);
+  const double aa = unbiased_hsic(study, a, a, na, na, na.frobenius * na.frobenius);
+  const double bb = unbiased_hsic(study, b, b, nb, nb, nb.frobenius * nb.frobenius);
+  if (!(std::isfinite(ab) && std::isfinite(aa) && std::isfinite(bb) && aa > 0.0 && bb > 0.0)) return std::nullopt;
+  return std::clamp(ab / std::sqrt(aa * bb), -1.0, 1.0);
+}
+
 PairSimilarity pair_similarity(const Study& study, const detail::ScaledCovariance& scaled, int a, int b,
                                const NetBasis& na, const NetBasis& nb, const SimilarityOptions& o) {
   PairSimilarity s;
@@ -198,6 +220,7 @@ PairSimilarity pair_similarity(const Study& study, const detail::ScaledCovarianc
         for (std::int64_t j = 0; j < cross.cols(); ++j) sum += cross(i, j) * cross(i, j);
       const double denominator = na.frobenius * nb.frobenius;
       s.linear_cka = denominator > 0.0 ? std::clamp(sum / denominator, 0.0, 1.0) : 0.0;
+      s.debiased_linear_cka = debiased_cka(study, a, b, na, nb, sum);
     }
     if (o.svcca) {
       const std::vector<double> rho =

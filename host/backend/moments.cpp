@@ -18,6 +18,9 @@ Moments::Moments(std::vector<std::int64_t> units_per_net) : net_units(std::move(
   max.assign(static_cast<std::size_t>(u), -std::numeric_limits<double>::infinity());
   exponent.assign(static_cast<std::size_t>(u), 0);
   comoment = Matrix(u, u);
+  const auto nets = static_cast<std::int64_t>(net_units.size());
+  sqnorm_comoment = Matrix(nets, nets);
+  unit_sqnorm_comoment = Matrix(u, nets);
 }
 
 std::int64_t Moments::net_offset(int net) const {
@@ -48,7 +51,22 @@ void merge(Moments& into, const Moments& other) {
     if (other.comoment(static_cast<std::int64_t>(i), static_cast<std::int64_t>(i)) == 0.0) exponent[i] = detail::no_spread;
   const detail::ScaledBatch batch{other.samples, half_mean.data(), other.min.data(), other.max.data(), exponent.data()};
   running.merge(batch, other.comoment.view());
-  into = running.result();
+  Moments merged = running.result();
+  // The norm sums: each shard's moved from its own mean to the common one, then added.
+  merged.sqnorm_comoment = Matrix(into.sqnorm_comoment.rows(), into.sqnorm_comoment.cols());
+  merged.unit_sqnorm_comoment = Matrix(into.unit_sqnorm_comoment.rows(), into.unit_sqnorm_comoment.cols());
+  const std::vector<double> none(into.mean.size(), 0.0);
+  for (const Moments* shard : {static_cast<const Moments*>(&into), &other}) {
+    if (shard->samples == 0) continue;
+    Matrix sqnorm = shard->sqnorm_comoment, unit_sqnorm = shard->unit_sqnorm_comoment;
+    std::vector<double> shift(none.size());
+    for (std::size_t i = 0; i < shift.size(); ++i) shift[i] = merged.mean[i] - shard->mean[i];
+    detail::shift_norm_sums(*shard, none, shift, sqnorm, unit_sqnorm);
+    for (std::int64_t i = 0; i < sqnorm.rows() * sqnorm.cols(); ++i) merged.sqnorm_comoment.data()[i] += sqnorm.data()[i];
+    for (std::int64_t i = 0; i < unit_sqnorm.rows() * unit_sqnorm.cols(); ++i)
+      merged.unit_sqnorm_comoment.data()[i] += unit_sqnorm.data()[i];
+  }
+  into = std::move(merged);
 }
 
 Moments moments_of(MatrixView<const double> rows, std::vector<std::int64_t> units_per_net) {
@@ -66,6 +84,18 @@ Moments moments_of(MatrixView<const double> rows, std::vector<std::int64_t> unit
   for (std::int64_t r = 0; r < rows.rows; ++r)
     for (std::int64_t i = 0; i < u; ++i)
       for (std::int64_t j = 0; j < u; ++j) m.comoment(i, j) += (rows(r, i) - m.mean[i]) * (rows(r, j) - m.mean[j]);
+  const auto nets = static_cast<std::int64_t>(m.net_units.size());
+  std::vector<double> norm(static_cast<std::size_t>(nets));
+  for (std::int64_t r = 0; r < rows.rows; ++r) {
+    for (std::int64_t k = 0, i = 0; k < nets; ++k) {
+      norm[k] = 0.0;
+      for (std::int64_t end = i + m.net_units[k]; i < end; ++i) norm[k] += (rows(r, i) - m.mean[i]) * (rows(r, i) - m.mean[i]);
+    }
+    for (std::int64_t k = 0; k < nets; ++k) {
+      for (std::int64_t l = 0; l < nets; ++l) m.sqnorm_comoment(k, l) += norm[k] * norm[l];
+      for (std::int64_t i = 0; i < u; ++i) m.unit_sqnorm_comoment(i, k) += (rows(r, i) - m.mean[i]) * norm[k];
+    }
+  }
   return m;
 }
 

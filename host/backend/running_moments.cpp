@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "cpu/batch_kernels.hpp"
 #include "convergent/error.hpp"
@@ -18,6 +19,50 @@ int clamp_exponent(int e) { return std::clamp(e, min_exponent, max_exponent); }
 int spread_exponent(double x) {
   if (x == 0.0) return no_spread;
   return clamp_exponent(-std::ilogb(x));
+}
+
+void shift_norm_sums(const Moments& m, const std::vector<double>& offset, const std::vector<double>& shift,
+                     Matrix& sqnorm, Matrix& unit_sqnorm) {
+  if (m.samples == 0) return;
+  // With d the samples about p, a_k = ||d restricted to net k||^2, c = shift: the samples about p + c are
+  // d - c, whose squared norms are a_k - 2 c_k.d_k + |c_k|^2. Expanding the products and summing over the
+  // samples leaves sums of d (S1 = n offset), of d d^T (S2 = centred comoment + n offset offset^T), and the
+  // norm sums themselves.
+  const auto nets = static_cast<std::int64_t>(m.net_units.size());
+  const std::int64_t u = m.units();
+  const double n = static_cast<double>(m.samples);
+  std::vector<std::int64_t> net_of(static_cast<std::size_t>(u));
+  for (std::int64_t k = 0, i = 0; k < nets; ++k)
+    for (std::int64_t j = 0; j < m.net_units[k]; ++j) net_of[i++] = k;
+  auto s2 = [&](std::int64_t i, std::int64_t j) {
+    return std::ldexp(m.comoment(i, j), -m.exponent[i] - m.exponent[j]) + n * offset[i] * offset[j];
+  };
+  std::vector<double> c2(nets, 0.0), cs1(nets, 0.0), trace(nets, 0.0);  // |c_k|^2, c_k.S1_k, tr S2_kk
+  Matrix s2c(u, nets), cw(nets, nets), cs2c(nets, nets);  // S2_(i, net l) c_l; c_k.W_(k, l); c_k S2_kl c_l
+  for (std::int64_t i = 0; i < u; ++i) {
+    const std::int64_t k = net_of[i];
+    c2[k] += shift[i] * shift[i];
+    cs1[k] += n * shift[i] * offset[i];
+    trace[k] += s2(i, i);
+    for (std::int64_t j = 0; j < u; ++j) s2c(i, net_of[j]) += s2(i, j) * shift[j];
+    for (std::int64_t l = 0; l < nets; ++l) {
+      cw(k, l) += shift[i] * unit_sqnorm(i, l);
+      cs2c(k, l) += shift[i] * s2c(i, l);
+    }
+  }
+  for (std::int64_t k = 0; k < nets; ++k)
+    for (std::int64_t l = k; l < nets; ++l) {
+      sqnorm(k, l) += -2.0 * (cw(l, k) + cw(k, l)) + 2.0 * (cs2c(k, l) + cs2c(l, k)) + c2[l] * trace[k] +
+                      c2[k] * trace[l] - 2.0 * (c2[k] * cs1[l] + c2[l] * cs1[k]) + n * c2[k] * c2[l];
+      sqnorm(l, k) = sqnorm(k, l);
+    }
+  for (std::int64_t i = 0; i < u; ++i)
+    for (std::int64_t l = 0; l < nets; ++l)
+      unit_sqnorm(i, l) += -2.0 * s2c(i, l) + c2[l] * n * offset[i] - shift[i] * (trace[l] - 2.0 * cs1[l] + n * c2[l]);
+  // Beyond the float64 range (moments.hpp) a sum reads +infinity, never NaN (inf - inf above).
+  for (Matrix* sums : {&sqnorm, &unit_sqnorm})
+    for (std::int64_t i = 0; i < sums->rows() * sums->cols(); ++i)
+      if (!std::isfinite(sums->data()[i])) sums->data()[i] = std::numeric_limits<double>::infinity();
 }
 
 RunningMoments::RunningMoments(std::vector<std::int64_t> units_per_net)
@@ -92,6 +137,12 @@ void RunningMoments::merge(const ScaledBatch& batch, MatrixView<const float> bat
 
 void RunningMoments::merge(const ScaledBatch& batch, MatrixView<const double> batch_comoment, int threads) {
   merge_impl(batch, batch_comoment, threads);
+}
+
+std::vector<double> RunningMoments::offset() const {
+  std::vector<double> o(half_mean_.size());
+  for (std::size_t i = 0; i < o.size(); ++i) o[i] = 2.0 * half_mean_[i];
+  return o;
 }
 
 Moments RunningMoments::result() const {

@@ -37,6 +37,15 @@ struct ScaledBatch {
   const int* exponent = nullptr;
 };
 
+// Moves the norm sums for the debiased CKA (Moments::sqnorm_comoment and unit_sqnorm_comoment, passed as
+// `sqnorm` and `unit_sqnorm`) from a point p to p + shift (per unit), exactly in exact arithmetic: on entry
+// they are sums about p over the samples of `m`, whose mean is p + offset (per unit; zeros when the sums
+// are about the mean already) and whose centred comoment is m.comoment (both triangles, scaled by
+// m.exponent); on return they are sums about p + shift. O(U^2 + U nets). The pass accumulates the sums
+// about its origin and moves them to the mean once; merge() moves each shard's to the common mean.
+void shift_norm_sums(const Moments& m, const std::vector<double>& offset, const std::vector<double>& shift,
+                     Matrix& sqnorm, Matrix& unit_sqnorm);
+
 class RunningMoments {
  public:
   // Empty statistics; every unit's origin is 0 until set_origin().
@@ -48,6 +57,8 @@ class RunningMoments {
   // A value inside each unit's range (the first batch's mid-range) keeps every delta small.
   void set_origin(const std::vector<double>& origin);
   const std::vector<double>& origin() const { return origin_; }
+  // Mean minus origin per unit, exactly as kept (twice the half offset).
+  std::vector<double> offset() const;
   std::int64_t samples() const { return moments_.samples; }
   std::int64_t units() const { return moments_.units(); }
 

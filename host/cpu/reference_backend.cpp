@@ -38,6 +38,12 @@ class ReferenceAccumulator final : public MomentAccumulator {
     for (auto* v : {&low_, &high_, &centre_, &multiplier_, &sum_}) v->resize(per_chunk);
     exponent_.resize(per_chunk);
     half_mean_.resize(static_cast<std::size_t>(u));
+    const auto nets = static_cast<std::int64_t>(units_per_net.size());
+    sqnorm_ = Matrix(nets, nets);
+    unit_sqnorm_ = Matrix(u, nets);
+    row_sqnorm_.resize(static_cast<std::size_t>(cpu_product_rows * nets));
+    unit_scale_.resize(static_cast<std::size_t>(u));
+    unit_offset_.resize(static_cast<std::size_t>(u));
   }
 
   void do_add(const std::vector<ActivationBlock>& given) override {
@@ -65,10 +71,18 @@ class ReferenceAccumulator final : public MomentAccumulator {
       }
       const ScaledBatch batch{c.rows, half_mean_.data(), low_.data() + at, high_.data() + at, exponent_.data() + at};
       running_.merge(batch, MatrixView<const float>(product_.data(), u, u), threads_);
+      add_norm_sums(c, at);
     }
   }
 
-  Moments moments() override { return running_.result(); }
+  Moments moments() override {
+    Moments m = running_.result();
+    m.sqnorm_comoment = sqnorm_;
+    m.unit_sqnorm_comoment = unit_sqnorm_;
+    const std::vector<double> offset = running_.offset();
+    shift_norm_sums(m, offset, offset, m.sqnorm_comoment, m.unit_sqnorm_comoment);
+    return m;
+  }
 
   std::int64_t skipped_rows() override { return skipped_; }
 
@@ -77,6 +91,59 @@ class ReferenceAccumulator final : public MomentAccumulator {
   static MatrixView<float> chunk(MatrixView<float> x, std::int64_t k) {
     const std::int64_t first = k * cpu_product_rows;
     return {x.row(first), std::min(cpu_product_rows, x.rows - first), x.cols, x.stride};
+  }
+
+  // The norm sums of the debiased CKA (moments.hpp) about the running origin, which stays fixed for the
+  // whole pass: sums about one point simply add up, and moments() moves them to the mean once. The unbiased
+  // HSIC of linear kernels does not change when every sample is shifted by one constant vector, so the
+  // point they are taken about is free (tests/test_similarity_indices.cpp checks this numerically); a point
+  // inside each unit's range keeps them as exact as the comoment. Each value is recovered from the centred
+  // float32 chunk as c 2^-e + (chunk mean - origin), both parts exact. Each unit's sum is taken by one
+  // thread in row order, so the result does not depend on the thread count.
+  void add_norm_sums(MatrixView<const float> c, std::int64_t at) {
+    const std::int64_t u = running_.units();
+    const auto nets = static_cast<std::int64_t>(net_units().size());
+    for (std::int64_t col = 0; col < u; ++col) {
+      const int e = exponent_[at + col];
+      unit_scale_[col] = e == no_spread ? 0.0 : std::ldexp(1.0, -e);
+      unit_offset_[col] = 2.0 * half_mean_[col];
+    }
+    auto value = [&](const float* row, std::int64_t col) {
+      return static_cast<double>(row[col]) * unit_scale_[col] + unit_offset_[col];
+    };
+    constexpr std::int64_t rows_per_task = 256, units_per_task = 64;
+    parallel_for((c.rows + rows_per_task - 1) / rows_per_task, threads_, [&](std::int64_t task) {
+      for (std::int64_t r = task * rows_per_task; r < std::min(c.rows, (task + 1) * rows_per_task); ++r) {
+        const float* row = c.row(r);
+        for (std::int64_t k = 0, col = 0; k < nets; ++k) {
+          double sum = 0.0;
+          for (const std::int64_t end = col + net_units()[k]; col < end; ++col) sum += value(row, col) * value(row, col);
+          row_sqnorm_[r * nets + k] = sum;
+        }
+      }
+    });
+    parallel_for((u + units_per_task - 1) / units_per_task, threads_, [&](std::int64_t task) {
+      const std::int64_t first = task * units_per_task, count = std::min(units_per_task, u - first);
+      std::vector<double> d(units_per_task), sums(static_cast<std::size_t>(units_per_task * nets), 0.0);
+      for (std::int64_t r = 0; r < c.rows; ++r) {
+        const float* row = c.row(r);
+        for (std::int64_t j = 0; j < count; ++j) d[j] = value(row, first + j);
+        for (std::int64_t k = 0; k < nets; ++k) {
+          const double a = row_sqnorm_[r * nets + k];
+          double* s = sums.data() + k * units_per_task;
+          for (std::int64_t j = 0; j < count; ++j) s[j] += d[j] * a;
+        }
+      }
+      for (std::int64_t j = 0; j < count; ++j)
+        for (std::int64_t k = 0; k < nets; ++k) unit_sqnorm_(first + j, k) += sums[k * units_per_task + j];
+    });
+    for (std::int64_t k = 0; k < nets; ++k)
+      for (std::int64_t l = k; l < nets; ++l) {
+        double sum = 0.0;
+        for (std::int64_t r = 0; r < c.rows; ++r) sum += row_sqnorm_[r * nets + k] * row_sqnorm_[r * nets + l];
+        sqnorm_(k, l) += sum;
+        sqnorm_(l, k) = sqnorm_(k, l);
+      }
   }
 
   // float32 sums grow their rounding error with their length, so each product covers at most
@@ -212,6 +279,10 @@ class ReferenceAccumulator final : public MomentAccumulator {
   std::vector<double> low_, high_, centre_, multiplier_, sum_;
   std::vector<int> exponent_;
   std::vector<double> half_mean_;  // u: the chunk being merged
+  // Norm sums about the origin (add_norm_sums): nets x nets and u x nets; per chunk row and net the
+  // squared norm; per unit the chunk's 2^-e and mean minus origin.
+  Matrix sqnorm_, unit_sqnorm_;
+  std::vector<double> row_sqnorm_, unit_scale_, unit_offset_;
   std::int64_t skipped_ = 0;
 };
 

@@ -23,6 +23,18 @@ struct Moments {
   std::vector<double> max;              // per unit; -inf before the first sample
   std::vector<int> exponent;            // per unit, the scale of the comoment (0 before the first sample)
   Matrix comoment;                      // U x U, scaled as above; both triangles, exactly symmetric
+  // Fourth- and third-order sums for the debiased linear CKA (unbiased HSIC, Song et al. 2012), in the
+  // input's units and about the means. With d_i the centred sample i (d_iu = x_iu - mean_u) and
+  // a_ik = sum over the units u of net k of d_iu^2 (its squared norm in net k):
+  //   sqnorm_comoment(k, l)       = sum_i a_ik a_il   (nets x nets, symmetric): what the estimator reads;
+  //   unit_sqnorm_comoment(u, k)  = sum_i d_iu a_ik   (U x nets): what merging two shards needs to move
+  //                                 sqnorm_comoment to their common mean (zero in expectation for
+  //                                 symmetric data, not in general).
+  // Unscaled, unlike the comoment: finite while n (units of a net)^2 spread^4 stays below 1e308, i.e. for
+  // spreads up to about 1e70 in the input's units; beyond that a sum reads +infinity (never NaN) and the
+  // debiased CKA of that net is not reported.
+  Matrix sqnorm_comoment;
+  Matrix unit_sqnorm_comoment;
 
   Moments() = default;
   explicit Moments(std::vector<std::int64_t> units_per_net);
@@ -37,13 +49,14 @@ struct Moments {
   double covariance(std::int64_t i, std::int64_t j) const;
 };
 
-// Folds another shard's Moments into `into` (Chan merge in float64, scales reconciled exactly). Both must
+// Folds another shard's Moments into `into` (Chan merge in float64, scales reconciled exactly; the norm
+// sums moved to the common mean exactly, shift_norm_sums in host/backend/running_moments.hpp). Both must
 // describe the same nets (Error otherwise). The result depends on the order of the merges only through
 // float64 rounding.
 void merge(Moments& into, const Moments& other);
 
 // Straight float64 statistics of an in-memory (rows x units) matrix, unscaled (exponent 0): the oracle for
-// tests. Its comoment overflows for values beyond about 1e150.
+// tests. Its comoment overflows for values beyond about 1e150, its norm sums beyond about 1e70.
 Moments moments_of(MatrixView<const double> rows, std::vector<std::int64_t> units_per_net);
 
 }  // namespace convergent

@@ -1,5 +1,5 @@
-// Similarity indices of two nets' representations, from the study's moments alone: linear CKA, CCA,
-// SVCCA, PWCCA and the orthogonal Procrustes distance with its angular shape metric. Dead units are left
+// Similarity indices of two nets' representations, from the study's moments alone: linear CKA (plain and
+// debiased), CCA, SVCCA, PWCCA and the orthogonal Procrustes distance with its angular shape metric. Dead units are left
 // out (and counted); rank-deficient covariances get a stated ridge, so no index is ever NaN.
 #pragma once
 
@@ -12,7 +12,7 @@
 namespace convergent {
 
 struct SimilarityOptions {
-  // Which indices to compute (all by default).
+  // Which indices to compute (all by default). linear_cka covers the debiased one too.
   bool linear_cka = true;
   bool cca = true;
   bool svcca = true;
@@ -67,6 +67,16 @@ struct PairSimilarity {
   // Linear CKA (Kornblith et al. 2019, eq. 5 in feature space): ||Cov(A, B)||_F^2 / (||Cov(A)||_F
   // ||Cov(B)||_F) on covariances in the input's units (it depends on each unit's scale), in [0, 1].
   std::optional<double> linear_cka;
+  // Debiased linear CKA (Kornblith et al. 2019 section 6 / Nguyen et al. 2021): linear CKA with every HSIC
+  // replaced by Song et al.'s (2012, eq. 5) unbiased estimator HSIC_1(K, L) = [tr(K~ L~) + 1^T K~ 1
+  // 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3)), K~ = X X^T with its diagonal zeroed. On
+  // centred samples it is n^2/(n(n-3)) [||Cov(A,B)||_F^2 + tr Cov(A) tr Cov(B)/((n-1)(n-2)) - Q_AB/(n(n-2))]
+  // with Q_AB = Moments::sqnorm_comoment (the estimator is invariant to a constant shift of the samples,
+  // so centring is free). Near 0 for independent nets (standard error about sqrt(2)/n for isotropic
+  // units), 1 for a net with itself; in [-1, 1]. Dead units are in Q_AB (their centred values are zero or
+  // negligible) and in nothing else. Present when linear_cka is, n >= 4, and every term is finite (the
+  // norm sums overflow for spreads beyond about 1e70) with positive self-terms.
+  std::optional<double> debiased_linear_cka;
   // CCA (Hotelling): the singular values of (R_aa + ridge I)^-1/2 R_ab (R_bb + ridge I)^-1/2 on the
   // correlation matrices (invariant to any invertible linear map of either net); min(live_a, live_b).
   std::optional<CanonicalCorrelations> cca;
