@@ -62,6 +62,7 @@ void expect_moments_near(const Moments& got, const Moments& want, const std::str
                   1e-12 * std::sqrt(want.covariance(i, i) * want.covariance(j, j)))
           << what << " entry " << i << ", " << j;
   }
+  testing::expect_norm_sums_near(got, want, 1e-11, what);  // the debiased CKA's sums, moved at every merge
 }
 
 TEST(StatsFile, ShardsOfEverySizeMergeToTheOnePassMoments) {
@@ -117,6 +118,11 @@ TEST(StatsFile, BytesKeepTheMomentsBitForBit) {
     EXPECT_EQ(back.moments.max, s.moments.max);
     EXPECT_EQ(back.moments.exponent, s.moments.exponent);
     EXPECT_TRUE(std::equal(s.moments.comoment.data(), s.moments.comoment.data() + 49, back.moments.comoment.data()));
+    // The norm sums of the debiased CKA: 2 x 2 and 7 x 2 (two nets).
+    EXPECT_TRUE(std::equal(s.moments.sqnorm_comoment.data(), s.moments.sqnorm_comoment.data() + 4,
+                           back.moments.sqnorm_comoment.data()));
+    EXPECT_TRUE(std::equal(s.moments.unit_sqnorm_comoment.data(), s.moments.unit_sqnorm_comoment.data() + 14,
+                           back.moments.unit_sqnorm_comoment.data()));
     EXPECT_EQ(back.range.begin, begin);
     EXPECT_EQ(back.range.end, end);
     EXPECT_EQ(back.study.layout, Layout::channels_last);

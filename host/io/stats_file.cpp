@@ -22,7 +22,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "stats files are writte
 const char* layout_name(Layout layout) { return layout == Layout::channels_last ? "channels-last" : "channels-first"; }
 
 // The arrays beside header.json, by name: new Moments fields join this list (and header.json's
-// "arrays" describes each to a numpy user). Per-unit arrays are (U,), the comoment (U, U).
+// "arrays" describes each to a numpy user). Per-unit arrays are (U,), the comoment (U, U); the norm sums of
+// the debiased CKA (K, K) and (U, K) for K nets.
 struct ArrayField {
   const char* name;
   const char* description;
@@ -32,6 +33,10 @@ constexpr ArrayField array_fields[] = {
     {"min", "(U,) per-unit minimum (+inf when the range holds no sample)"},
     {"max", "(U,) per-unit maximum (-inf when the range holds no sample)"},
     {"exponent", "(U,) per-unit integer scale e_i of the comoment, held exactly as float64"},
+    {"sqnorm_comoment", "(K, K) for K nets: sum over samples of a_k a_l, a_k = squared norm of the centred sample "
+                        "over net k's units (debiased CKA), in the input's units"},
+    {"unit_sqnorm_comoment", "(U, K) sum over samples of (x_i - mean_i) a_k, in the input's units (what merging "
+                             "shards needs to move sqnorm_comoment to their common mean)"},
     {"comoment", "(U, U) sum over samples of (x_i - mean_i)(x_j - mean_j) * 2^(e_i + e_j); covariance = "
                  "comoment / samples * 2^-(e_i + e_j)"},
 };
@@ -47,11 +52,14 @@ std::vector<double> array_values(const Moments& m, const std::string& name) {
   if (name == "min") return m.min;
   if (name == "max") return m.max;
   if (name == "exponent") return {m.exponent.begin(), m.exponent.end()};
-  return {m.comoment.data(), m.comoment.data() + m.units() * m.units()};
+  const Matrix& matrix = name == "comoment" ? m.comoment : name == "sqnorm_comoment" ? m.sqnorm_comoment : m.unit_sqnorm_comoment;
+  return {matrix.data(), matrix.data() + matrix.rows() * matrix.cols()};
 }
 
 std::vector<std::int64_t> array_shape(const Moments& m, const std::string& name) {
   if (name == "comoment") return {m.units(), m.units()};
+  if (name == "sqnorm_comoment") return {m.sqnorm_comoment.rows(), m.sqnorm_comoment.cols()};
+  if (name == "unit_sqnorm_comoment") return {m.unit_sqnorm_comoment.rows(), m.unit_sqnorm_comoment.cols()};
   return {m.units()};
 }
 
@@ -60,6 +68,8 @@ void set_array(Moments& m, const std::string& name, std::vector<double> values, 
   else if (name == "min") m.min = std::move(values);
   else if (name == "max") m.max = std::move(values);
   else if (name == "comoment") std::copy(values.begin(), values.end(), m.comoment.data());
+  else if (name == "sqnorm_comoment") std::copy(values.begin(), values.end(), m.sqnorm_comoment.data());
+  else if (name == "unit_sqnorm_comoment") std::copy(values.begin(), values.end(), m.unit_sqnorm_comoment.data());
   else
     for (std::size_t i = 0; i < values.size(); ++i) {
       if (values[i] != std::nearbyint(values[i]) || std::abs(values[i]) > 4096)
