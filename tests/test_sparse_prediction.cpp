@@ -129,35 +129,100 @@ TEST(SparsePrediction, MatchesAFloat64CoordinateDescentOnTheRawSamples) {
   }
 }
 
-// 80 predictors and a small penalty: dense fits, where coordinate descent hands over to the Newton step on
-// the support (from 64 predictors up). The same oracle holds it to the same accuracy.
-TEST(SparsePrediction, DenseFitsMatchTheOracleToo) {
+// Net A: 80 mixtures of 12 factors plus `noise` x Gaussian noise (less noise, more collinear predictors);
+// net B: 2 units driven by the same factors.
+std::vector<Data> wide_nets(double noise = 2.0) {
   const std::int64_t rows = 600;
   const Data factors = testing::gaussian_data(rows, 12, 40);
   Data a = testing::mix(factors, testing::gaussian_data(12, 80, 41).v, 80);
   Data b = testing::mix(factors, testing::gaussian_data(12, 2, 42).v, 2);
   const Data na = testing::gaussian_data(rows, 80, 43), nb = testing::gaussian_data(rows, 2, 44);
-  for (std::size_t i = 0; i < a.v.size(); ++i) a.v[i] += 2.0 * na.v[i];
+  for (std::size_t i = 0; i < a.v.size(); ++i) a.v[i] += noise * na.v[i];
   for (std::size_t i = 0; i < b.v.size(); ++i) b.v[i] += nb.v[i];
-  const Study study = testing::study_of({a, b});
-  LassoOptions options;
-  options.alphas = {0.0005, 0.002};
-  options.tolerance = 1e-12;
-  const SparsePrediction s = sparse_prediction(study, 0, 1, options);
-  const Data x = testing::centred(a, true), z = testing::centred(b, true);
-  for (std::size_t k = 0; k < 2; ++k)
-    for (std::int64_t t = 0; t < 2; ++t) {
-      std::vector<double> y(static_cast<std::size_t>(rows));
-      for (std::int64_t r = 0; r < rows; ++r) y[r] = z(r, t);
+  return {a, b};
+}
+
+// Every fit of A predicting B held to the oracle: the objective within 1e-9 (relative; the fits stop at a
+// duality gap of 1e-12, the oracle's own stopping rule leaves it within about 1e-12) and every weight within
+// 1e-5 (weights are less well determined than the objective). Returns the fits, alpha-major.
+std::vector<LassoFit> check_against_oracle(const std::vector<Data>& nets, const LassoOptions& options) {
+  const SparsePrediction s = sparse_prediction(testing::study_of(nets), 0, 1, options);
+  const Data x = testing::centred(nets[0], true), z = testing::centred(nets[1], true);
+  std::vector<LassoFit> fits;
+  for (std::size_t k = 0; k < options.alphas.size(); ++k)
+    for (std::int64_t t = 0; t < z.cols; ++t) {
+      std::vector<double> y(static_cast<std::size_t>(z.rows));
+      for (std::int64_t r = 0; r < z.rows; ++r) y[r] = z(r, t);
       const std::vector<double> w = oracle_lasso(x, y, options.alphas[k]);
       double loss = 0.0;
       const double objective = oracle_objective(x, y, w, options.alphas[k], &loss);
       const LassoFit& fit = s.path[k].fits[static_cast<std::size_t>(t)];
-      EXPECT_GT(fit.predictors.size(), 64u);  // dense: the Newton step's regime
-      EXPECT_LE(std::abs(fit.objective - objective), 1e-9 * objective);
-      std::vector<double> ours(80, 0.0);
+      EXPECT_LE(std::abs(fit.objective - objective), 1e-9 * objective) << "alpha " << options.alphas[k] << ", target " << t;
+      std::vector<double> ours(static_cast<std::size_t>(x.cols), 0.0);
       for (std::size_t i = 0; i < fit.predictors.size(); ++i) ours[static_cast<std::size_t>(fit.predictors[i])] = fit.weights[i];
-      for (int j = 0; j < 80; ++j) EXPECT_NEAR(ours[j], w[j], 1e-5);
+      for (std::int64_t j = 0; j < x.cols; ++j) EXPECT_NEAR(ours[j], w[j], 1e-5) << "alpha " << options.alphas[k];
+      EXPECT_TRUE(fit.converged);
+      fits.push_back(fit);
+    }
+  return fits;
+}
+
+// 80 predictors and small penalties: dense fits, where coordinate descent hands over to the active-set
+// solves (here by the Schur complement of the inverse gram: few predictors are left out). The same
+// oracle holds them to the same accuracy, and coordinate descent alone (active_set_solves = 0) too.
+TEST(SparsePrediction, DenseFitsMatchTheOracleToo) {
+  LassoOptions options;
+  options.alphas = {0.0005, 0.002};
+  options.tolerance = 1e-12;
+  for (const LassoFit& fit : check_against_oracle(wide_nets(), options)) {
+    EXPECT_GT(fit.predictors.size(), 64u);  // dense
+    EXPECT_TRUE(fit.from_solve);
+    EXPECT_GE(fit.solves, 1);
+  }
+  options.active_set_solves = 0;
+  for (const LassoFit& fit : check_against_oracle(wide_nets(), options)) {
+    EXPECT_EQ(fit.solves, 0);
+    EXPECT_FALSE(fit.from_solve);
+  }
+}
+
+// Mid penalties: supports of 10 to 40 of the 80 predictors, solved by a Cholesky of R_AA that is
+// updated (predictors deleted and appended) while the guess changes a little. With one solve per phase
+// most first guesses are refused (a sign or a predictor still wrong) and descent goes on from the better
+// point; with the default, solves are accepted. Both end at the oracle's solution.
+TEST(SparsePrediction, ActiveSetSolvesAcceptedOrRefusedEndAtTheOracle) {
+  LassoOptions options;
+  options.alphas = {0.01, 0.02, 0.04, 0.08};
+  options.tolerance = 1e-12;
+  std::int64_t accepted = 0;
+  for (const LassoFit& fit : check_against_oracle(wide_nets(1.0), options)) accepted += fit.from_solve;
+  EXPECT_EQ(accepted, 8);
+  options.active_set_solves = 1;
+  std::int64_t refused = 0;
+  for (const LassoFit& fit : check_against_oracle(wide_nets(1.0), options)) refused += fit.solves > 0 && !fit.from_solve;
+  EXPECT_GE(refused, 1);
+}
+
+// Two identical predictors: the gram is singular, so is every block holding both (no inverse gram, and a
+// Cholesky that fails is refused); coordinate descent still reaches the optimum (the objective is unique
+// even though the weights are not).
+TEST(SparsePrediction, SingularGramFallsBackToCoordinateDescent) {
+  std::vector<Data> nets = wide_nets();
+  for (std::int64_t r = 0; r < nets[0].rows; ++r) nets[0](r, 7) = nets[0](r, 3);
+  const Study study = testing::study_of(nets);
+  LassoOptions options;
+  options.alphas = {0.0005, 0.01};
+  options.tolerance = 1e-12;
+  const SparsePrediction s = sparse_prediction(study, 0, 1, options);
+  const Data x = testing::centred(nets[0], true), z = testing::centred(nets[1], true);
+  for (std::size_t k = 0; k < 2; ++k)
+    for (std::int64_t t = 0; t < 2; ++t) {
+      std::vector<double> y(static_cast<std::size_t>(z.rows));
+      for (std::int64_t r = 0; r < z.rows; ++r) y[r] = z(r, t);
+      double loss = 0.0;
+      const double objective = oracle_objective(x, y, oracle_lasso(x, y, options.alphas[k]), options.alphas[k], &loss);
+      const LassoFit& fit = s.path[k].fits[static_cast<std::size_t>(t)];
+      EXPECT_LE(std::abs(fit.objective - objective), 1e-9 * objective) << "alpha " << options.alphas[k];
       EXPECT_TRUE(fit.converged);
     }
 }
@@ -239,6 +304,9 @@ TEST(SparsePrediction, BadInputsAreErrors) {
   options.alphas = {0.1};
   EXPECT_NE(message(identity.view(), MatrixView<const double>(c.data(), 2, 1)).find("columns for 2 predictors"),
             std::string::npos);
+  options.active_set_solves = -1;
+  EXPECT_NE(message(identity.view(), targets).find("active_set_solves must be 0 or more"), std::string::npos);
+  options.active_set_solves = 8;
   const Study study = testing::study_of(correlated_nets(1));
   EXPECT_THROW(sparse_prediction(study, 0, 0, options), Error);
   EXPECT_THROW(sparse_prediction(study, 0, 2, options), Error);

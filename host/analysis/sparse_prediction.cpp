@@ -1,7 +1,8 @@
-// Lasso in covariance form (coordinate descent on the correlation matrix) and the sparse few-to-one
-// prediction of one net's units from another's.
+// Lasso in covariance form (coordinate descent and active-set solves on the correlation matrix) and the
+// sparse few-to-one prediction of one net's units from another's.
 #include "convergent/sparse_prediction.hpp"
 
+#include <cblas.h>
 #include <lapacke.h>
 
 #include <algorithm>
@@ -16,13 +17,14 @@
 namespace convergent {
 namespace detail {
 
-// One cyclic coordinate-descent sweep over a working set of k predictors: gram r (k x k, unit diagonal),
-// weights w and gradient g = c - R w, all packed. Returns how many weights changed sign (zero counting as
-// a sign of its own). Most of a fit's time is spent here, in the update of g; the AVX-512 and AVX2 clones
-// do it 8 or 4 doubles at a time, and every clone makes the same roundings (no FMA contraction in any),
-// so the result does not depend on the machine.
+// One cyclic coordinate-descent sweep over a working set of k predictors: gram r (k x k, unit diagonal,
+// rows `stride` apart), weights w and gradient g = c - R w, all packed. Returns how many weights changed
+// sign (zero counting as a sign of its own). The update of g is most of a sweep's time; the AVX-512 and
+// AVX2 clones do it 8 or 4 doubles at a time (which clone runs, and with it the roundings, depends on
+// the machine, never on the thread count).
 __attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_sweep(
-    const double* __restrict__ r, double* __restrict__ w, double* __restrict__ g, std::int64_t k, double alpha) {
+    const double* __restrict__ r, std::int64_t stride, double* __restrict__ w, double* __restrict__ g, std::int64_t k,
+    double alpha) {
   std::int64_t sign_changes = 0;
   for (std::int64_t a = 0; a < k; ++a) {
     const double old = w[a];
@@ -32,14 +34,14 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_
     sign_changes += (updated > 0.0) != (old > 0.0) || (updated < 0.0) != (old < 0.0);
     const double delta = updated - old;
     w[a] = updated;
-    const double* row = r + a * k;
+    const double* row = r + a * stride;
     for (std::int64_t b = 0; b < k; ++b) g[b] -= delta * row[b];
   }
   return sign_changes;
 }
 
-// out += sum over r of coef[r] x row rows[r] of m (cols wide): the gradient refreshes and the Newton
-// step's products, as contiguous row updates the clones vectorise (same roundings in every clone).
+// out += sum over r of coef[r] x row rows[r] of m (cols wide): the gradient refreshes and the Schur
+// products of the active-set solves, as contiguous row updates the clones vectorise.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void add_rows(
     const double* __restrict__ m, std::int64_t cols, const std::int64_t* rows, const double* coef, std::int64_t count,
     double* __restrict__ out) {
@@ -49,6 +51,19 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void add_rows(
     const double* row = m + rows[r] * cols;
     for (std::int64_t i = 0; i < cols; ++i) out[i] += c * row[i];
   }
+}
+
+// The dot product of two n-vectors, in 8 interleaved partial sums the clones keep in vector lanes.
+__attribute__((target_clones("avx512f", "avx2", "default"))) double dot(const double* __restrict__ a,
+                                                                         const double* __restrict__ b, std::int64_t n) {
+  double partial[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) partial[l] += a[i + l] * b[i + l];
+  double sum = 0.0;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  for (int l = 0; l < 8; ++l) sum += partial[l];
+  return sum;
 }
 
 }  // namespace detail
@@ -68,29 +83,47 @@ Gap duality_gap(double wc, double wg, double l1, double dual_norm, double alpha)
   return {rho, objective, std::max(0.0, 0.5 * rho * (1.0 + s * s) + alpha * l1 - s * (1.0 - wc))};
 }
 
-// Working sets from this size up may finish with a Newton step (TargetSolver::newton_step); below it,
-// coordinate descent alone is cheaper than the step's p x |support| products.
-constexpr std::int64_t newton_min_support = 64;
-
-// The inverse of the gram matrix, for the Newton steps of dense fits: empty when the gram is small or
-// not numerically positive definite (Cholesky fails), and then coordinate descent does all the work.
+// The inverse of the gram matrix, for the Schur-complement solves of dense supports (TargetSolver::
+// solve_on): empty when the gram is not numerically positive definite (Cholesky fails), and then every
+// solve factors its own block.
 Matrix gram_inverse(MatrixView<const double> gram) {
   const std::int64_t p = gram.rows;
-  if (p < newton_min_support) return {};
   Matrix h(p, p);
   for (std::int64_t i = 0; i < p; ++i) std::copy(gram.row(i), gram.row(i) + p, h.data() + i * p);
-  const auto n = static_cast<lapack_int>(p);
-  if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0) return {};
-  if (LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0) return {};
+  const auto n = static_cast<lapack_int>(std::max<std::int64_t>(1, p));
+  if (p == 0 || LAPACKE_dpotrf_work(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0 ||
+      LAPACKE_dpotri_work(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0)
+    return {};
   fill_lower_triangle(h);
   return h;
 }
 
-// One target's path. Dense w and g over all predictors; the coordinate sweeps run on a packed copy of the
-// gram restricted to the working set, so a sweep costs |working set|^2, not p |working set|. Once the
-// signs of a large working set stop changing, a Newton step solves for them exactly (newton_step); it is
-// kept only when the full problem's duality gap accepts it, so it changes the speed, never the answer's
-// guarantee.
+// OpenBLAS runs single-threaded while the solvers' own threads call LAPACK (its threads inside ours only
+// contend, and one thread makes each factorisation's bits independent of the thread count); the count
+// in force before is restored.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~SingleThreadedBlas() { openblas_set_num_threads(saved_); }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int saved_;
+};
+
+// Coordinate descent hands over to the active-set solves once at most 1/settled_fraction of the
+// working set changed sign in a sweep, after at least min_sweeps_before_solve sweeps.
+constexpr std::int64_t settled_fraction = 64, min_sweeps_before_solve = 3;
+// Per fit: at most this many active-set phases (each of at most LassoOptions::active_set_solves solves).
+constexpr int max_active_set_phases = 3;
+
+// One target's path. Dense w and g = c - R w over all predictors. Coordinate descent runs on the gram
+// restricted to the working set (a packed copy unless the set is every predictor; a sweep costs
+// |working set|^2, not p |working set|); once its signs settle, an active-set phase solves the optimality
+// conditions exactly on a guessed support (active_set_phase). Every answer is accepted only by the full
+// problem's duality gap, from a gradient recomputed from the gram, so the exact solves change the speed,
+// never the answer's guarantee.
 class TargetSolver {
  public:
   TargetSolver(MatrixView<const double> gram, const Matrix& inverse, const LassoOptions& options)
@@ -100,6 +133,7 @@ class TargetSolver {
   // Fits of one target for every alpha in `order` (indices into options.alphas, descending alpha).
   void solve(const double* c, const std::vector<std::size_t>& order, std::vector<LassoFit*> out) {
     c_ = c;
+    factor_order_.clear();  // each target starts from a fresh factor: its bits do not depend on the order
     std::fill(w_.begin(), w_.end(), 0.0);
     std::copy(c, c + p_, g_.begin());
     double previous = 0.0;  // the path starts at alpha_max = max |c_j|, where w = 0
@@ -122,14 +156,22 @@ class TargetSolver {
       if (w_[j] != 0.0 || std::abs(g_[j]) > strong) add(j);
     LassoFit result;
     double target = 0.5 * options_.tolerance;  // the working-set gap aimed at, below the full one
+    int phases = 0;
     Gap full{};
     for (;;) {
       pack();
-      bool solved = false;
-      result.sweeps += sweep_working_set(alpha, target, options_.max_sweeps - result.sweeps, &solved);
-      if (!solved) unpack_and_refresh_gradient();
-      full = gap(alpha, /*whole=*/true);
+      const bool hand_over = phases < max_active_set_phases && options_.active_set_solves > 0;
+      result.sweeps += sweep_working_set(alpha, target, options_.max_sweeps - result.sweeps, hand_over);
+      unpack_and_refresh_gradient();
+      full = dense_gap(w_, g_, alpha);
       if (full.gap <= options_.tolerance * full.objective) break;
+      if (hand_over && result.sweeps < options_.max_sweeps) {
+        ++phases;
+        const bool solved = active_set_phase(alpha, &full, &result);
+        for (std::int64_t j = 0; j < p_; ++j)  // the support the phase left may reach outside the set
+          if (w_[j] != 0.0 && !in_set_[j]) add(j);
+        if ((result.from_solve = solved)) break;
+      }
       if (result.sweeps >= options_.max_sweeps) {
         result.converged = false;
         break;
@@ -143,7 +185,7 @@ class TargetSolver {
     result.loss = full.loss;
     result.objective = full.objective;
     result.duality_gap = full.gap;
-    for (const std::int64_t j : set_)
+    for (std::int64_t j = 0; j < p_; ++j)
       if (w_[j] != 0.0) result.predictors.push_back(j);
     std::stable_sort(result.predictors.begin(), result.predictors.end(),
                      [&](std::int64_t a, std::int64_t b) { return std::abs(w_[a]) > std::abs(w_[b]); });
@@ -156,120 +198,288 @@ class TargetSolver {
     set_.push_back(j);
   }
 
+  // The working set's w and g, packed, and its gram block: the gram itself when the set is every
+  // predictor, else a packed copy (kept while the set is unchanged: it does not depend on the target).
   void pack() {
     std::sort(set_.begin(), set_.end());  // cyclic order over ascending predictors, as scikit-learn
     const std::size_t k = set_.size();
-    packed_.resize(k * k);
     ws_.resize(k);
     gs_.resize(k);
-    for (std::size_t a = 0; a < k; ++a) {
-      const double* row = gram_.row(set_[a]);
-      for (std::size_t b = 0; b < k; ++b) packed_[a * k + b] = row[set_[b]];
-      ws_[a] = w_[set_[a]];
-      gs_[a] = g_[set_[a]];
+    for (std::size_t a = 0; a < k; ++a) ws_[a] = w_[set_[a]], gs_[a] = g_[set_[a]];
+    if (static_cast<std::int64_t>(k) == p_) {
+      block_rows_ = gram_.data, block_stride_ = gram_.stride;
+      return;
     }
+    block_stride_ = static_cast<std::int64_t>(k);
+    if (set_ != packed_set_) {
+      packed_.resize(k * k);
+      for (std::size_t a = 0; a < k; ++a) {
+        const double* row = gram_.row(set_[a]);
+        for (std::size_t b = 0; b < k; ++b) packed_[a * k + b] = row[set_[b]];
+      }
+      packed_set_ = set_;
+    }
+    block_rows_ = packed_.data();
   }
 
   // Cyclic coordinate descent on the working set until its own duality gap is below target x objective,
-  // or the sweep budget is spent, or a Newton step solved the whole problem (*solved; w_ and g_ then hold
-  // the solution). Returns the sweeps made, a Newton step counting as one.
-  std::int64_t sweep_working_set(double alpha, double target, std::int64_t budget, bool* solved) {
+  // or the sweep budget is spent, or (with hand_over) the signs have settled. Returns the sweeps made.
+  std::int64_t sweep_working_set(double alpha, double target, std::int64_t budget, bool hand_over) {
     const auto k = static_cast<std::int64_t>(set_.size());
-    const bool newton = inverse_.rows() > 0 && k >= newton_min_support;
-    std::int64_t sweeps = 0, since_attempt = 0, attempts = 0;
+    std::int64_t sweeps = 0;
     while (sweeps < budget) {
-      ++sweeps, ++since_attempt;
-      const std::int64_t sign_changes = detail::lasso_sweep(packed_.data(), ws_.data(), gs_.data(), k, alpha);
-      const Gap working = gap(alpha, /*whole=*/false);
+      ++sweeps;
+      const std::int64_t sign_changes =
+          detail::lasso_sweep(block_rows_, block_stride_, ws_.data(), gs_.data(), k, alpha);
+      const Gap working = packed_gap(alpha);
       if (working.gap <= target * working.objective) break;
-      // Once few signs still change, the support is nearly final: a Newton step on it either solves the
-      // problem or gives coordinate descent a better point to go on from. At most a few per working set.
-      if (newton && sign_changes <= k / 64 && since_attempt >= 3 && attempts < 4 && sweeps < budget) {
-        ++attempts, ++sweeps, since_attempt = 0;
-        if ((*solved = newton_step(alpha, working.objective))) break;
-      }
+      if (hand_over && sweeps >= min_sweeps_before_solve && sign_changes <= k / settled_fraction) break;
     }
     return sweeps;
   }
 
-  // With the support S and signs s of the current weights, the lasso's optimality conditions on S read
-  // R_SS w_S = c_S - alpha s_S. With H = R^-1 and D the predictors outside S, R_SS^-1 = H_SS - H_SD
-  // H_DD^-1 H_DS (Schur complement), so w_S = y_S - H_SD H_DD^-1 y_D with y = H[:, S] b: a product of
-  // p x |S| and a solve of |D| x |D|, taken only for dense fits (|D| <= |S| / 4), where the sweeps are
-  // slowest and the solve cheapest. Weights whose sign flips are set to 0. Returns true when the full
-  // problem's duality gap accepts the result (w_ and g_ then hold it); otherwise, when its objective is
-  // below `current` (the iterate's), coordinate descent goes on from it (so the objective only ever
-  // falls, and the sweeps still converge), else from where it was.
-  bool newton_step(double alpha, double current) {
-    std::vector<std::int64_t> support, outside;
-    std::vector<double> sign;
-    for (std::size_t a = 0; a < set_.size(); ++a)
-      if (ws_[a] != 0.0) support.push_back(set_[a]), sign.push_back(ws_[a] > 0.0 ? 1.0 : -1.0);
-    const auto k = static_cast<std::int64_t>(support.size()), d = p_ - k;
-    if (k == 0 || 4 * d > k) return false;  // a Schur block that would cost more than the sweeps it saves
-    std::vector<char> in_support(static_cast<std::size_t>(p_), 0);
-    for (const std::int64_t j : support) in_support[static_cast<std::size_t>(j)] = 1;
-    for (std::int64_t j = 0; j < p_; ++j)
-      if (!in_support[static_cast<std::size_t>(j)]) outside.push_back(j);
-    std::vector<double> b(static_cast<std::size_t>(k)), y(static_cast<std::size_t>(p_), 0.0);
-    for (std::int64_t t = 0; t < k; ++t) b[t] = c_[support[t]] - alpha * sign[t];
-    detail::add_rows(inverse_.data(), p_, support.data(), b.data(), k, y.data());  // H symmetric: rows = columns
-    if (d > 0) {
-      std::vector<double> hdd(static_cast<std::size_t>(d * d)), z(static_cast<std::size_t>(d));
-      for (std::int64_t i = 0; i < d; ++i) {
-        z[i] = -y[outside[i]];
-        for (std::int64_t j = 0; j < d; ++j) hdd[i * d + j] = inverse_(outside[i], outside[j]);
+  // Active set (primal-dual active set, Ito and Kunisch 2008; Fan, Jiao and Lu 2014): with the guess
+  // A = {j : |w_j + g_j| > alpha} and signs s = sign(w_j + g_j), the lasso's optimality conditions on A
+  // read R_AA w_A = c_A - alpha s_A with w = 0 elsewhere. That system is solved exactly (solve_on), which
+  // makes g_A = alpha s_A, so only g_D = c_D - R_DA w_A (D: outside A) is computed for the next guess.
+  // A guess that reproduces itself satisfies the KKT conditions; from a coordinate-descent iterate whose
+  // signs have settled that usually takes two to four solves. A candidate whose gap (from that g) passes
+  // is checked with g recomputed over the whole gram, and returns true when the duality gap accepts it
+  // (w_, g_, *point then hold it). Otherwise w_ and g_ hold the point of lowest objective seen (the
+  // phase's start or a solve), so descent goes on from there and still converges. Each solve counts in
+  // fit->solves and, as a sweep, in fit->sweeps.
+  bool active_set_phase(double alpha, Gap* point, LassoFit* fit) {
+    double best = point->objective;
+    bool moved = false;  // best_w_ holds a solve better than the start
+    const std::vector<double>* w = &w_;
+    const std::vector<double>* g = &g_;
+    active_.clear(), sign_.clear();
+    y_valid_ = false;
+    for (int solve = 0; solve < options_.active_set_solves && fit->sweeps < options_.max_sweeps; ++solve) {
+      guess_.clear(), guess_sign_.clear();
+      for (std::int64_t j = 0; j < p_; ++j) {
+        const double u = (*w)[j] + (*g)[j];
+        if (std::abs(u) > alpha) guess_.push_back(j), guess_sign_.push_back(u > 0.0 ? 1.0 : -1.0);
       }
-      const auto n = static_cast<lapack_int>(d);
-      if (LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', n, 1, hdd.data(), n, z.data(), 1) != 0) return false;
-      detail::add_rows(inverse_.data(), p_, outside.data(), z.data(), d, y.data());  // y_S -= H_SD H_DD^-1 y_D
+      if (guess_ == active_ && guess_sign_ == sign_) break;  // a fixed point the gap refused: rounding
+      active_.swap(guess_), sign_.swap(guess_sign_);
+      ++fit->sweeps, ++fit->solves;
+      bool exact = false;
+      if (!solve_on(alpha, &exact)) break;
+      // g on the active set as the solve makes it (alpha s_A) unless solve_on computed it, and the gap.
+      const auto k = static_cast<std::int64_t>(active_.size());
+      if (!exact)
+        for (std::int64_t t = 0; t < k; ++t) cand_g_[active_[t]] = alpha * sign_[t];
+      const Gap nominal = dense_gap(cand_w_, cand_g_, alpha);
+      if (nominal.gap <= options_.tolerance * nominal.objective) {
+        if (!exact) exact_gradient(cand_w_, active_, cand_g_);
+        const Gap candidate = dense_gap(cand_w_, cand_g_, alpha);
+        if (candidate.gap <= options_.tolerance * candidate.objective) {
+          w_.swap(cand_w_), g_.swap(cand_g_);
+          *point = candidate;
+          return true;
+        }
+      }
+      if (nominal.objective < best) best_w_ = cand_w_, best = nominal.objective, moved = true;
+      w = &cand_w_, g = &cand_g_;
     }
-    for (std::int64_t t = 0; t < k; ++t)
-      if (!(y[support[t]] * sign[t] > 0.0)) y[support[t]] = 0.0;  // a sign flipped: leave that weight out
-    // The candidate, its exact gradient, and the full gap; on refusal the coordinate-descent iterate
-    // (packed, untouched) carries on.
-    std::vector<double> w(static_cast<std::size_t>(p_), 0.0), g(c_, c_ + p_), minus_w(static_cast<std::size_t>(k));
-    for (std::int64_t t = 0; t < k; ++t) w[support[t]] = y[support[t]], minus_w[t] = -y[support[t]];
-    detail::add_rows(gram_.data, gram_.stride, support.data(), minus_w.data(), k, g.data());
-    double wc = 0.0, wg = 0.0, l1 = 0.0, dual_norm = 0.0;
-    for (const std::int64_t j : support) wc += w[j] * c_[j], wg += w[j] * g[j], l1 += std::abs(w[j]);
-    for (std::int64_t i = 0; i < p_; ++i) dual_norm = std::max(dual_norm, std::abs(g[i]));
-    const Gap candidate = duality_gap(wc, wg, l1, dual_norm, alpha);
-    if (candidate.gap <= options_.tolerance * candidate.objective) {
-      w_.swap(w);
-      g_.swap(g);
+    if (moved) {  // go on from the best solve, with its gradient recomputed
+      w_.swap(best_w_);
+      outside_.clear();
+      for (std::int64_t j = 0; j < p_; ++j)
+        if (w_[j] != 0.0) outside_.push_back(j);
+      exact_gradient(w_, outside_, g_);
+      *point = dense_gap(w_, g_, alpha);
+    }
+    return false;
+  }
+
+  // g = c - R w for w non-zero only on `support`, from the gram.
+  void exact_gradient(const std::vector<double>& w, const std::vector<std::int64_t>& support, std::vector<double>& g) {
+    g.assign(c_, c_ + p_);
+    minus_w_.resize(support.size());
+    for (std::size_t t = 0; t < support.size(); ++t) minus_w_[t] = -w[support[t]];
+    detail::add_rows(gram_.data, gram_.stride, support.data(), minus_w_.data(), static_cast<std::int64_t>(support.size()),
+                     g.data());
+  }
+
+  // cand_w_ = the solution of R_AA w_A = b_A = c_A - alpha s_A on active_ (zero elsewhere), and cand_g_ =
+  // c - R w outside A (inside A it is left for the caller). Of two exact ways, the cheaper: a Cholesky of
+  // R_AA (|A|^3 / 3), or for dense supports, with H = R^-1 and D the predictors outside A,
+  // R_AA^-1 = H_AA - H_AD H_DD^-1 H_DA (Schur complement), so w_A = y_A - H_AD H_DD^-1 y_D with
+  // y = H_{:,A} b_A: a |D| x |D| Cholesky and products with H. Within a phase y is updated by the
+  // entries of b that changed since the last solve, so a solve after a small change of the guess costs
+  // p (changes + |D|) besides the Cholesky. Returns false when the block is not numerically positive
+  // definite.
+  bool solve_on(double alpha, bool* exact) {
+    const auto k = static_cast<std::int64_t>(active_.size()), d = p_ - k;
+    outside_.clear();
+    b_.assign(static_cast<std::size_t>(p_), 0.0);
+    for (std::int64_t j = 0, t = 0; j < p_; ++j)
+      if (t < k && active_[t] == j) b_[j] = c_[j] - alpha * sign_[t], ++t;
+      else outside_.push_back(j);
+    cand_w_.assign(static_cast<std::size_t>(p_), 0.0);
+    const double direct = static_cast<double>(k) * k * k / 3.0;
+    const double schur = static_cast<double>(d) * d * d / 3.0 + static_cast<double>(p_) * d;
+    if (inverse_.rows() > 0 && schur < direct) {
+      changed_.clear(), delta_.clear();
+      if (!y_valid_) {
+        y_.assign(static_cast<std::size_t>(p_), 0.0);
+        y_b_.assign(static_cast<std::size_t>(p_), 0.0);
+      }
+      for (std::int64_t j = 0; j < p_; ++j)
+        if (b_[j] != y_b_[j]) changed_.push_back(j), delta_.push_back(b_[j] - y_b_[j]);
+      detail::add_rows(inverse_.data(), p_, changed_.data(), delta_.data(), static_cast<std::int64_t>(changed_.size()),
+                       y_.data());  // H symmetric: rows = columns
+      y_b_ = b_;
+      y_valid_ = true;
+      cand_w_ = y_;
+      if (d > 0) {
+        block_.resize(static_cast<std::size_t>(d * d));
+        z_.resize(static_cast<std::size_t>(d));
+        for (std::int64_t i = 0; i < d; ++i) {
+          z_[i] = -y_[outside_[i]];
+          const double* row = inverse_.data() + outside_[i] * p_;
+          for (std::int64_t j = 0; j < d; ++j) block_[i * d + j] = row[outside_[j]];
+        }
+        if (!cholesky_solve(block_.data(), z_.data(), d)) return false;
+        detail::add_rows(inverse_.data(), p_, outside_.data(), z_.data(), d, cand_w_.data());  // y - H_AD H_DD^-1 y_D
+      }
+      for (const std::int64_t j : outside_) cand_w_[j] = 0.0;
+    } else {
+      if (!factor_active_set()) return false;
+      const auto n = static_cast<lapack_int>(k), ld = static_cast<lapack_int>(p_);
+      rhs_.resize(static_cast<std::size_t>(k));
+      for (std::int64_t t = 0; t < k; ++t) rhs_[t] = b_[factor_order_[t]];
+      if (k > 0 && LAPACKE_dpotrs_work(LAPACK_COL_MAJOR, 'L', n, 1, factor_.data(), ld, rhs_.data(), n) != 0)
+        return false;
+      for (std::int64_t t = 0; t < k; ++t) cand_w_[factor_order_[t]] = rhs_[t];
+    }
+    // g_D = c_D - R_DA w_A: by rows of the gram outside A (w is zero outside A), or, when A is the
+    // smaller side, all of g from the rows of A (*exact: g_A too comes from the gram).
+    *exact = k <= d;
+    if (*exact) {
+      exact_gradient(cand_w_, active_, cand_g_);
       return true;
     }
-    if (candidate.objective < current)  // support is inside the working set: repack the candidate there
-      for (std::size_t a = 0; a < set_.size(); ++a) ws_[a] = w[set_[a]], gs_[a] = g[set_[a]];
-    return false;
+    cand_g_.resize(static_cast<std::size_t>(p_));
+    for (const std::int64_t j : outside_) cand_g_[j] = c_[j] - detail::dot(gram_.row(j), cand_w_.data(), p_);
+    return true;
+  }
+
+  // Brings the Cholesky factor R_FF = U^T U (U upper, row-major with rows p apart; F = factor_order_)
+  // to F = active_ (in some order): predictors that left are deleted (the column removed, the Hessenberg
+  // rest made triangular again by Givens rotations of neighbouring rows) and new ones appended (a
+  // triangular solve for the new column), each O(|F|^2); when more than 1/8 of F changes, or an update
+  // meets a pivot that is not positive, the block is factored anew (LAPACK). The factor carries over
+  // from solve to solve and from fit to fit of one target (each target starts afresh, so that its bits
+  // do not depend on the targets its thread solved before). Returns false when R_AA is not numerically
+  // positive definite.
+  bool factor_active_set() {
+    const auto k = static_cast<std::int64_t>(active_.size());
+    factor_.resize(static_cast<std::size_t>(p_ * p_));
+    in_active_.assign(static_cast<std::size_t>(p_), 0);
+    for (const std::int64_t j : active_) in_active_[j] = 1;
+    std::int64_t kept = 0;
+    for (const std::int64_t j : factor_order_) kept += in_active_[j];
+    const std::int64_t changes = static_cast<std::int64_t>(factor_order_.size()) - kept + (k - kept);
+    if (8 * changes <= k) {
+      bool ok = true;
+      for (auto q = static_cast<std::int64_t>(factor_order_.size()) - 1; q >= 0; --q)
+        if (!in_active_[factor_order_[q]]) delete_from_factor(q);
+      for (const std::int64_t j : factor_order_) in_active_[j] = 2;  // already in the factor
+      for (std::int64_t t = 0; t < k && ok; ++t)
+        if (in_active_[active_[t]] == 1) ok = append_to_factor(active_[t]);
+      if (ok) return true;
+    }
+    factor_order_ = active_;
+    for (std::int64_t a = 0; a < k; ++a) {
+      const double* row = gram_.row(active_[a]);
+      double* out = factor_.data() + a * p_;
+      for (std::int64_t b = 0; b < k; ++b) out[b] = row[active_[b]];
+    }
+    // Row-major upper U is column-major lower L = U^T.
+    const bool ok = k == 0 || LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', static_cast<lapack_int>(k), factor_.data(),
+                                                 static_cast<lapack_int>(p_)) == 0;
+    if (!ok) factor_order_.clear();
+    return ok;
+  }
+
+  // Removes position q from the factor: R without row and column q = U~^T U~ for U~ = U without column
+  // q, upper Hessenberg from row q on; rotations of rows (j, j + 1) for j = q.. clear its subdiagonal.
+  void delete_from_factor(std::int64_t q) {
+    const auto n = static_cast<std::int64_t>(factor_order_.size());
+    double* u = factor_.data();
+    for (std::int64_t i = 0; i < n; ++i) std::copy(u + i * p_ + q + 1, u + i * p_ + n, u + i * p_ + q);
+    for (std::int64_t j = q; j + 1 < n; ++j) {
+      double* top = u + j * p_;
+      double* bottom = u + (j + 1) * p_;
+      const double a = top[j], b = bottom[j], r = std::hypot(a, b), c = a / r, s = b / r;
+      top[j] = r;
+      bottom[j] = 0.0;
+      for (std::int64_t l = j + 1; l + 1 < n; ++l) {
+        const double x = top[l], y = bottom[l];
+        top[l] = c * x + s * y;
+        bottom[l] = c * y - s * x;
+      }
+    }
+    factor_order_.erase(factor_order_.begin() + q);
+  }
+
+  // Appends predictor j: U^T u = R_Fj (forward substitution), pivot sqrt(1 - u.u) (unit diagonal).
+  // Returns false when the pivot is not positive (to 1e-10), leaving the factor as it was.
+  bool append_to_factor(std::int64_t j) {
+    const auto n = static_cast<std::int64_t>(factor_order_.size());
+    double* u = factor_.data();
+    const double* row = gram_.row(j);
+    for (std::int64_t t = 0; t < n; ++t) u[t * p_ + n] = row[factor_order_[t]];  // column n of U
+    column_.resize(static_cast<std::size_t>(n));
+    for (std::int64_t t = 0; t < n; ++t) column_[t] = u[t * p_ + n];
+    if (n > 0)
+      cblas_dtrsv(CblasColMajor, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<int>(n), u, static_cast<int>(p_),
+                  column_.data(), 1);
+    const double pivot = 1.0 - detail::dot(column_.data(), column_.data(), n);
+    if (!(pivot > 1e-10)) return false;
+    for (std::int64_t t = 0; t < n; ++t) u[t * p_ + n] = column_[t];
+    u[n * p_ + n] = std::sqrt(pivot);
+    factor_order_.push_back(j);
+    return true;
+  }
+
+  // x <- m^-1 x for a symmetric positive definite n x n m (overwritten by its factor); false when the
+  // Cholesky fails.
+  static bool cholesky_solve(double* m, double* x, std::int64_t n) {
+    if (n == 0) return true;
+    const auto size = static_cast<lapack_int>(n);
+    return LAPACKE_dposv_work(LAPACK_COL_MAJOR, 'U', size, 1, m, size, x, size) == 0;  // symmetric: either order
   }
 
   // w from the packed copy; g = c - R w recomputed from the gram, which also clears the rounding that
   // the incremental updates of the packed gradient carried.
   void unpack_and_refresh_gradient() {
     for (std::size_t a = 0; a < set_.size(); ++a) w_[set_[a]] = ws_[a];
-    std::copy(c_, c_ + p_, g_.begin());
-    minus_w_.resize(set_.size());
-    for (std::size_t a = 0; a < set_.size(); ++a) minus_w_[a] = -w_[set_[a]];
-    detail::add_rows(gram_.data, gram_.stride, set_.data(), minus_w_.data(), static_cast<std::int64_t>(set_.size()),
-                     g_.data());
+    exact_gradient(w_, set_, g_);
   }
 
-  // The duality gap over the whole problem (dense w_, g_) or over the working set (packed ws_, gs_).
-  Gap gap(double alpha, bool whole) const {
+  // The duality gap over the whole problem from a dense w and its gradient g.
+  Gap dense_gap(const std::vector<double>& w, const std::vector<double>& g, double alpha) const {
+    double wc = 0.0, wg = 0.0, l1 = 0.0, dual_norm = 0.0;
+    for (std::int64_t j = 0; j < p_; ++j) {
+      if (w[j] != 0.0) wc += w[j] * c_[j], wg += w[j] * g[j], l1 += std::abs(w[j]);
+      dual_norm = std::max(dual_norm, std::abs(g[j]));
+    }
+    return duality_gap(wc, wg, l1, dual_norm, alpha);
+  }
+
+  // The duality gap of the working-set problem (packed ws_, gs_).
+  Gap packed_gap(double alpha) const {
     double wc = 0.0, wg = 0.0, l1 = 0.0, dual_norm = 0.0;
     for (std::size_t a = 0; a < set_.size(); ++a) {
-      const std::int64_t j = set_[a];
-      const double wj = whole ? w_[j] : ws_[a];
-      const double gj = whole ? g_[j] : gs_[a];
-      wc += wj * c_[j];
-      wg += wj * gj;
-      l1 += std::abs(wj);
-      dual_norm = std::max(dual_norm, std::abs(gj));
+      wc += ws_[a] * c_[set_[a]];
+      wg += ws_[a] * gs_[a];
+      l1 += std::abs(ws_[a]);
+      dual_norm = std::max(dual_norm, std::abs(gs_[a]));
     }
-    if (whole)
-      for (std::int64_t j = 0; j < p_; ++j) dual_norm = std::max(dual_norm, std::abs(g_[j]));
     return duality_gap(wc, wg, l1, dual_norm, alpha);
   }
 
@@ -281,8 +491,20 @@ class TargetSolver {
   std::vector<double> w_, g_;             // all predictors
   std::vector<char> in_set_;
   std::vector<std::int64_t> set_;         // the working set
-  std::vector<double> packed_, ws_, gs_;  // gram, w and g on the working set
-  std::vector<double> minus_w_;
+  std::vector<double> ws_, gs_;           // w and g on the working set
+  const double* block_rows_ = nullptr;    // its gram block, rows block_stride_ apart
+  std::int64_t block_stride_ = 0;
+  std::vector<std::int64_t> packed_set_;  // the set packed_ holds the gram block of
+  std::vector<double> packed_, minus_w_;
+  // The active-set phase: the guess and its signs, the candidate and its gradient, the best point, the
+  // Schur products y = H b kept within a phase, and the solves' scratch.
+  std::vector<std::int64_t> active_, guess_, outside_, changed_;
+  std::vector<double> sign_, guess_sign_, cand_w_, cand_g_, best_w_, b_, y_, y_b_, delta_, rhs_, block_, z_;
+  // The Cholesky factor of the gram on factor_order_ (factor_active_set), and its scratch.
+  std::vector<std::int64_t> factor_order_;
+  std::vector<double> factor_, column_;
+  std::vector<char> in_active_;
+  bool y_valid_ = false;
 };
 
 void check_finite_view(MatrixView<const double> m, const char* name) {
@@ -312,6 +534,7 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
                   " must be finite and positive (a small one, such as 1e-4, is nearly unpenalised)");
   if (!(options.tolerance > 0.0)) throw Error("lasso_path: the tolerance must be positive");
   if (options.max_sweeps < 1) throw Error("lasso_path: max_sweeps must be at least 1");
+  if (options.active_set_solves < 0) throw Error("lasso_path: active_set_solves must be 0 or more");
   check_finite_view(gram, "gram entry");
   check_finite_view(target_corr, "target correlation");
   for (std::int64_t j = 0; j < gram.rows; ++j)
@@ -326,6 +549,7 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
   const std::int64_t targets = target_corr.rows;
   std::vector<std::vector<LassoFit>> fits(options.alphas.size(), std::vector<LassoFit>(static_cast<std::size_t>(targets)));
   const int threads = static_cast<int>(std::min<std::int64_t>(thread_count(options.threads), std::max<std::int64_t>(1, targets)));
+  const SingleThreadedBlas single_threaded_blas;
   const Matrix inverse = gram_inverse(gram);
   // One solver (and its buffers) per worker; worker t takes targets t, t + threads, ...
   parallel_for(threads, threads, [&](std::int64_t worker) {

@@ -21,9 +21,11 @@ struct LassoOptions {
   // that relative distance of the optimum (the gap bounds P(w) - P*). scikit-learn's `tol` is the same
   // gap as an absolute bound (in units of the target's variance, here 1).
   double tolerance = 1e-7;
-  // Coordinate-descent sweeps per target and penalty (over the working set and the KKT checks together);
-  // a fit that runs out is reported as not converged, never silently.
+  // Coordinate-descent sweeps per target and penalty (over the working set, the KKT checks and the
+  // active-set solves together); a fit that runs out is reported as not converged, never silently.
   std::int64_t max_sweeps = 10000;
+  // Exact solves per active-set phase (see lasso_path); 0 leaves every fit to coordinate descent alone.
+  int active_set_solves = 8;
   int threads = 0;  // targets are solved in parallel; 0 = all cores. The result does not depend on it.
 };
 
@@ -33,6 +35,8 @@ struct LassoFit {
   double objective = 0.5;  // 1/2 loss + alpha ||w||_1
   double duality_gap = 0.0;
   std::int64_t sweeps = 0;
+  std::int64_t solves = 0;   // active-set solves among the sweeps
+  bool from_solve = false;   // the accepted weights are an active-set solve (else coordinate descent's)
   bool converged = true;
   // The non-zero weights, strongest (largest |w|) first, ties to the lower index. Indices are predictor
   // indices: rows of the gram matrix for lasso_path, unit indices of net A for sparse_prediction.
@@ -45,16 +49,19 @@ struct LassoFit {
 // which is scikit-learn's Lasso(alpha, fit_intercept=False) on z-scored data (DESIGN.md). Cyclic
 // coordinate descent on the gram matrix, working sets from the sequential strong rule, every exclusion
 // checked against the KKT conditions of the full problem before the duality gap (scikit-learn's, in
-// covariance form) is accepted. Dense fits (64 predictors and more, at most a quarter of them left out)
-// also try a Newton step once the signs settle: the exact solution for the current support and signs,
-// from the inverse gram (one Cholesky per call, skipped when the gram is not numerically positive
-// definite); it is kept when the gap accepts it, or when it lowers the objective (descent then goes on
-// from it). Targets are independent and run in parallel.
+// covariance form) is accepted. Once the signs of the descent settle, an active-set phase (primal-dual
+// active set, Ito and Kunisch 2008) guesses the support and signs from w + g and solves the optimality
+// conditions R_AA w_A = c_A - alpha s_A exactly, up to options.active_set_solves times: by a Cholesky
+// of R_AA (updated, not refactored, when the guess changes a little) or, for dense supports, by the
+// Schur complement of the inverse gram. A solve is kept only when the full problem's duality gap, from
+// the gradient recomputed over the whole gram, accepts it; otherwise descent goes on from the best
+// point seen. Targets are independent and run in parallel; OpenBLAS runs single-threaded meanwhile
+// (its thread count is restored after), and the result does not depend on the thread count.
 //   gram        p x p correlation matrix R of the predictors (symmetric, unit diagonal, finite)
 //   target_corr m x p: row b holds c_b, the correlations of target b with every predictor
 // Returns fits[alpha index][target]. Throws Error when the shapes disagree, an entry is not finite, a
-// diagonal entry is not 1 (to 1e-9), an alpha is not finite and positive, or tolerance / max_sweeps are
-// not positive.
+// diagonal entry is not 1 (to 1e-9), an alpha is not finite and positive, tolerance / max_sweeps are
+// not positive, or active_set_solves is negative.
 std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, MatrixView<const double> target_corr,
                                               const LassoOptions& options);
 
