@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 
 #include "convergent/error.hpp"
 #include "convergent/similarity_indices.hpp"
@@ -357,6 +359,111 @@ TEST(SimilarityIndices, InputMagnitudeDoesNotMatter) {
   EXPECT_NEAR(s.svcca->cca.mean, reference.svcca->cca.mean, 1e-5);
   EXPECT_NEAR(s.pwcca->value, reference.pwcca->value, 1e-5);
   EXPECT_NEAR(s.procrustes->similarity, reference.procrustes->similarity, 1e-5);
+}
+
+// Image-level CKA (--samples images): every input one sample of its flattened C x H x W features. Two
+// related nets of 2 x 3 x 2 and 3 x 3 x 2 maps, written as NCHW float64 files, so each input's features are
+// a row of the Data below.
+struct ImageNets {
+  std::vector<Data> flat;
+  testing::ScratchDir dir;
+  std::vector<NetSource> sources;
+  explicit ImageNets(std::int64_t inputs) {
+    const Data f = testing::gaussian_data(inputs, 4, 5);
+    flat = {testing::mix(f, testing::gaussian_data(4, 12, 6).v, 12), testing::mix(f, testing::gaussian_data(4, 18, 7).v, 18)};
+    const Data noise = testing::gaussian_data(inputs, 18, 8);
+    for (std::int64_t r = 0; r < inputs; ++r)
+      for (std::int64_t c = 0; c < 18; ++c) flat[1](r, c) = std::max(0.0, flat[1](r, c) + noise(r, c)) + 1.5;
+    testing::write_array(dir.file("a.npy"), flat[0].v, {inputs, 2, 3, 2});
+    testing::write_array(dir.file("b.npy"), flat[1].v, {inputs, 3, 3, 2});
+    sources = {{"a", dir.file("a.npy")}, {"b", dir.file("b.npy")}};
+  }
+};
+
+Data rows_of(const Data& d, std::int64_t first, std::int64_t count) {
+  Data out(count, d.cols);
+  std::copy(d.v.begin() + first * d.cols, d.v.begin() + (first + count) * d.cols, out.v.begin());
+  return out;
+}
+
+TEST(ImageCka, ExactFromTheMomentsOfTheFlattenedFeatures) {
+  ImageNets nets(60);
+  auto backend = make_backend(BackendChoice::cpu);
+  StudyOptions options;
+  options.samples = Samples::images;
+  options.batch_rows = 7 * 6;  // batches of 7 images: the staging of inputs does not depend on them
+  const Study study = run_study(*backend, nets.sources, options);
+  ASSERT_TRUE(study.image_cka);
+  EXPECT_EQ(study.image_cka->estimator, ImageCka::Estimator::exact);
+  EXPECT_EQ(study.image_cka->features, (std::vector<std::int64_t>{12, 18}));
+  EXPECT_EQ(study.image_cka->moments.samples, 60);
+  const PairSimilarity s = image_cka_indices(*study.image_cka)[0];
+  // Against the oracles on the flattened raw data; float32 batch products: 1e-5.
+  EXPECT_NEAR(*s.linear_cka, oracle(nets.flat[0], nets.flat[1]).cka, 1e-5);
+  EXPECT_NEAR(*s.debiased_linear_cka, oracle_debiased_cka(nets.flat[0], nets.flat[1]), 1e-5);
+  // The positions' study is the paper's: 2 and 3 units, 6 samples per image.
+  EXPECT_EQ(study.moments.samples, 360);
+  EXPECT_EQ(study.nets[1].units, 3);
+  // A net with itself.
+  const Study self = run_study(*backend, {nets.sources[1], {"c", nets.sources[1].path}}, options);
+  const PairSimilarity one = image_cka_indices(*self.image_cka)[0];
+  EXPECT_NEAR(*one.linear_cka, 1.0, 1e-6);
+  EXPECT_NEAR(*one.debiased_linear_cka, 1.0, 1e-6);
+}
+
+TEST(ImageCka, MinibatchEstimatorOfNguyenEtAl) {
+  // 44 inputs in minibatches of 8: five of 8 and a last one of 4 (used: the estimator needs 4). Oracle:
+  // the O(m^2) Song et al. estimator per minibatch on the raw flattened data, averaged, then the ratio.
+  ImageNets nets(44);
+  auto backend = make_backend(BackendChoice::cpu);
+  StudyOptions options;
+  options.samples = Samples::images;
+  options.image_exact_features = 0;  // force the minibatch estimator
+  options.image_minibatch = 8;
+  options.batch_rows = 6;  // one image a batch asked for: batches become whole minibatches
+  const Study study = run_study(*backend, nets.sources, options);
+  ASSERT_TRUE(study.image_cka);
+  const ImageCka& image = *study.image_cka;
+  EXPECT_EQ(image.estimator, ImageCka::Estimator::minibatch);
+  EXPECT_EQ(image.minibatches, 6);
+  EXPECT_EQ(image.last_minibatch_inputs, 4);
+  double ab = 0.0, aa = 0.0, bb = 0.0;
+  for (std::int64_t first = 0; first < 44; first += 8) {
+    const std::int64_t m = std::min<std::int64_t>(8, 44 - first);
+    const Data x = rows_of(nets.flat[0], first, m), y = rows_of(nets.flat[1], first, m);
+    ab += oracle_unbiased_hsic(x, y);
+    aa += oracle_unbiased_hsic(x, x);
+    bb += oracle_unbiased_hsic(y, y);
+  }
+  EXPECT_NEAR(image.hsic(0, 1), ab / 6, 1e-9 * std::sqrt(aa * bb) / 6);  // float64 throughout
+  const PairSimilarity s = image_cka_indices(image)[0];
+  EXPECT_FALSE(s.linear_cka);
+  EXPECT_NEAR(*s.debiased_linear_cka, ab / std::sqrt(aa * bb), 1e-9);
+  // Sanity: a net with itself is 1; an independent net sits near 0. For independent Gaussian features
+  // HSIC_1 of one minibatch has variance about 2 ||Cov(A)||_F^2 ||Cov(B)||_F^2 / m^2, so the ratio's
+  // standard error over k minibatches is about sqrt(2 / k) / m = 0.07 here (k = 6, m = 8); 0.35 is 5 of them.
+  const Study self = run_study(*backend, {nets.sources[0], {"c", nets.sources[0].path}}, options);
+  EXPECT_NEAR(*image_cka_indices(*self.image_cka)[0].debiased_linear_cka, 1.0, 1e-12);
+  testing::write_array(nets.dir.file("independent.npy"), testing::gaussian_data(44, 12, 99).v, {44, 2, 3, 2});
+  const Study independent = run_study(*backend, {nets.sources[0], {"i", nets.dir.file("independent.npy")}}, options);
+  const double null_value = *image_cka_indices(*independent.image_cka)[0].debiased_linear_cka;
+  EXPECT_LT(std::abs(null_value), 0.35) << null_value;
+}
+
+TEST(ImageCka, CliStatesTheEstimatorInSummaryJson) {
+  ImageNets nets(30);
+  const auto r = testing::run_cli("align " + nets.sources[0].path + " " + nets.sources[1].path +
+                                  " --samples images --clusters none --no-report --analyses linear_cka --out " +
+                                  nets.dir.file("out"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(nets.dir.file("out/summary.json"));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\"image_cka\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"estimator\": \"exact\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"samples\": \"images\""), std::string::npos) << text;
+  const auto bad = testing::run_cli("align " + nets.sources[0].path + " " + nets.sources[1].path +
+                                    " --samples pixels --out " + nets.dir.file("bad"));
+  EXPECT_NE(bad.exit_code, 0);
 }
 
 TEST(SimilarityIndices, OptionsSelectAndAreChecked) {

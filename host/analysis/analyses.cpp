@@ -192,6 +192,37 @@ void stage_similarity(const Study& study, const std::vector<PairSimilarity>& pai
   if (sel.procrustes) summary["procrustes"] = procrustes;
 }
 
+// image_cka: which estimator, over what, and the pairs (value only from the exact estimator).
+void stage_image_cka(const Study& study, const std::vector<PairSimilarity>& pairs, json& summary) {
+  const ImageCka& image = *study.image_cka;
+  const bool exact = image.estimator == ImageCka::Estimator::exact;
+  json features = json::object(), entries = json::array();
+  for (std::size_t k = 0; k < study.nets.size(); ++k) features[study.nets[k].name] = image.features[k];
+  for (const PairSimilarity& s : pairs) {
+    const std::string& a = study.nets[static_cast<std::size_t>(s.a)].name;
+    const std::string& b = study.nets[static_cast<std::size_t>(s.b)].name;
+    json e = {{"a", a}, {"b", b}};
+    if (exact) {
+      e["live_features"] = {{a, s.live_a}, {b, s.live_b}};
+      e["dead_features_left_out"] = {{a, s.dead_a}, {b, s.dead_b}};
+    }
+    if (s.linear_cka) e["value"] = *s.linear_cka;
+    if (s.debiased_linear_cka) e["debiased"] = *s.debiased_linear_cka;
+    entries.push_back(e);
+  }
+  json section = {{"samples", "images"}, {"features", features}, {"estimator", exact ? "exact" : "minibatch"}};
+  if (exact) {
+    section["inputs"] = image.moments.samples;
+  } else {
+    section["minibatch_inputs"] = image.minibatch_inputs;
+    section["minibatches"] = image.minibatches;
+    section["last_minibatch_inputs"] = image.last_minibatch_inputs;
+    section["dropped_minibatches"] = image.dropped_minibatches;
+  }
+  section["pairs"] = entries;
+  summary["image_cka"] = section;
+}
+
 }  // namespace
 
 std::string analysis_names() {
@@ -254,6 +285,7 @@ AnalysisResults run_analyses(const Study& study, const std::vector<PairAlignment
   similarity.procrustes = sel.procrustes;
   if (sel.linear_cka || sel.cca || sel.svcca || sel.pwcca || sel.procrustes)
     results.similarity = similarity_indices(study, similarity);
+  if (sel.linear_cka && study.image_cka) results.image_cka = image_cka_indices(*study.image_cka);
   return results;
 }
 
@@ -263,6 +295,7 @@ void stage_analysis_outputs(OutputDir& out, const Study& study, const AnalysisRe
   if (results.reliability) stage_reliability(out, study, *results.reliability, summary);
   if (results.means) stage_means(study, *results.means, o.means, summary);
   stage_similarity(study, results.similarity, o.selection, o.similarity, summary);
+  if (study.image_cka && !results.image_cka.empty()) stage_image_cka(study, results.image_cka, summary);
 }
 
 }  // namespace convergent

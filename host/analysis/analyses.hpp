@@ -48,6 +48,7 @@ struct AnalysisResults {
   std::optional<Reliability> reliability;
   std::optional<MeanDistributions> means;
   std::vector<PairSimilarity> similarity;  // empty when no index is selected
+  std::vector<PairSimilarity> image_cka;   // image-level CKA (Samples::images with linear_cka selected)
   AnalysisOptions options;                 // what produced them (the summary states it)
 };
 
@@ -58,7 +59,7 @@ AnalysisResults run_analyses(const Study& study, const std::vector<PairAlignment
 
 // Stages sparse_<a>_<b>.csv (A predicts B) for both directions of every pair and units_<net>.csv for
 // every net, and adds the sections sparse_prediction, reliability, mean_distributions, linear_cka, cca,
-// svcca, pwcca and procrustes (those that ran) to `summary`.
+// svcca, pwcca, procrustes and image_cka (those that ran) to `summary`.
 void stage_analysis_outputs(OutputDir& out, const Study& study, const AnalysisResults& results,
                             nlohmann::json& summary);
 

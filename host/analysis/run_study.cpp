@@ -2,9 +2,11 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "convergent/error.hpp"
 #include "convergent/study.hpp"
+#include "analysis/image_cka.hpp"
 #include "io/activation_file.hpp"
 
 namespace convergent {
@@ -79,6 +81,12 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
                 " are not a range within its " + std::to_string(study.inputs) + " inputs");
   std::int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : automatic_batch_rows(offset);
   batch_rows = std::max<std::int64_t>(1, batch_rows / whole_images) * whole_images;
+  std::optional<detail::ImageCkaAccumulator> images;
+  if (options.samples == Samples::images) {
+    images.emplace(backend, units_per_net, whole_images, options);
+    const std::int64_t whole_minibatches = whole_images * images->batch_inputs_multiple();
+    batch_rows = std::max<std::int64_t>(1, batch_rows / whole_minibatches) * whole_minibatches;
+  }
 
   const std::int64_t begin = study.range.begin * whole_images, end = study.range.end * whole_images;
   AccumulateOptions accumulate;
@@ -98,6 +106,7 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
       batch[i] = files[i].block(row / files[i].pixels(), count / files[i].pixels());
     try {
       accumulator->add(batch);
+      if (images) images->add(batch);
     } catch (const NonFiniteValueError& e) {
       const ActivationFile& file = files[static_cast<std::size_t>(e.net())];
       throw Error(file.path() + ": NaN or infinity at " + file.describe_row(row + e.row()) + ", unit " +
@@ -112,6 +121,7 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
   study.moments = accumulator->moments();
   release(previous_row, previous_count);
   study.skipped_rows = accumulator->skipped_rows();
+  if (images) study.image_cka = images->result();
   study.backend = backend.description();
   study.batch_rows = batch_rows;
   return study;

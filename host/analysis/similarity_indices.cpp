@@ -277,4 +277,40 @@ std::vector<PairSimilarity> similarity_indices(const Study& study, const Similar
   return pairs;
 }
 
+std::vector<PairSimilarity> image_cka_indices(const ImageCka& image_cka) {
+  const auto nets = static_cast<int>(image_cka.features.size());
+  if (nets < 2) throw Error("image-level CKA needs at least two nets");
+  if (image_cka.estimator == ImageCka::Estimator::exact) {
+    // The flattened features as a study of their own: linear CKA reads the moments and dead flags alone.
+    Study features;
+    std::int64_t offset = 0;
+    for (int k = 0; k < nets; ++k) {
+      NetInfo info;
+      info.units = image_cka.features[static_cast<std::size_t>(k)];
+      info.offset = offset;
+      offset += info.units;
+      features.nets.push_back(info);
+    }
+    features.moments = image_cka.moments;
+    features.dead = image_cka.dead;
+    SimilarityOptions cka_only;
+    cka_only.cca = cka_only.svcca = cka_only.pwcca = cka_only.procrustes = false;
+    return similarity_indices(features, cka_only);
+  }
+  std::vector<PairSimilarity> pairs;
+  const Matrix& h = image_cka.hsic;
+  for (int a = 0; a < nets; ++a)
+    for (int b = a + 1; b < nets; ++b) {
+      PairSimilarity s;
+      s.a = a;
+      s.b = b;
+      s.live_a = image_cka.features[static_cast<std::size_t>(a)];
+      s.live_b = image_cka.features[static_cast<std::size_t>(b)];
+      if (image_cka.minibatches > 0 && h(a, a) > 0.0 && h(b, b) > 0.0 && std::isfinite(h(a, b)))
+        s.debiased_linear_cka = std::clamp(h(a, b) / std::sqrt(h(a, a) * h(b, b)), -1.0, 1.0);
+      pairs.push_back(s);
+    }
+  return pairs;
+}
+
 }  // namespace convergent

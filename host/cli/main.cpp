@@ -326,6 +326,8 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     if (from_stats.empty() && nets.size() < 2) throw Error("align needs at least two nets (or --from-stats FILE)");
     if (!from_stats.empty() && !nets.empty()) throw Error("align takes nets or --from-stats FILE, not both");
     if (!from_stats.empty() && world.size() > 1) throw Error("align --from-stats runs as one process, not under mpirun");
+    if (options.samples == Samples::images && world.size() > 1)
+      throw Error("--samples images runs as one process, not under mpirun (its minibatches span the ranks' inputs)");
     if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
     options.precision = parse_precision(precision);
     const bool mi_named = analysis.analyses != "all";
@@ -383,6 +385,7 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
   }
   const nlohmann::json settings = {
       {"layout", options.layout == Layout::channels_last ? "channels-last" : "channels-first"},
+      {"samples", options.samples == Samples::images ? "images" : "positions"},
       {"batch_rows", study.batch_rows},
       {"ranks", world.size()},
       {"from_stats", from_stats},
@@ -525,6 +528,14 @@ int main(int argc, char** argv) {
       "Analyse the Moments of a stats file (convergent stats / merge) instead of activations; mutual information "
       "needs the activations and is skipped (an error when named in --analyses)");
   for (CLI::Option* option : pass_options) from_stats_option->excludes(option);
+  std::string samples = "positions";
+  from_stats_option->excludes(
+      align->add_option("--samples", samples,
+                        "What a sample is: positions (every (input, y, x); the paper's choice, for every analysis) "
+                        "or images (in addition, image-level linear CKA on each input's flattened features: exact "
+                        "up to 4096 features in all, else Nguyen et al.'s minibatch estimator over 256 inputs)")
+          ->check(CLI::IsMember({"positions", "images"}))
+          ->capture_default_str());
 
   ClusterOptions cluster;
   align->add_option("--clusters", cluster.clusters,
@@ -627,6 +638,7 @@ int main(int argc, char** argv) {
     }
     study_options.layout =
         layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
+    study_options.samples = samples == "images" ? Samples::images : Samples::positions;
     if (align->parsed()) {
       return run_align(*world, net_arguments, from_stats, common, study_options, cluster, analysis, mi_arguments, backend_name,
                        precision, report_arguments);

@@ -98,4 +98,12 @@ struct PairSimilarity {
 // when ridge or svcca_variance is out of range, or the study has fewer than two nets.
 std::vector<PairSimilarity> similarity_indices(const Study& study, const SimilarityOptions& options = {});
 
+// Image-level CKA of every pair (a < b, in similarity_indices' order) from the pass's ImageCka
+// (StudyOptions::samples == images). exact: linear_cka and debiased_linear_cka of the flattened features'
+// Moments as similarity_indices computes them, dead features left out and counted (live_a/dead_a count
+// features); minibatch: debiased_linear_cka alone, Nguyen et al.'s (2021, eq. 3) mean HSIC_1(A, B) /
+// sqrt(mean HSIC_1(A, A) mean HSIC_1(B, B)), absent when no minibatch was complete or a self-term is not
+// positive (live/dead counts are then the features, all counted live). Throws Error for fewer than two nets.
+std::vector<PairSimilarity> image_cka_indices(const ImageCka& image_cka);
+
 }  // namespace convergent

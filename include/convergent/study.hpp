@@ -21,6 +21,12 @@ namespace convergent {
 // (image, position) is one sample of a C-dim vector; 2-D arrays are (samples, units) either way.
 enum class Layout { channels_first, channels_last };
 
+// What one sample is. positions (the paper's choice, the default): every (input, position) is a sample of
+// a net's C units, for every analysis. images: in addition, every input is one sample of its flattened
+// features (C x H x W, C x L, or the P rows per input of a 2-D file times its units), for image-level
+// linear CKA alone (Study::image_cka); every other analysis still reads positions.
+enum class Samples { positions, images };
+
 struct NetSource {
   std::string name;
   std::string path;  // .npy file: 2-D (samples x units), or 3-D / 4-D activations laid out as Layout says
@@ -46,6 +52,12 @@ struct StudyOptions {
   // spread alone, so an offset never makes a unit dead; 0 keeps every unit that is not constant.
   double dead_threshold = 1e-6;
   Precision precision = Precision::fp32;
+  Samples samples = Samples::positions;
+  // Samples::images: the exact estimator (Moments over the flattened features) while the flattened
+  // features of all nets together are at most this many (its memory grows as 20 x features^2 bytes: 335
+  // MB at 4096); beyond, Nguyen et al.'s (2021) minibatch estimator over minibatches of this many inputs.
+  std::int64_t image_exact_features = 4096;
+  std::int64_t image_minibatch = 256;
   // Called after each batch with (rows done, rows in all); may be empty.
   std::function<void(std::int64_t, std::int64_t)> progress;
 };
@@ -59,6 +71,26 @@ struct NetInfo {
   std::int64_t offset = 0;  // first column of this net in the concatenated units
 };
 
+// Image-level CKA statistics from the pass (Samples::images).
+struct ImageCka {
+  enum class Estimator { exact, minibatch };
+  Estimator estimator = Estimator::exact;
+  std::vector<std::int64_t> features;  // per net: flattened features of one input
+  // exact: Moments over the flattened features, one sample per input (net_units = features), and their
+  // dead features (StudyOptions::dead_threshold).
+  Moments moments;
+  std::vector<bool> dead;
+  // minibatch: consecutive inputs in minibatches of minibatch_inputs (the last one shorter, used when it
+  // holds at least 4 inputs); hsic (nets x nets) is the mean over the minibatches of Song et al.'s
+  // unbiased HSIC of the linear kernels of the flattened features (Nguyen et al. 2021, eq. 3). A minibatch
+  // holding a NaN or infinity is dropped (skip_nonfinite_rows) and counted in dropped_minibatches.
+  std::int64_t minibatch_inputs = 0;
+  std::int64_t minibatches = 0;
+  std::int64_t last_minibatch_inputs = 0;
+  std::int64_t dropped_minibatches = 0;
+  Matrix hsic;
+};
+
 struct Study {
   std::vector<NetInfo> nets;
   Moments moments;
@@ -69,6 +101,7 @@ struct Study {
   std::int64_t inputs = 0;          // inputs of the whole study (InputRange)
   std::int64_t rows_per_input = 1;  // sample rows each input adds
   InputRange range;                 // the inputs the Moments cover
+  std::optional<ImageCka> image_cka;  // Samples::images only
   std::int64_t batch_rows = 0;  // sample rows per batch of the pass (StudyOptions::batch_rows or the automatic one)
 };
 
