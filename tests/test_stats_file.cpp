@@ -168,8 +168,7 @@ TEST(StatsFile, DamagedAndCutShortFilesAreClearErrors) {
 
 // Rewrites header.json (with a valid CRC, as a careless edit would).
 std::string with_header(const std::string& bytes, const std::string& from, const std::string& to) {
-  std::vector<NpzMember> members;
-  for (const NpzView& m : parse_npz("x", bytes)) members.push_back({m.name, std::string(m.bytes)});
+  std::vector<NpzMember> members = parse_npz("x", bytes);
   std::string& header = members.front().bytes;
   const auto at = header.find(from);
   EXPECT_NE(at, std::string::npos) << from;

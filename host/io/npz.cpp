@@ -1,176 +1,132 @@
-// The .npz zip store: local headers, data, central directory, ZIP64 end records (PKWARE APPNOTE 6.3,
-// sections 4.3 and 4.5.3). Every size and offset field of the classic records holds 0xFFFFFFFF (or
-// 0xFFFF) and the true value sits in the ZIP64 extra field, as the note allows for any member.
+// The .npz zip store through libzip: archives are built in and read from memory (zip_source_buffer), so
+// that the same bytes go to a file or to MPI rank 0.
 #include "io/npz.hpp"
 
-#include <zlib.h>
+#include <zip.h>
 
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "convergent/error.hpp"
 
 namespace convergent {
 namespace {
 
-constexpr std::uint32_t local_signature = 0x04034b50, central_signature = 0x02014b50;
-constexpr std::uint32_t end_signature = 0x06054b50, end64_signature = 0x06064b50, locator_signature = 0x07064b50;
-constexpr std::uint16_t zip64_version = 45, zip64_extra_id = 0x0001;
-constexpr std::uint16_t dos_date_1980 = (0 << 9) | (1 << 5) | 1;  // 1980-01-01, the zip epoch: no clock in the bytes
-constexpr std::int64_t end_size = 22, locator_size = 20, end64_size = 56;
-
-std::uint32_t crc_of(std::string_view bytes) {
-  return static_cast<std::uint32_t>(
-      ::crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<z_size_t>(bytes.size())));
-}
-
-void put(std::string& out, std::uint64_t value, int bytes) {  // little-endian
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-}
-
-// Reads little-endian fields from a byte range, refusing to run past its end.
-class Reader {
- public:
-  Reader(const std::string& path, const std::string& bytes) : path_(path), bytes_(bytes) {}
-  std::uint64_t at(std::int64_t offset, int size) const {
-    if (offset < 0 || offset + size > static_cast<std::int64_t>(bytes_.size())) truncated();
-    std::uint64_t value = 0;
-    for (int i = size - 1; i >= 0; --i) value = (value << 8) | static_cast<unsigned char>(bytes_[offset + i]);
-    return value;
-  }
-  void expect(std::int64_t offset, std::uint32_t signature, const char* what) const {
-    if (at(offset, 4) != signature)
-      throw Error(path_ + ": not a convergent stats file or damaged (no " + what + " where the archive puts it)");
-  }
-  [[noreturn]] void truncated() const {
-    throw Error(path_ + ": truncated (" + std::to_string(bytes_.size()) +
-                " bytes; the archive's records point past the end): copy the file again or recompute it");
-  }
-
- private:
-  const std::string& path_;
-  const std::string& bytes_;
+struct ZipError {
+  zip_error_t error;
+  ZipError() { zip_error_init(&error); }
+  ~ZipError() { zip_error_fini(&error); }
+  std::string text() { return zip_error_strerror(&error); }
 };
+
+struct SourceFree {
+  void operator()(zip_source_t* s) const { zip_source_free(s); }
+};
+struct ArchiveDiscard {
+  void operator()(zip_t* z) const { zip_discard(z); }
+};
+struct FileClose {
+  void operator()(zip_file_t* f) const { zip_fclose(f); }
+};
+using Source = std::unique_ptr<zip_source_t, SourceFree>;
+using Archive = std::unique_ptr<zip_t, ArchiveDiscard>;
+
+// 1980-01-01 00:00, the zip epoch, in local time: libzip writes a member's time through localtime(), so
+// this gives the same DOS date and time fields (and bytes) in every time zone.
+std::time_t zip_epoch() {
+  std::tm epoch{};
+  epoch.tm_year = 80;
+  epoch.tm_mday = 1;
+  epoch.tm_isdst = -1;
+  return std::mktime(&epoch);
+}
+
+[[noreturn]] void build_failed(const std::string& what) { throw Error("building a stats archive: " + what); }
 
 }  // namespace
 
-std::string npz_bytes(const std::vector<NpzMember>& members) {
-  std::string out, central;
-  for (const NpzMember& m : members) {
-    const std::uint64_t offset = out.size(), size = m.bytes.size();
-    const std::uint32_t crc = crc_of(m.bytes);
-    auto common = [&](std::string& record) {  // version needed .. name length, shared by both headers
-      put(record, zip64_version, 2);
-      put(record, 0, 2);  // flags
-      put(record, 0, 2);  // method: stored
-      put(record, 0, 2);  // time
-      put(record, dos_date_1980, 2);
-      put(record, crc, 4);
-      put(record, 0xffffffff, 4);  // compressed size: in the ZIP64 extra field
-      put(record, 0xffffffff, 4);  // uncompressed size: likewise
-      put(record, m.name.size(), 2);
-    };
-    put(out, local_signature, 4);
-    common(out);
-    put(out, 20, 2);  // extra: id, length, two sizes
-    out += m.name;
-    put(out, zip64_extra_id, 2);
-    put(out, 16, 2);
-    put(out, size, 8);
-    put(out, size, 8);
-    out += m.bytes;
-
-    put(central, central_signature, 4);
-    put(central, zip64_version, 2);  // made by
-    common(central);
-    put(central, 28, 2);  // extra: id, length, two sizes, offset
-    put(central, 0, 2);   // comment length
-    put(central, 0, 2);   // disk
-    put(central, 0, 2);   // internal attributes
-    put(central, 0, 4);   // external attributes
-    put(central, 0xffffffff, 4);  // local header offset: in the extra field
-    central += m.name;
-    put(central, zip64_extra_id, 2);
-    put(central, 24, 2);
-    put(central, size, 8);
-    put(central, size, 8);
-    put(central, offset, 8);
+std::string npz_bytes(std::vector<NpzMember> members) {
+  ZipError e;
+  Source target(zip_source_buffer_create(nullptr, 0, 0, &e.error));
+  if (!target) build_failed(e.text());
+  zip_source_keep(target.get());  // the archive frees its source on close; the bytes are read from it after
+  Archive archive(zip_open_from_source(target.get(), ZIP_TRUNCATE, &e.error));
+  if (!archive) {
+    zip_source_free(target.get());  // the reference zip_open_from_source did not take
+    build_failed(e.text());
   }
-  const std::uint64_t central_offset = out.size(), end64_offset = central_offset + central.size();
-  out += central;
-  put(out, end64_signature, 4);
-  put(out, end64_size - 12, 8);  // size of the rest of this record
-  put(out, zip64_version, 2);
-  put(out, zip64_version, 2);
-  put(out, 0, 4);  // this disk
-  put(out, 0, 4);  // disk of the central directory
-  put(out, members.size(), 8);
-  put(out, members.size(), 8);
-  put(out, central.size(), 8);
-  put(out, central_offset, 8);
-  put(out, locator_signature, 4);
-  put(out, 0, 4);
-  put(out, end64_offset, 8);
-  put(out, 1, 4);  // disks
-  put(out, end_signature, 4);
-  put(out, 0, 2);
-  put(out, 0, 2);
-  put(out, 0xffff, 2);
-  put(out, 0xffff, 2);
-  put(out, 0xffffffff, 4);
-  put(out, 0xffffffff, 4);
-  put(out, 0, 2);  // comment length
+  const std::time_t epoch = zip_epoch();
+  for (const NpzMember& m : members) {
+    zip_source_t* data = zip_source_buffer(archive.get(), m.bytes.data(), m.bytes.size(), 0);  // no copy
+    const zip_int64_t index = data ? zip_file_add(archive.get(), m.name.c_str(), data, ZIP_FL_ENC_UTF_8) : -1;
+    if (index < 0) {
+      if (data) zip_source_free(data);
+      build_failed(zip_strerror(archive.get()));
+    }
+    if (zip_set_file_compression(archive.get(), index, ZIP_CM_STORE, 0) != 0 ||
+        zip_file_set_mtime(archive.get(), index, epoch, 0) != 0)
+      build_failed(zip_strerror(archive.get()));
+  }
+  if (zip_close(archive.get()) != 0) build_failed(zip_strerror(archive.get()));
+  archive.release();  // zip_close freed it
+  members.clear();
+  members.shrink_to_fit();
+
+  zip_stat_t st;
+  if (zip_source_open(target.get()) != 0) build_failed(zip_error_strerror(zip_source_error(target.get())));
+  if (zip_source_stat(target.get(), &st) != 0 || !(st.valid & ZIP_STAT_SIZE)) build_failed("no archive size");
+  std::string out(st.size, '\0');
+  std::size_t at = 0;
+  while (at < out.size()) {
+    const zip_int64_t got = zip_source_read(target.get(), out.data() + at, out.size() - at);
+    if (got <= 0) break;
+    at += static_cast<std::size_t>(got);
+  }
+  zip_source_close(target.get());
+  if (at != out.size()) build_failed("the archive could not be read back");
   return out;
 }
 
-std::vector<NpzView> parse_npz(const std::string& path, const std::string& bytes) {
-  const Reader r(path, bytes);
-  const auto size = static_cast<std::int64_t>(bytes.size());
-  // A file cut short loses its end record first: that is what "truncated" means here.
-  if (size < end_size + locator_size + end64_size || r.at(size - end_size, 4) != end_signature) {
-    if (size >= 4 && r.at(0, 4) == local_signature) r.truncated();
-    throw Error(path + ": not a convergent stats file (" + std::to_string(size) +
-                " bytes, no zip end record; `convergent stats` writes them)");
+std::vector<NpzMember> parse_npz(const std::string& path, const std::string& bytes) {
+  ZipError e;
+  Source source(zip_source_buffer_create(bytes.data(), bytes.size(), 0, &e.error));
+  if (!source) throw Error(path + ": " + e.text());
+  Archive archive(zip_open_from_source(source.get(), ZIP_RDONLY | ZIP_CHECKCONS, &e.error));
+  if (!archive) {
+    // A file cut short loses its end record first: a zip start without a readable end is "truncated".
+    if (bytes.compare(0, 4, "PK\x03\x04") == 0)
+      throw Error(path + ": truncated or damaged (" + std::to_string(bytes.size()) + " bytes; " + e.text() +
+                  "): copy the file again or recompute it");
+    throw Error(path + ": not a convergent stats file (" + std::to_string(bytes.size()) + " bytes, " + e.text() +
+                "; `convergent stats` writes them)");
   }
-  r.expect(size - end_size - locator_size, locator_signature, "ZIP64 locator");
-  const auto end64 = static_cast<std::int64_t>(r.at(size - end_size - locator_size + 8, 8));
-  if (end64 != size - end_size - locator_size - end64_size) r.truncated();
-  r.expect(end64, end64_signature, "ZIP64 end record");
-  const std::uint64_t count = r.at(end64 + 32, 8);
-  const auto central_size = static_cast<std::int64_t>(r.at(end64 + 40, 8));
-  const auto central = static_cast<std::int64_t>(r.at(end64 + 48, 8));
-  if (central < 0 || central_size < 0 || central + central_size != end64) r.truncated();
-
-  std::vector<NpzView> members;
-  std::int64_t at = central;
-  for (std::uint64_t k = 0; k < count; ++k) {
-    r.expect(at, central_signature, "central directory entry");
-    const auto crc = static_cast<std::uint32_t>(r.at(at + 16, 4));
-    const auto name_length = static_cast<std::int64_t>(r.at(at + 28, 2));
-    const auto extra_length = static_cast<std::int64_t>(r.at(at + 30, 2));
-    const auto comment_length = static_cast<std::int64_t>(r.at(at + 32, 2));
-    if (r.at(at + 10, 2) != 0) throw Error(path + ": compressed members; convergent writes stored ones only");
-    r.at(at + 46 + name_length + extra_length - 1, 1);
-    NpzView m;
-    m.name = bytes.substr(static_cast<std::size_t>(at + 46), static_cast<std::size_t>(name_length));
-    const std::int64_t extra = at + 46 + name_length;
-    if (extra_length != 28 || r.at(extra, 2) != zip64_extra_id)
-      throw Error(path + ": member '" + m.name + "' lacks the ZIP64 sizes convergent writes");
-    const auto data_size = static_cast<std::int64_t>(r.at(extra + 4, 8));
-    const auto local = static_cast<std::int64_t>(r.at(extra + 20, 8));
-    r.expect(local, local_signature, "local header");
-    const std::int64_t data = local + 30 + static_cast<std::int64_t>(r.at(local + 26, 2)) +
-                              static_cast<std::int64_t>(r.at(local + 28, 2));
-    if (data_size < 0 || data + data_size > central) r.truncated();
-    m.bytes = std::string_view(bytes).substr(static_cast<std::size_t>(data), static_cast<std::size_t>(data_size));
-    if (crc_of(m.bytes) != crc)
-      throw Error(path + ": member '" + m.name +
-                  "' fails its CRC-32 check: the file was damaged or changed after it was written");
+  source.release();  // the archive owns it now
+  std::vector<NpzMember> members;
+  const zip_int64_t count = zip_get_num_entries(archive.get(), 0);
+  for (zip_int64_t k = 0; k < count; ++k) {
+    zip_stat_t st;
+    if (zip_stat_index(archive.get(), k, 0, &st) != 0 || !(st.valid & ZIP_STAT_NAME) || !(st.valid & ZIP_STAT_SIZE))
+      throw Error(path + ": damaged (" + zip_strerror(archive.get()) + ")");
+    NpzMember m{st.name, std::string(st.size, '\0')};
+    std::unique_ptr<zip_file_t, FileClose> file(zip_fopen_index(archive.get(), k, 0));
+    if (!file) throw Error(path + ": member '" + m.name + "': " + zip_strerror(archive.get()));
+    // libzip checks the CRC-32 when a read reaches the member's end: read past it once.
+    zip_int64_t got = zip_fread(file.get(), m.bytes.data(), m.bytes.size());
+    char past = 0;
+    if (got == static_cast<zip_int64_t>(m.bytes.size())) got = zip_fread(file.get(), &past, 1) == 0 ? got : -1;
+    if (got != static_cast<zip_int64_t>(m.bytes.size())) {
+      zip_error_t* error = zip_file_get_error(file.get());
+      if (zip_error_code_zip(error) == ZIP_ER_CRC)
+        throw Error(path + ": member '" + m.name +
+                    "' fails its CRC-32 check: the file was damaged or changed after it was written");
+      throw Error(path + ": member '" + m.name + "' cannot be read (" + zip_error_strerror(error) +
+                  "): the file is truncated or damaged");
+    }
     members.push_back(std::move(m));
-    at = extra + extra_length + comment_length;
   }
   return members;
 }

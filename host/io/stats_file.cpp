@@ -137,13 +137,13 @@ std::string stats_bytes(const StatsFile& stats, const std::string& version) {
   for (const ArrayField& f : array_fields)
     members.push_back({std::string(f.name) + ".npy", npy_member(array_values(stats.moments, f.name),
                                                                  array_shape(stats.moments, f.name))});
-  return npz_bytes(members);
+  return npz_bytes(std::move(members));
 }
 
 StatsFile parse_stats(const std::string& path, const std::string& bytes) {
-  const std::vector<NpzView> members = parse_npz(path, bytes);
+  const std::vector<NpzMember> members = parse_npz(path, bytes);
   auto member = [&](const std::string& name) -> std::string_view {
-    for (const NpzView& m : members)
+    for (const NpzMember& m : members)
       if (m.name == name) return m.bytes;
     throw Error(path + ": no member '" + name + "'; not a complete convergent stats file");
   };
