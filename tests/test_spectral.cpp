@@ -325,6 +325,18 @@ TEST(Spectral, NormalizedCutOfAHandExample) {
   EXPECT_DOUBLE_EQ(r.mixed_share, 0.0);
 }
 
+// ||L v_j - lambda_j v_j|| for column j of the pairs, in float64.
+double residual(const Matrix& lap, const convergent::Eigenpairs& pairs, std::int64_t j) {
+  const std::int64_t n = lap.rows();
+  double res = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    double lv = 0;
+    for (std::int64_t m = 0; m < n; ++m) lv += lap(i, m) * pairs.vectors(m, j);
+    res += (lv - pairs.values[j] * pairs.vectors(i, j)) * (lv - pairs.values[j] * pairs.vectors(i, j));
+  }
+  return std::sqrt(res);
+}
+
 TEST(Spectral, LargeProblemsUseAnEigensolverThatAgreesWithLapack) {
   // Big enough for the backend's iterative path; compared with LAPACK's full decomposition.
   const Planted p = plant({spread(600, 0, 12), spread(600, 0, 12)}, 300, 16);
@@ -386,6 +398,17 @@ TEST(Spectral, LargeProblemsUseAnEigensolverThatAgreesWithLapack) {
   const convergent::Eigenpairs fast32 = backend->smallest_eigenpairs(view32, k, loose);
   for (std::int64_t j = 0; j < k; ++j) EXPECT_NEAR(fast32.values[j], all[j], 1e-7) << j;
   EXPECT_THROW(backend->smallest_eigenpairs(view32, k, {}), convergent::Error);
+  // Many pairs for the size (k = 40: a Lanczos basis would not be much smaller than the matrix) go to
+  // the dense float32 solver (ssyevr), with residuals checked by the backend and Rayleigh quotients in
+  // float64 as eigenvalues: these are within residual^2 / gap plus float32 rounding of L like the
+  // iterative path's (ssyevr's own eigenvalues were 2.6e-7 off here).
+  const std::int64_t many = 40;
+  const convergent::Eigenpairs dense32 = backend->smallest_eigenpairs(view32, many, loose);
+  ASSERT_EQ(static_cast<std::int64_t>(dense32.values.size()), many);
+  for (std::int64_t j = 0; j < many; ++j) {
+    EXPECT_NEAR(dense32.values[j], all[j], 1e-7) << j;  // measured 3.3e-9
+    EXPECT_LT(residual(lap, dense32, j), 2e-5) << j;
+  }
   // The iterative path also clusters the same way on one thread and on two.
   SpectralOptions o = with_k(12);
   o.threads = 1;
@@ -398,6 +421,32 @@ TEST(Spectral, LargeProblemsUseAnEigensolverThatAgreesWithLapack) {
     // Clustering asks for residuals of 1e-5 and gets float32 products, split differently on one and two
     // threads: eigenvalues then agree to about residual^2 / gap plus float32 rounding (measured 1e-8).
     EXPECT_NEAR(one.eigenvalues[j], two.eigenvalues[j], 1e-7);
+}
+
+TEST(Spectral, ACrowdedSpectrumStillGetsItsEigenpairs) {
+  // Eigenvalues i / n, evenly spaced over [0, 1): the wanted ones are no better separated than the
+  // rest, so the block Lanczos (tried here: n >= 1024 and a small k) converges far too slowly, gives up
+  // early and leaves the pairs to the dense float32 solver. Known answer: A = P diag(i / n) P^T for a
+  // permutation P, whose eigenvectors are unit vectors.
+  const std::int64_t n = 1100, k = 16;
+  std::vector<std::int64_t> position(n);
+  std::iota(position.begin(), position.end(), 0);
+  std::shuffle(position.begin(), position.end(), std::mt19937_64(5));
+  std::vector<float> a(static_cast<std::size_t>(n * n), 0.0f);
+  for (std::int64_t i = 0; i < n; ++i)
+    a[position[i] * n + position[i]] = static_cast<float>(static_cast<double>(i) / static_cast<double>(n));
+  convergent::EigenOptions loose;
+  loose.relative_residual = 1e-5;
+  const convergent::Eigenpairs pairs =
+      cpu()->smallest_eigenpairs(convergent::MatrixView<const float>(a.data(), n, n), k, loose);
+  ASSERT_EQ(static_cast<std::int64_t>(pairs.values.size()), k);
+  for (std::int64_t j = 0; j < k; ++j) {
+    // i / n rounded to float32 (6e-8 relative), then a backward-stable solver: 1e-7 leaves margin.
+    EXPECT_NEAR(pairs.values[j], static_cast<double>(j) / static_cast<double>(n), 1e-7) << j;
+    // The gap is 1 / n = 9e-4, so the vector's angle error is at most ~1e-5 / 9e-4 (the residual
+    // tolerance over the gap); measured far below. |cos| within 1e-4 of 1 then holds with margin.
+    EXPECT_NEAR(std::abs(pairs.vectors(position[j], j)), 1.0, 1e-4) << j;
+  }
 }
 
 // Normalised cut of a labelling of every unit of `c` on the affinity |c| with unit diagonal, by the

@@ -77,30 +77,45 @@ struct KMeansRun {
   double inertia = std::numeric_limits<double>::infinity();
 };
 
-// Squared distances from one point to every centre, as |x|^2 + |c|^2 - 2 x.c. Centres are stored
-// transposed (dim x k) so that the inner loop runs over centres: an elementwise update that vectorises
-// without reordering any sum, so the result does not depend on the vector width.
+// The hot loops of k-means and Yu-Shi come in AVX-512, AVX2 and plain clones picked at run time (the
+// library is never built with -march). Each vectorises across centres or points, never inside a sum,
+// and no clone contracts a multiply and an add (ISO C++ mode: -ffp-contract=off), so every clone makes
+// the same roundings and labels do not depend on the machine.
+#define CONVERGENT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+// out = x R for one row x (rows values) and a rows x cols matrix R, row-major: the inner loop runs over
+// columns, one running sum per column.
+CONVERGENT_CLONES void row_times(const double* __restrict__ x, const double* __restrict__ r, std::int64_t rows,
+                                 std::int64_t cols, double* __restrict__ out) {
+  for (std::int64_t c = 0; c < cols; ++c) out[c] = 0.0;
+  for (std::int64_t d = 0; d < rows; ++d) {
+    const double xd = x[d];
+    const double* row = r + d * cols;
+    for (std::int64_t c = 0; c < cols; ++c) out[c] += xd * row[c];
+  }
+}
+
+// Squared distances from one point to every centre, as |x|^2 + |c|^2 - 2 x.c, with the centres
+// transposed (dim x k).
 void distances_to_centres(const double* x, double x_squared, const std::vector<double>& centres_t,
                           const std::vector<double>& centre_squared, std::int64_t dim, std::int64_t k, double* out) {
-  std::fill(out, out + k, 0.0);
-  for (std::int64_t d = 0; d < dim; ++d) {
-    const double xd = x[d];
-    const double* c = centres_t.data() + d * k;
-    for (std::int64_t j = 0; j < k; ++j) out[j] += xd * c[j];
-  }
+  row_times(x, centres_t.data(), dim, k, out);
   for (std::int64_t j = 0; j < k; ++j) out[j] = std::max(0.0, x_squared + centre_squared[j] - 2.0 * out[j]);
 }
 
-// Squared distances from every point to point p, summed over dimensions in order (one running sum per
-// point, the same arithmetic as a plain loop over the dimensions of each point).
-void distances_to_point(const Embedding& e, std::int64_t p, std::vector<double>& out) {
-  std::fill(out.begin(), out.end(), 0.0);
-  const std::int64_t n = e.n;
-  for (std::int64_t d = 0; d < e.dim; ++d) {
-    const double c = e.point(p)[d];
-    const double* column = e.transposed.data() + d * n;
+// Squared distances from every point to the point p (dim values), from the dim x n transposed points:
+// one running sum per point, the same arithmetic as a plain loop over the dimensions of each point.
+CONVERGENT_CLONES void distances_to_point(const double* __restrict__ transposed, const double* __restrict__ p,
+                                          std::int64_t n, std::int64_t dim, double* __restrict__ out) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = 0.0;
+  for (std::int64_t d = 0; d < dim; ++d) {
+    const double c = p[d];
+    const double* column = transposed + d * n;
     for (std::int64_t i = 0; i < n; ++i) out[i] += (column[i] - c) * (column[i] - c);
   }
+}
+void distances_to_point(const Embedding& e, std::int64_t p, std::vector<double>& out) {
+  distances_to_point(e.transposed.data(), e.point(p), e.n, e.dim, out.data());
 }
 
 // Greedy k-means++ (Arthur and Vassilvitskii; with 2 + ln k candidate centres per step, keeping the one
@@ -342,10 +357,8 @@ std::vector<std::int64_t> yu_shi(const Embedding& x, std::int64_t k, std::uint64
   for (int iteration = 0; iteration < 30; ++iteration) {
     std::fill(m.begin(), m.end(), 0.0);
     for (std::int64_t i = 0; i < n; ++i) {
-      std::fill(projection.begin(), projection.end(), 0.0);
       const double* p = x.point(i);
-      for (std::int64_t d = 0; d < k; ++d)
-        for (std::int64_t c = 0; c < k; ++c) projection[c] += p[d] * rotation[d * k + c];
+      row_times(p, rotation.data(), k, k, projection.data());
       labels[i] = std::max_element(projection.begin(), projection.end()) - projection.begin();
       double* row = m.data() + labels[i] * k;
       for (std::int64_t d = 0; d < k; ++d) row[d] += p[d];
@@ -568,8 +581,9 @@ Laplacian normalized_laplacian(MatrixView<const double> correlation, const std::
 }
 
 // The tie tolerance of the eigengap rule (SpectralResult::eigengap_tolerance): each computed eigenvalue
-// is within delta = r ||L||_2 + ||E||_2 of an exact one (a Ritz pair with residual rho lies within rho of
-// an eigenvalue; the float32 rounding E of L moves eigenvalues by at most ||E||_2, Weyl), with
+// is within delta = r ||L||_2 + ||E||_2 of an exact one (a pair with residual rho lies within rho of an
+// eigenvalue, and the CPU backend holds every pair it returns, Lanczos or dense, to rho <= r ||L||; the
+// float32 rounding E of L moves eigenvalues by at most ||E||_2, Weyl), with
 // ||L||_2 <= 2 for a normalised Laplacian of a non-negative affinity and ||E||_2 <= ||E||_F <= 2^-24
 // ||L||_F. A difference of two eigenvalues is then known to within 2 delta.
 double eigengap_tolerance(double frobenius) { return 2.0 * (eigen_residual * 2.0 + 0x1.0p-24 * frobenius); }

@@ -286,31 +286,53 @@ class ReferenceAccumulator final : public MomentAccumulator {
   std::int64_t skipped_ = 0;
 };
 
-// dsyevr on a float64 copy: with an index range it computes only the k vectors asked for (MRRR).
-template <class T>
+// LAPACK's MRRR (?syevr) with an index range, which computes only the k vectors asked for, on a copy of
+// A in precision Real: dsyevr for tight tolerances, ssyevr for loose ones. The tridiagonal reduction
+// dominates (n = 2048, k = 64: 0.36 of ssyevr's 0.40 s CPU), and in float32 it moves half the bytes of
+// dsyevr's (0.87 s). A is symmetric, so its row-major upper triangle is the column-major lower one, which
+// LAPACK reads in place (no transposed copy).
+lapack_int syevr(lapack_int n, float* a, lapack_int k, lapack_int* found, float* values, float* vectors,
+                 lapack_int* support) {
+  return LAPACKE_ssyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', n, a, n, 0.0f, 0.0f, 1, k, 0.0f, found, values, vectors, n,
+                        support);
+}
+lapack_int syevr(lapack_int n, double* a, lapack_int k, lapack_int* found, double* values, double* vectors,
+                 lapack_int* support) {
+  return LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', n, a, n, 0.0, 0.0, 1, k, 0.0, found, values, vectors, n,
+                        support);
+}
+
+template <class Real, class T>
 Eigenpairs dense_smallest(MatrixView<const T> a, std::int64_t k) {
   const std::int64_t n = a.rows;
-  std::vector<double> work(static_cast<std::size_t>(n * n));
+  std::vector<Real> work(static_cast<std::size_t>(n * n)), values(static_cast<std::size_t>(n)),
+      vectors(static_cast<std::size_t>(n * k));  // column-major, n x k
   for (std::int64_t i = 0; i < n; ++i) std::copy(a.row(i), a.row(i) + n, work.data() + i * n);
-  Eigenpairs result;
-  result.values.resize(static_cast<std::size_t>(n));
-  result.vectors = Matrix(n, k);
   std::vector<lapack_int> support(static_cast<std::size_t>(2 * k));
   lapack_int found = 0;
-  const lapack_int info = LAPACKE_dsyevr(LAPACK_ROW_MAJOR, 'V', 'I', 'U', static_cast<lapack_int>(n), work.data(),
-                                         static_cast<lapack_int>(n), 0.0, 0.0, 1, static_cast<lapack_int>(k), 0.0,
-                                         &found, result.values.data(), result.vectors.data(),
-                                         static_cast<lapack_int>(k), support.data());
-  if (info != 0 || found != k) throw Error("LAPACK dsyevr failed (info " + std::to_string(info) + ")");
-  result.values.resize(static_cast<std::size_t>(k));
+  const lapack_int info = syevr(static_cast<lapack_int>(n), work.data(), static_cast<lapack_int>(k), &found,
+                                values.data(), vectors.data(), support.data());
+  if (info != 0 || found != k)
+    throw Error(std::string("LAPACK ") + (sizeof(Real) == 4 ? "ssyevr" : "dsyevr") + " failed (info " +
+                std::to_string(info) + ")");
+  Eigenpairs result;
+  result.values.assign(values.begin(), values.begin() + k);
+  result.vectors = Matrix(n, k);
+  for (std::int64_t j = 0; j < k; ++j)
+    for (std::int64_t i = 0; i < n; ++i) result.vectors(i, j) = vectors[j * n + i];
   return result;
 }
 
 // Block size of the Lanczos solver: room for clustered eigenvalues around the k wanted.
 std::int64_t lanczos_block(std::int64_t k) { return k + std::max<std::int64_t>(8, k / 4); }
 
-// Small problems, and bases that would not be much smaller than the matrix, go to dsyevr.
-bool dense_is_better(std::int64_t n, std::int64_t k) { return n < 1024 || 16 * lanczos_block(k) > n; }
+// Small problems, and bases that would not be much smaller than the matrix, go to a dense solver. The
+// Lanczos needs about 4 to 9 blocks of p columns on a spectrum with clear gaps at k and a whole basis
+// (8 p) or more on a crowded one, and a column costs it a float32 product plus float64
+// orthogonalisation and Rayleigh-Ritz (1.2 ms at n = 2048, p = 80, where ssyevr takes 0.40 s: about
+// 4 p columns). Measured: n = 2048, k = 64 (p = 80) needs 720 columns with planted gaps and does not
+// converge in 720 on the ReLU factor model; k = 16 and 32 converge in 170-720 columns on either.
+bool dense_is_better(std::int64_t n, std::int64_t k) { return n < 1024 || 32 * lanczos_block(k) > n; }
 
 // W = A V for n x p blocks V, in float32 on a float32 matrix (the product is bound by memory: OpenBLAS
 // repacks A every time, so half the bytes run twice as fast); inputs and outputs stay float64.
@@ -331,12 +353,84 @@ class Float32Product {
   mutable std::vector<float> in32_, out32_;
 };
 
+// OpenBLAS on one thread while it lives (the setting is process-wide), then as before.
+class OneOpenBlasThread {
+ public:
+  OneOpenBlasThread() : before_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~OneOpenBlasThread() { openblas_set_num_threads(before_); }
+  OneOpenBlasThread(const OneOpenBlasThread&) = delete;
+  OneOpenBlasThread& operator=(const OneOpenBlasThread&) = delete;
+
+ private:
+  int before_;
+};
+
+// ssyevr's vectors with their Rayleigh quotients as eigenvalues, when each pair has ||A x - lambda x|| <=
+// tolerance ||A||; nothing otherwise. The float32 reduction usually meets that by far (about sqrt(n)
+// 6e-8 ||A||) but does not promise it. Its eigenvalues carry that backward error too (2.6e-7 at n =
+// 1200); the Rayleigh quotients, from products A X in float64 (a block of rows of A at a time), are
+// within about residual^2 / gap plus the float64 rounding, like the Lanczos path's. ||A|| is taken from
+// below (the largest row norm, and |lambda|), so the check is never looser than asked.
+std::optional<Eigenpairs> float32_dense(MatrixView<const float> a, std::int64_t k, double tolerance) {
+  const std::int64_t n = a.rows;
+  Eigenpairs pairs;
+  {
+    // On one thread: the reduction's sums follow OpenBLAS's split of the work, and in float32 that turns
+    // the vectors of close eigenvalues visibly (ReLU factor model, n = 2048, k = 64: entries moved by
+    // 0.16 between one thread and two; dsyevr's by 4e-13), so labels would depend on the thread count.
+    // One thread was no slower on the loaded 2-core machine (1.07-1.18 s wall against 1.34-1.54 s).
+    const OneOpenBlasThread one;
+    pairs = dense_smallest<float>(a, k);
+  }
+  constexpr std::int64_t block = 64;
+  std::vector<double> w(static_cast<std::size_t>(n * k)), rows(static_cast<std::size_t>(block * n));
+  double norm = 0.0;
+  for (std::int64_t first = 0; first < n; first += block) {
+    const std::int64_t count = std::min(block, n - first);
+    for (std::int64_t i = 0; i < count; ++i) {
+      const float* row = a.row(first + i);
+      std::copy(row, row + n, rows.data() + i * n);
+      norm = std::max(norm, std::sqrt(std::inner_product(row, row + n, row, 0.0)));
+    }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(count), static_cast<int>(k),
+                static_cast<int>(n), 1.0, rows.data(), static_cast<int>(n), pairs.vectors.data(), static_cast<int>(k),
+                0.0, w.data() + first * k, static_cast<int>(k));
+  }
+  std::vector<double> xw(static_cast<std::size_t>(k), 0.0), xx(xw.size(), 0.0), squared(xw.size(), 0.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < k; ++j) {
+      xw[j] += pairs.vectors(i, j) * w[i * k + j];
+      xx[j] += pairs.vectors(i, j) * pairs.vectors(i, j);
+    }
+  for (std::int64_t j = 0; j < k; ++j) pairs.values[j] = xw[j] / xx[j];
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < k; ++j) {
+      const double r = w[i * k + j] - pairs.values[j] * pairs.vectors(i, j);
+      squared[j] += r * r;
+    }
+  norm = std::max({norm, std::abs(pairs.values.front()), std::abs(pairs.values.back())});
+  for (std::int64_t j = 0; j < k; ++j)
+    if (!(std::sqrt(squared[j] / xx[j]) <= tolerance * norm)) return std::nullopt;
+  // Quotients of pairs closer than float32 rounding may have changed places: ascending again.
+  std::vector<std::int64_t> order(static_cast<std::size_t>(k));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](auto x, auto y) { return pairs.values[x] < pairs.values[y]; });
+  Eigenpairs sorted;
+  sorted.vectors = Matrix(n, k);
+  for (std::int64_t j = 0; j < k; ++j) {
+    sorted.values.push_back(pairs.values[order[j]]);
+    for (std::int64_t i = 0; i < n; ++i) sorted.vectors(i, j) = pairs.vectors(i, order[j]);
+  }
+  return sorted;
+}
+
 // The k smallest eigenpairs of the symmetric n x n operator `product` (out = A in, for n x p blocks),
 // by a thick-restart block Lanczos with full reorthogonalisation: a handful of n x n x p products
 // instead of the O(n^3) tridiagonal reduction of dsyevr, which at n = 4096 costs seconds. Krylov
 // subspaces do not depend on a shift, so no spectral bounds are needed. Ritz pairs are accepted when
 // their residual ||A x - theta x|| (from the Lanczos relation) is below tolerance * ||A||. Returns
-// nothing when a work budget runs out first (a crowded spectrum): the caller then uses dsyevr.
+// nothing when a work budget runs out, or when the rate of convergence says it would (a crowded
+// spectrum): the caller then uses a dense solver.
 template <class Product>
 std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double tolerance, const Product& product) {
   const std::int64_t p = lanczos_block(k);
@@ -384,9 +478,13 @@ std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double t
   std::int64_t m = 0;  // columns of the basis in use
   double norm_estimate = 0.0;
   // Work budget: once the products A V have cost half of dsyevr's tridiagonal reduction (4/3 n^3),
-  // the spectrum is too crowded for Krylov to pay off (a random matrix, say) and dsyevr takes over.
-  std::int64_t product_columns = 0;
-  while (product_columns * 2 * n * n < n * n * n * 2 / 3) {
+  // the spectrum is too crowded for Krylov to pay off (a random matrix, say) and a dense solver takes
+  // over. The largest residual at the first check, and the product columns by then, tell how fast the
+  // Ritz pairs converge.
+  const double budget_columns = static_cast<double>(n) / 3.0;
+  std::int64_t product_columns = 0, first_columns = 0;
+  double first_worst = 0.0;
+  while (static_cast<double>(product_columns) < budget_columns) {
     product_columns += p;
     for (std::int64_t i = 0; i < n; ++i) std::copy(&v[i * p], &v[i * p] + p, &q[i * max_cols + m]);
     product(v.data(), w.data(), p);
@@ -428,16 +526,33 @@ std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double t
       const double* row = t.data() + i * max_cols;
       norm_estimate = std::max(norm_estimate, std::sqrt(std::inner_product(row, row + m, row, 0.0)));
     }
-    // ||A x_j - theta_j x_j|| = ||R y_j(last block)||.
-    bool converged = true;
-    for (std::int64_t j = 0; j < k && converged; ++j) {
+    // ||A x_j - theta_j x_j|| = ||R y_j(last block)||: the largest over the k wanted, relative to ||A||.
+    double worst = 0.0;
+    for (std::int64_t j = 0; j < k; ++j) {
       double squared = 0.0;
       for (std::int64_t i = 0; i < p; ++i) {
         double s = 0.0;
         for (std::int64_t l = i; l < p; ++l) s += r[i * p + l] * y[(m - p + l) * max_cols + j];
         squared += s * s;
       }
-      converged = std::sqrt(squared) <= tolerance * norm_estimate;
+      worst = std::max(worst, std::sqrt(squared) / norm_estimate);
+    }
+    const bool converged = worst <= tolerance;
+    // A crowded spectrum shows early as residuals that fall slowly: at their mean rate since the first
+    // check, reaching the tolerance would take the products past twice the budget (twice: convergence
+    // speeds up as Ritz values settle, so the straight line overestimates). Then stop now, not at the
+    // budget. Measured on the ReLU factor model at n = 2048 (budget 683 columns): k = 32 (p = 40) stops
+    // at 240 columns (predicted 1370; it would converge at 720, costing about what ssyevr does), k = 16
+    // (p = 24) converges at 576 (predictions up to 777); planted gaps at n = 4096, k = 32 converge at 280
+    // (predictions up to 296). The rate between successive checks is too noisy for this.
+    if (first_worst == 0.0) {
+      first_worst = worst;
+      first_columns = product_columns;
+    } else if (!converged) {
+      const double columns_needed = static_cast<double>(product_columns - first_columns) *
+                                    std::log(worst / tolerance) / std::log(first_worst / worst);
+      if (!(worst < first_worst) || static_cast<double>(product_columns) + columns_needed > 2.0 * budget_columns)
+        return std::nullopt;
     }
     const bool full = m + p > max_cols;
     if (!converged && !full) continue;
@@ -519,31 +634,32 @@ class ReferenceBackend final : public Backend {
   }
 
   // Large problems with few wanted pairs (spectral clustering: n up to 16384, k up to ~65) go through
-  // block_lanczos; small ones, and those it gives up on, through dsyevr. A loose tolerance (1e-5 and up)
-  // takes the products in float32 on a float32 copy of A: their error, about sqrt(n) 6e-8 ||A||, is well
-  // inside it.
+  // block_lanczos; small ones, and those it gives up on, through a dense solver. A loose tolerance
+  // (1e-5 and up) works on a float32 copy of A: Lanczos products in float32 (their error, about
+  // sqrt(n) 6e-8 ||A||, is well inside it) and ssyevr with checked residuals, dsyevr only when those
+  // miss the tolerance.
   Eigenpairs do_smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions& options) override {
     const std::int64_t n = a.rows;
-    if (dense_is_better(n, k)) return dense_smallest(a, k);
-    std::optional<Eigenpairs> result;
     if (options.relative_residual >= 1e-5) {
       std::vector<float> a32(static_cast<std::size_t>(n * n));
       for (std::int64_t i = 0; i < n; ++i) std::copy(a.row(i), a.row(i) + n, a32.data() + i * n);
-      result = block_lanczos(n, k, options.relative_residual, Float32Product(MatrixView<const float>(a32.data(), n, n)));
-    } else {
+      return do_smallest_eigenpairs(MatrixView<const float>(a32.data(), n, n), k, options);
+    }
+    std::optional<Eigenpairs> result;
+    if (!dense_is_better(n, k))
       result = block_lanczos(n, k, options.relative_residual, [&](const double* in, double* out, std::int64_t p) {
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p),
                     static_cast<int>(n), 1.0, a.data, static_cast<int>(a.stride), in, static_cast<int>(p), 0.0, out,
                     static_cast<int>(p));
       });
-    }
-    return result ? std::move(*result) : dense_smallest(a, k);
+    return result ? std::move(*result) : dense_smallest<double>(a, k);
   }
 
   Eigenpairs do_smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
-    if (dense_is_better(a.rows, k)) return dense_smallest(a, k);
-    std::optional<Eigenpairs> result = block_lanczos(a.rows, k, options.relative_residual, Float32Product(a));
-    return result ? std::move(*result) : dense_smallest(a, k);
+    std::optional<Eigenpairs> result;
+    if (!dense_is_better(a.rows, k)) result = block_lanczos(a.rows, k, options.relative_residual, Float32Product(a));
+    if (!result) result = float32_dense(a, k, options.relative_residual);
+    return result ? std::move(*result) : dense_smallest<double>(a, k);
   }
 
  private:

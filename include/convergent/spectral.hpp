@@ -103,9 +103,10 @@ struct SpectralResult {
 // scikit-learn's best.
 // Labels are canonical: cluster 0 holds the lowest live unit, cluster 1 the lowest unit not in cluster
 // 0, and so on. Throws Error when k is larger than the number of live units, or on a malformed input.
-// The Laplacian takes one dense live x live float32 matrix (1 GiB at U = 16384), plus a float64 copy
-// inside the backend when it uses a dense eigensolver; eigenvectors are solved to a residual of 1e-5 of
-// ||L||, ample for clustering on their rows.
+// The Laplacian takes one dense live x live float32 matrix (1 GiB at U = 16384), plus a float32 copy
+// inside the CPU backend when it uses its dense solver (a float64 one in the rare fallback, and on the
+// CUDA backend); eigenvectors are solved to a residual of 1e-5 of ||L||, checked on every path of the
+// CPU backend, ample for clustering on their rows.
 SpectralResult spectral_clustering(Backend& backend, MatrixView<const double> correlation,
                                    const std::vector<std::int64_t>& units_per_net,
                                    const SpectralOptions& options = {});
