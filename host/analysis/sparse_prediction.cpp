@@ -98,20 +98,6 @@ Matrix gram_inverse(MatrixView<const double> gram) {
   return h;
 }
 
-// OpenBLAS runs single-threaded while the solvers' own threads call LAPACK (its threads inside ours only
-// contend, and one thread makes each factorisation's bits independent of the thread count); the count
-// in force before is restored.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
-  ~SingleThreadedBlas() { openblas_set_num_threads(saved_); }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_;
-};
-
 // Coordinate descent hands over to the active-set solves once at most 1/settled_fraction of the
 // working set changed sign in a sweep, after at least min_sweeps_before_solve sweeps.
 constexpr std::int64_t settled_fraction = 64, min_sweeps_before_solve = 3;
@@ -549,7 +535,9 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
   const std::int64_t targets = target_corr.rows;
   std::vector<std::vector<LassoFit>> fits(options.alphas.size(), std::vector<LassoFit>(static_cast<std::size_t>(targets)));
   const int threads = static_cast<int>(std::min<std::int64_t>(thread_count(options.threads), std::max<std::int64_t>(1, targets)));
-  const SingleThreadedBlas single_threaded_blas;
+  // OpenBLAS single-threaded while the solvers' own threads call LAPACK: its threads inside ours only
+  // contend, and one thread makes each factorisation's bits independent of the thread count.
+  const OneOpenBlasThread one_openblas_thread;
   const Matrix inverse = gram_inverse(gram);
   // One solver (and its buffers) per worker; worker t takes targets t, t + threads, ...
   parallel_for(threads, threads, [&](std::int64_t worker) {

@@ -2,6 +2,8 @@
 // takes cores from OpenBLAS's own threads (an idle OpenMP team does, and slowed the CPU backend by 40%).
 #pragma once
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <exception>
@@ -36,5 +38,18 @@ void parallel_for(std::int64_t tasks, int threads, const Body& body) {
   for (const auto& failure : failures)
     if (failure) std::rethrow_exception(failure);
 }
+
+// OpenBLAS on one thread while it lives (the setting is process-wide), then as before: for LAPACK and BLAS
+// calls inside the threads of parallel_for, where OpenBLAS's own threads would only contend.
+class OneOpenBlasThread {
+ public:
+  OneOpenBlasThread() : before_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~OneOpenBlasThread() { openblas_set_num_threads(before_); }
+  OneOpenBlasThread(const OneOpenBlasThread&) = delete;
+  OneOpenBlasThread& operator=(const OneOpenBlasThread&) = delete;
+
+ private:
+  int before_;
+};
 
 }  // namespace convergent

@@ -353,17 +353,6 @@ class Float32Product {
   mutable std::vector<float> in32_, out32_;
 };
 
-// OpenBLAS on one thread while it lives (the setting is process-wide), then as before.
-class OneOpenBlasThread {
- public:
-  OneOpenBlasThread() : before_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
-  ~OneOpenBlasThread() { openblas_set_num_threads(before_); }
-  OneOpenBlasThread(const OneOpenBlasThread&) = delete;
-  OneOpenBlasThread& operator=(const OneOpenBlasThread&) = delete;
-
- private:
-  int before_;
-};
 
 // ssyevr's vectors with their Rayleigh quotients as eigenvalues, when each pair has ||A x - lambda x|| <=
 // tolerance ||A||; nothing otherwise. The float32 reduction usually meets that by far (about sqrt(n)
