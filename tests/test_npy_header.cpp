@@ -138,6 +138,11 @@ std::vector<Mangled> mangled_headers() {
       {"byte count overflows", with_shape("(4294967296, 4294967296)"), "more than 2^63 bytes"},
       {"byte count 2^63", with_shape("(1152921504606846976, 2)"), "more than 2^63 bytes"},  // 2^60 * 2 * 4
       {"elements at int64 max", with_shape("(9223372036854775807,)"), "more than 2^63 bytes"},
+      // Found by fuzz_npy_reader: an empty array whose other dimensions overflow (the strides did). numpy
+      // refuses to make either ("array is too big"): it checks the non-zero dimensions' bytes.
+      {"zero dim beside overflowing ones", with_shape("(0, 9223372036854775807, 4611686018427387904)", 0),
+       "more than 2^63 bytes"},
+      {"zero beside int64 max", with_shape("(0, 9223372036854775807)", 0), "more than 2^63 bytes"},
       {"unterminated tuple", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3", ok_data),
        "expected ',' or ')' in 'shape', found '\\n'"},
       {"unterminated tuple, no newline", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3", ok_data, 1, 0),
@@ -299,7 +304,9 @@ std::vector<Valid> valid_headers() {
       {"4-D", npy_file("{'descr': '<f2', 'fortran_order': False, 'shape': (1, 2, 3, 2), }", zeros(24)), {1, 2, 3, 2},
        DType::float16, false, false},
       {"zero rows", with_shape("(0, 3)", 0), {0, 3}, f4, false, false},
-      {"zero beside int64 max", with_shape("(0, 9223372036854775807)", 0), {0, 9223372036854775807}, f4, false, false},
+      // The largest dimension numpy allows beside a zero: the other dimensions' bytes fit in int64.
+      {"zero beside the largest float32 dim", with_shape("(0, 2305843009213693951)", 0), {0, 2305843009213693951}, f4,
+       false, false},
       {"numpy growth padding",
        npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }" + std::string(20, ' '), ok_data), {2, 3},
        f4, false, false},

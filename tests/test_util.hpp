@@ -83,11 +83,13 @@ inline std::uint16_t float16_bits(double v, double* stored = nullptr) {
   } else if (a < 0x1p-14) {  // subnormal; 1024 steps round up into the first normal, whose bits follow on
     const auto m = static_cast<std::uint16_t>(std::nearbyint(a * 0x1p24));
     bits = m, held = m * 0x1p-24;
+  } else if (std::isinf(a)) {  // before the mantissa: an infinity does not convert to int
+    bits = 0x7c00, held = INFINITY;
   } else {
     int e = std::ilogb(a);
     auto m = static_cast<int>(std::nearbyint(std::ldexp(a, 10 - e)));  // in [1024, 2048]
     if (m == 2048) m = 1024, ++e;
-    if (e > 15 || std::isinf(a)) {
+    if (e > 15) {
       bits = 0x7c00, held = INFINITY;
     } else {
       bits = static_cast<std::uint16_t>(((e + 15) << 10) | (m - 1024)), held = std::ldexp(static_cast<double>(m), e - 10);

@@ -468,12 +468,7 @@ int run_match(const std::string& corr_path, const CommonOptions& common, const s
   if (name_a == name_b) throw Error("--name-a and --name-b are both '" + name_a + "'; the two nets need two names");
   const auto start = std::chrono::steady_clock::now();
   OutputDir out(common.out_dir);
-  const Matrix corr = read_matrix_npy(corr_path);
-  for (std::int64_t r = 0; r < corr.rows(); ++r)
-    for (std::int64_t c = 0; c < corr.cols(); ++c)
-      if (std::abs(corr(r, c)) > 1.0)
-        throw Error(corr_path + ": " + std::to_string(corr(r, c)) + " at row " + std::to_string(r) + ", column " +
-                    std::to_string(c) + " is not a correlation; match takes a matrix of values in [-1, 1]");
+  const Matrix corr = read_correlation_npy(corr_path);
   auto backend = make_backend(BackendChoice::cpu, {common.threads, 0});
   const PairAlignment alignment = align_pair(*backend, corr.view(), std::max(1, common.threads));
   stage_match_outputs(out, corr_path, name_a, name_b, corr.view(), alignment,

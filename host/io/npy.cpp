@@ -248,19 +248,23 @@ class HeaderParser {
   std::size_t pos_ = 0;
 };
 
-// Bytes of data the header announces, or an error when that does not fit in 64 bits.
+// Bytes of data the header announces, or an error when that does not fit in 64 bits. As numpy does, the
+// non-zero dimensions must fit even when another one is zero: readers multiply subsets of them (strides),
+// and (0, 2^63 - 1, 2^62) would overflow there.
 std::int64_t announced_bytes(const std::string& path, const NpyHeader& header) {
-  const std::int64_t item = dtype_size(header.dtype);
-  for (auto d : header.shape)
-    if (d == 0) return 0;
-  std::int64_t bytes = item;
+  std::int64_t bytes = dtype_size(header.dtype);
+  bool empty = false;
   for (auto d : header.shape) {
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
     if (bytes > std::numeric_limits<std::int64_t>::max() / d)
       fail(path, "header shape " + shape_text(header.shape) + " of " + dtype_name(header.dtype) +
                      " is more than 2^63 bytes of data; the header is corrupt");
     bytes *= d;
   }
-  return bytes;
+  return empty ? 0 : bytes;
 }
 
 template <class T>

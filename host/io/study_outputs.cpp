@@ -268,6 +268,16 @@ Matrix read_matrix_npy(const std::string& path) {
   return m;
 }
 
+Matrix read_correlation_npy(const std::string& path) {
+  Matrix corr = read_matrix_npy(path);
+  for (std::int64_t r = 0; r < corr.rows(); ++r)
+    for (std::int64_t c = 0; c < corr.cols(); ++c)
+      if (std::abs(corr(r, c)) > 1.0)
+        throw Error(path + ": " + std::to_string(corr(r, c)) + " at row " + std::to_string(r) + ", column " +
+                    std::to_string(c) + " is not a correlation; match takes a matrix of values in [-1, 1]");
+  return corr;
+}
+
 void stage_match_outputs(OutputDir& out, const std::string& corr_path, const std::string& name_a,
                          const std::string& name_b, MatrixView<const double> corr, const PairAlignment& alignment,
                          const json& run) {

@@ -225,10 +225,10 @@ json indices_per_layer_spec(const std::vector<LayerResults>& layers, const std::
   std::vector<std::pair<std::string, std::string>> order = {{"semi-matching mean corr", semi_color},
                                                             {"one-to-one mean corr", matching_color}};
   for (std::size_t i = 0; i < names.size(); ++i) order.emplace_back(names[i].second, others[i]);
-  for (const auto& [label, color] : order)
-    if (std::any_of(values.begin(), values.end(), [&](const json& v) { return v["measure"] == label; })) {
-      domain.push_back(label);
-      range.push_back(color);
+  for (const auto& entry : order)  // not a structured binding: C++17 lambdas cannot capture one (clang refuses)
+    if (std::any_of(values.begin(), values.end(), [&](const json& v) { return v["measure"] == entry.first; })) {
+      domain.push_back(entry.first);
+      range.push_back(entry.second);
     }
   return {{"width", std::min<std::size_t>(360, 140 + 70 * layers.size())},
           {"height", 220},
