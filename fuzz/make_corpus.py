@@ -128,4 +128,34 @@ save("match_matrix", "shape_3d.npy", npy_bytes(np.zeros((2, 2, 2), "<f4")))
 save("match_matrix", "shape_1d.npy", npy_bytes(np.zeros(4, "<f4")))
 save("match_matrix", "no_rows.npy", npy_bytes(np.zeros((0, 3), "<f4")))
 save("match_matrix", "header_cut.npy", npy_bytes(ties)[:30])
+# --- command_line: arguments after the program name, NUL-separated ---------------------------------------
+command_lines = {
+    "align_minimal": ["align", "a.npy", "b.npy", "--out", "out"],
+    "align_named": ["align", "net1=x/a.npy", "net2=y/b.npy", "c.npy", "--out", "o", "--layout", "nhwc"],
+    "align_everything": ["align", "a.npy", "b.npy", "--out", "o", "--batch-rows", "4096", "--threads", "2",
+                         "--backend", "cpu", "--precision", "fp32", "--skip-nonfinite", "--dead-threshold", "0.001",
+                         "--clusters", "7", "--affinity", "shifted", "--seed", "3", "--analyses",
+                         "linear_cka,cca,mutual_information", "--lasso-alpha", "0.01,0.1", "--mi-binning",
+                         "equal-width", "--mi-bins", "16", "--mi-base", "e", "--mi-memory", "64", "--no-report"],
+    "align_from_stats": ["align", "--from-stats", "s.npz", "--out", "o", "--analyses", "all"],
+    "align_name_clash": ["align", "a_b=1.npy", "a=2.npy", "b=3.npy", "--out", "o"],
+    "align_bad_name": ["align", ".hidden=1.npy", "b.npy", "--out", "o"],
+    "align_bad_clusters": ["align", "a.npy", "b.npy", "--out", "o", "--clusters", "5abc"],
+    "align_bad_alpha": ["align", "a.npy", "b.npy", "--out", "o", "--lasso-alpha", "0.1,,-3,nan"],
+    "align_bad_analyses": ["align", "a.npy", "b.npy", "--out", "o", "--analyses", "cka,,mutual_information,"],
+    "align_range_errors": ["align", "a.npy", "b.npy", "--out", "o", "--threads", "-1", "--mi-bins", "1"],
+    "stats_rows": ["stats", "a.npy", "b.npy", "--rows", "0:25000", "--out", "s.npz"],
+    "stats_bad_rows": ["stats", "a.npy", "b.npy", "--rows", "25000:0x", "--out", "s.npz"],
+    "merge": ["merge", "s1.npz", "s2.npz", "--out", "m.npz"],
+    "report": ["report", "conv1=out/conv1", "out/conv2", "--out", "r.html", "--max-image-side", "64"],
+    "match": ["match", "corr.npy", "--out", "o", "--name-a", "n1", "--name-b", "n2", "--threads", "1"],
+    "match_same_names": ["match", "corr.npy", "--out", "o", "--name-a", "n", "--name-b", "n"],
+    "help": ["align", "--help"],
+    "version": ["--version"],
+    "unknown_option": ["align", "a.npy", "--frobnicate", "--out"],
+    "empty": [],
+}
+for name, arguments in command_lines.items():
+    save("command_line", name, b"\0".join(a.encode() for a in arguments))
+
 print("wrote", sum(1 for _ in root.rglob("*") if _.is_file()), "seeds under", root)

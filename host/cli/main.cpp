@@ -15,6 +15,7 @@
 #include <regex>
 #include <tuple>
 
+#include "cli/command_line.hpp"
 #include "convergent/convergent.hpp"
 #include "report/html_report.hpp"
 #include "report/study_table.hpp"
@@ -127,6 +128,8 @@ void print_version() {
 struct CommonOptions {
   std::string out_dir;
   int threads = 0;
+  // Parse and check the command line, then stop before touching any file (CliMode::check_only).
+  bool check_only = false;
 };
 
 struct ClusterOptions {
@@ -134,6 +137,17 @@ struct ClusterOptions {
   std::string affinity = "abs";
   std::uint64_t seed = 0;
 };
+
+// The K of --clusters K (nothing for auto and none); checked before the pass, used after it.
+std::optional<std::int64_t> cluster_count(const ClusterOptions& cluster) {
+  if (cluster.clusters == "auto" || cluster.clusters == "none") return std::nullopt;
+  static const std::regex number("[0-9]{1,18}");
+  if (!std::regex_match(cluster.clusters, number))
+    throw Error("--clusters '" + cluster.clusters + "': expected a number of clusters, auto or none");
+  const std::int64_t k = std::stoll(cluster.clusters);
+  if (k < 1) throw Error("--clusters must be at least 1");
+  return k;
+}
 
 std::optional<SpectralReport> cluster_units(Backend& backend, const Study& study, const ClusterOptions& cluster,
                                             int threads) {
@@ -143,14 +157,7 @@ std::optional<SpectralReport> cluster_units(Backend& backend, const Study& study
   options.seed = cluster.seed;
   options.threads = threads;
   options.dead = study.dead;
-  if (cluster.clusters != "auto") {
-    try {
-      options.k = std::stoll(cluster.clusters);
-    } catch (const std::exception&) {
-      throw Error("--clusters '" + cluster.clusters + "': expected a number of clusters, auto or none");
-    }
-    if (*options.k < 1) throw Error("--clusters must be at least 1");
-  }
+  options.k = cluster_count(cluster);
   std::vector<std::int64_t> units_per_net;
   for (const NetInfo& net : study.nets) units_per_net.push_back(net.units);
   return SpectralReport{spectral_clustering(backend, study.correlation.view(), units_per_net, options),
@@ -252,6 +259,7 @@ int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions
   if (nets.size() < 2) throw Error("stats needs at least two nets");
   options.precision = parse_precision(precision);
   if (!rows.empty()) options.inputs = parse_input_range(rows);
+  if (common.check_only) return 0;
   auto backend = make_backend(backend_choice(backend_name), {common.threads, 0});
   ProgressBar progress;
   options.progress = [&](std::int64_t done, std::int64_t total) {
@@ -328,7 +336,6 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     if (!from_stats.empty() && world.size() > 1) throw Error("align --from-stats runs as one process, not under mpirun");
     if (options.samples == Samples::images && world.size() > 1)
       throw Error("--samples images runs as one process, not under mpirun (its minibatches span the ranks' inputs)");
-    if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
     options.precision = parse_precision(precision);
     const bool mi_named = analysis.analyses != "all";
     std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
@@ -343,6 +350,9 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
     parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
     parse_alphas(analysis.lasso_alphas);
+    cluster_count(cluster);
+    if (common.check_only) return 0;
+    if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
     if (world.rank() == 0) out.emplace(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
     // One GPU per rank on a node (local rank modulo the devices); without a GPU the CPU.
     const int device = world.local_rank() % std::max(1, detail::cuda_device_count());
@@ -466,6 +476,7 @@ int run_match(const std::string& corr_path, const CommonOptions& common, const s
   check_net_name(name_a, "--name-a");
   check_net_name(name_b, "--name-b");
   if (name_a == name_b) throw Error("--name-a and --name-b are both '" + name_a + "'; the two nets need two names");
+  if (common.check_only) return 0;
   const auto start = std::chrono::steady_clock::now();
   OutputDir out(common.out_dir);
   const Matrix corr = read_correlation_npy(corr_path);
@@ -482,13 +493,14 @@ int run_match(const std::string& corr_path, const CommonOptions& common, const s
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
   CLI::App app{"convergent: do different neural networks learn the same features?"};
   app.require_subcommand(0, 1);
   bool show_version = false;
   app.add_flag("--version", show_version, "List the compiled and usable backends");
 
   CommonOptions common;
+  common.check_only = mode == CliMode::check_only;
   std::vector<std::string> net_arguments;
   StudyOptions study_options;
   std::string backend_name = "auto", precision = "fp32", layout = "channels-first";
@@ -619,16 +631,18 @@ int main(int argc, char** argv) {
     // --help prints and exits 0; every mistake on the command line exits 1, like any other bad input.
     return app.exit(e) == 0 ? 0 : 1;
   }
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
-  std::signal(SIGHUP, on_interrupt);
+  if (!common.check_only) {
+    std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
+    std::signal(SIGHUP, on_interrupt);
+  }
   std::optional<mpi::World> world;  // under mpirun only rank 0 reports errors: every rank has the same one
   try {
     world.emplace(argc, argv);
     if (world->size() > 1 && !align->parsed())
       throw Error("only align runs under mpirun; stats shards take --rows instead (README, Sharded studies)");
     if (show_version) {
-      print_version();
+      if (!common.check_only) print_version();
       return 0;
     }
     study_options.layout =
@@ -639,8 +653,9 @@ int main(int argc, char** argv) {
                        precision, report_arguments);
     }
     if (stats->parsed()) return run_stats(net_arguments, common, study_options, backend_name, precision, rows, stats_out);
-    if (merge_command->parsed()) return run_merge(merge_inputs, merge_out);
-    if (report_command->parsed()) return run_report(report_inputs, report_out, report_arguments);
+    // merge and report check nothing before they read their input files.
+    if (merge_command->parsed()) return common.check_only ? 0 : run_merge(merge_inputs, merge_out);
+    if (report_command->parsed()) return common.check_only ? 0 : run_report(report_inputs, report_out, report_arguments);
     if (match->parsed()) return run_match(corr_path, common, name_a, name_b);
     std::cout << app.help();
     return 0;
@@ -652,3 +667,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+
+#ifndef CONVERGENT_CLI_NO_MAIN  // defined by the command-line fuzz target, which has libFuzzer's main
+int main(int argc, char** argv) {
+  return convergent::cli::run_command_line(argc, argv, convergent::cli::CliMode::run);
+}
+#endif
