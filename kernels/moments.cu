@@ -33,6 +33,16 @@ int reduction_chunks(std::int64_t rows) {
 __device__ int clamp_exponent(int e) { return min(max(e, detail::min_exponent), detail::max_exponent); }
 __device__ int spread_exponent(double x) { return x == 0.0 ? detail::no_spread : clamp_exponent(-ilogb(x)); }
 
+// Rows [first, last) of this block's chunk in the column reductions: gridDim.y chunks of equal size.
+struct RowChunk {
+  std::int64_t first, last;
+};
+__device__ RowChunk row_chunk(std::int64_t rows) {
+  const std::int64_t chunk_rows = (rows + gridDim.y - 1) / gridDim.y;
+  const std::int64_t first = std::int64_t{blockIdx.y} * chunk_rows;
+  return {first, min(rows, first + chunk_rows)};
+}
+
 __global__ void count_kept_kernel(const unsigned char* __restrict__ row_bad, std::int64_t rows,
                                   BatchCounters* counters) {
   __shared__ unsigned long long block_total;
@@ -56,9 +66,8 @@ __global__ void column_range_kernel(const double* __restrict__ x, std::int64_t r
   __shared__ double hi[kRowsPerPass][kColumns];
   const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
   const std::int64_t chunk = blockIdx.y;
-  const std::int64_t chunk_rows = (rows + gridDim.y - 1) / gridDim.y;
-  const std::int64_t first = chunk * chunk_rows;
-  const std::int64_t last = min(rows, first + chunk_rows);
+  const RowChunk rows_of_chunk = row_chunk(rows);
+  const std::int64_t first = rows_of_chunk.first, last = rows_of_chunk.last;
   double mn = INFINITY, mx = -INFINITY;
   if (c < units) {
     for (std::int64_t r = first + threadIdx.y; r < last; r += kRowsPerPass) {
@@ -121,9 +130,8 @@ __global__ void scaled_sum_kernel(const double* __restrict__ x, std::int64_t row
   __shared__ double sum[kRowsPerPass][kColumns];
   const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
   const std::int64_t chunk = blockIdx.y;
-  const std::int64_t chunk_rows = (rows + gridDim.y - 1) / gridDim.y;
-  const std::int64_t first = chunk * chunk_rows;
-  const std::int64_t last = min(rows, first + chunk_rows);
+  const RowChunk rows_of_chunk = row_chunk(rows);
+  const std::int64_t first = rows_of_chunk.first, last = rows_of_chunk.last;
   double s = 0.0;
   if (c < units) {
     const double shift = centre[c], scale = multiplier[c];
@@ -262,14 +270,13 @@ __global__ void row_norms_kernel(const double* __restrict__ x, std::int64_t rows
 
 // As scaled_sum_kernel, for sum_r d_ru a_rk over the kept rows: partials[(k chunks + chunk) units + u].
 __global__ void unit_norm_sum_kernel(const double* __restrict__ x, std::int64_t rows, std::int64_t units,
-                                     const unsigned char* __restrict__ row_bad, const double* __restrict__ origin, const double* __restrict__ row_norms, int nets,
-                                     double* __restrict__ partials) {
+                                     const unsigned char* __restrict__ row_bad, const double* __restrict__ origin,
+                                     const double* __restrict__ row_norms, int nets, double* __restrict__ partials) {
   __shared__ double sum[kRowsPerPass][kColumns];
   const std::int64_t c = std::int64_t{blockIdx.x} * kColumns + threadIdx.x;
   const std::int64_t chunk = blockIdx.y;
-  const std::int64_t chunk_rows = (rows + gridDim.y - 1) / gridDim.y;
-  const std::int64_t first = chunk * chunk_rows;
-  const std::int64_t last = min(rows, first + chunk_rows);
+  const RowChunk rows_of_chunk = row_chunk(rows);
+  const std::int64_t first = rows_of_chunk.first, last = rows_of_chunk.last;
   for (int k = 0; k < nets; ++k) {
     double s = 0.0;
     if (c < units)
