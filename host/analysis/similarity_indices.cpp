@@ -14,6 +14,7 @@
 
 #include "analysis/live_units.hpp"
 #include "convergent/error.hpp"
+#include "cpu/parallel.hpp"
 
 namespace convergent {
 namespace {
@@ -266,6 +267,7 @@ std::vector<PairSimilarity> similarity_indices(const Study& study, const Similar
   if (!(options.svcca_variance > 0.0 && options.svcca_variance <= 1.0))
     throw Error("similarity indices: the SVCCA variance share must lie in (0, 1], not " +
                 std::to_string(options.svcca_variance));
+  const OneOpenBlasThread one;  // dsyevd, dgesdd and dgemm give the same bits on any thread count
   const detail::ScaledCovariance scaled(study);
   std::vector<NetBasis> bases;
   for (int net = 0; net < static_cast<int>(study.nets.size()); ++net) bases.push_back(net_basis(study, scaled, net, options));

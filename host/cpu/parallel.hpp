@@ -40,7 +40,10 @@ void parallel_for(std::int64_t tasks, int threads, const Body& body) {
 }
 
 // OpenBLAS on one thread while it lives (the setting is process-wide), then as before: for LAPACK and BLAS
-// calls inside the threads of parallel_for, where OpenBLAS's own threads would only contend.
+// calls inside the threads of parallel_for, where OpenBLAS's own threads would only contend, and wherever
+// the bits must not depend on the thread count: OpenBLAS 0.3.21 splits the sums of dot/gemv/symv (and so
+// of the LAPACK built on them: dsyevd, dgesdd, dsyevr, dgeqrf, dpotrf) over its threads, and its gemm
+// rounds entries differently at panel edges that move with the thread count (ssyrk did not).
 class OneOpenBlasThread {
  public:
   OneOpenBlasThread() : before_(openblas_get_num_threads()) { openblas_set_num_threads(1); }

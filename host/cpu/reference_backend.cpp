@@ -13,6 +13,7 @@
 #include <limits>
 #include <numeric>
 #include <thread>
+#include <type_traits>
 
 #include "convergent/error.hpp"
 #include "cpu/batch_kernels.hpp"
@@ -334,22 +335,40 @@ std::int64_t lanczos_block(std::int64_t k) { return k + std::max<std::int64_t>(8
 // converge in 720 on the ReLU factor model; k = 16 and 32 converge in 170-720 columns on either.
 bool dense_is_better(std::int64_t n, std::int64_t k) { return n < 1024 || 32 * lanczos_block(k) > n; }
 
+// out = A in for the n x n matrix A and n x p blocks, in fixed panels of 256 rows of A, one OpenBLAS call
+// each (on one OpenBLAS thread: callers hold a OneOpenBlasThread), spread over `threads`: every panel has the same
+// shape on any thread count, and so the same bits.
+template <class T>
+void panel_product(MatrixView<const T> a, const T* in, T* out, std::int64_t p, int threads) {
+  constexpr std::int64_t panel = 256;
+  parallel_for((a.rows + panel - 1) / panel, threads, [&](std::int64_t t) {
+    const std::int64_t r0 = t * panel, rows = std::min(panel, a.rows - r0);
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(p),
+                  static_cast<int>(a.cols), 1.0f, a.row(r0), static_cast<int>(a.stride), in, static_cast<int>(p), 0.0f,
+                  out + r0 * p, static_cast<int>(p));
+    else
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(p),
+                  static_cast<int>(a.cols), 1.0, a.row(r0), static_cast<int>(a.stride), in, static_cast<int>(p), 0.0,
+                  out + r0 * p, static_cast<int>(p));
+  });
+}
+
 // W = A V for n x p blocks V, in float32 on a float32 matrix (the product is bound by memory: OpenBLAS
 // repacks A every time, so half the bytes run twice as fast); inputs and outputs stay float64.
 class Float32Product {
  public:
-  explicit Float32Product(MatrixView<const float> a) : a_(a) {}
+  Float32Product(MatrixView<const float> a, int threads) : a_(a), threads_(threads) {}
   void operator()(const double* in, double* out, std::int64_t p) const {
     in32_.assign(in, in + a_.rows * p);
     out32_.resize(in32_.size());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(a_.rows), static_cast<int>(p),
-                static_cast<int>(a_.rows), 1.0f, a_.data, static_cast<int>(a_.stride), in32_.data(),
-                static_cast<int>(p), 0.0f, out32_.data(), static_cast<int>(p));
+    panel_product(a_, in32_.data(), out32_.data(), p, threads_);
     std::copy(out32_.begin(), out32_.end(), out);
   }
 
  private:
   MatrixView<const float> a_;
+  int threads_;
   mutable std::vector<float> in32_, out32_;
 };
 
@@ -627,7 +646,11 @@ class ReferenceBackend final : public Backend {
   // (1e-5 and up) works on a float32 copy of A: Lanczos products in float32 (their error, about
   // sqrt(n) 6e-8 ||A||, is well inside it) and ssyevr with checked residuals, dsyevr only when those
   // miss the tolerance.
+  // OpenBLAS runs on one thread throughout (its threads split the sums of the LAPACK kernels, and the
+  // output of its products at edges that move with the thread count); the products with A, the bulk of
+  // the Lanczos work, run in fixed panels on our threads. The same bits on any thread count.
   Eigenpairs do_smallest_eigenpairs(MatrixView<const double> a, std::int64_t k, const EigenOptions& options) override {
+    const OneOpenBlasThread one;
     const std::int64_t n = a.rows;
     if (options.relative_residual >= 1e-5) {
       std::vector<float> a32(static_cast<std::size_t>(n * n));
@@ -637,16 +660,16 @@ class ReferenceBackend final : public Backend {
     std::optional<Eigenpairs> result;
     if (!dense_is_better(n, k))
       result = block_lanczos(n, k, options.relative_residual, [&](const double* in, double* out, std::int64_t p) {
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p),
-                    static_cast<int>(n), 1.0, a.data, static_cast<int>(a.stride), in, static_cast<int>(p), 0.0, out,
-                    static_cast<int>(p));
+        panel_product(a, in, out, p, threads_);
       });
     return result ? std::move(*result) : dense_smallest<double>(a, k);
   }
 
   Eigenpairs do_smallest_eigenpairs(MatrixView<const float> a, std::int64_t k, const EigenOptions& options) override {
+    const OneOpenBlasThread one;
     std::optional<Eigenpairs> result;
-    if (!dense_is_better(a.rows, k)) result = block_lanczos(a.rows, k, options.relative_residual, Float32Product(a));
+    if (!dense_is_better(a.rows, k))
+      result = block_lanczos(a.rows, k, options.relative_residual, Float32Product(a, threads_));
     if (!result) result = float32_dense(a, k, options.relative_residual);
     return result ? std::move(*result) : dense_smallest<double>(a, k);
   }
