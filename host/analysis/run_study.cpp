@@ -34,14 +34,21 @@ void check_finite(const Study& study) {
                             std::to_string(c(i, j)));
 }
 
-}  // namespace
+// The files of a study, opened and checked against each other (headers only), the nets they hold and the
+// rows per batch.
+struct OpenedStudy {
+  std::vector<ActivationFile> files;
+  StudyInputs inputs;
+  std::int64_t whole_images = 1;  // rows per input of every net: batches are a multiple of it
+};
 
-Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
+OpenedStudy open_study(const std::vector<NetSource>& sources, const StudyOptions& options) {
   if (sources.size() < 2) throw Error("a study needs at least two nets");
   if (options.batch_rows < 0) throw Error("batch rows must be positive");
   if (!(options.dead_threshold >= 0.0 && options.dead_threshold < 1.0))
     throw Error("the dead-unit threshold must be in [0, 1), not " + std::to_string(options.dead_threshold));
-  std::vector<ActivationFile> files;
+  OpenedStudy opened;
+  std::vector<ActivationFile>& files = opened.files;
   files.reserve(sources.size());
   for (const auto& source : sources) files.emplace_back(source.path, options.layout);
 
@@ -59,28 +66,45 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
                   "; its rows would not be the same inputs");
   }
 
-  Study study;
-  std::vector<std::int64_t> units_per_net;
+  StudyInputs& inputs = opened.inputs;
+  inputs.samples = first.samples();
   std::int64_t offset = 0;
   for (std::size_t i = 0; i < files.size(); ++i) {
     NetInfo info{sources[i].name, files[i].path(), files[i].header().shape, files[i].header().dtype,
                  files[i].units(), offset};
     offset += info.units;
-    units_per_net.push_back(info.units);
-    study.nets.push_back(std::move(info));
+    inputs.nets.push_back(std::move(info));
   }
 
   // Batches hold whole inputs of every net, so they are a multiple of each net's pixels per input.
-  std::int64_t whole_images = 1;
-  for (const auto& file : files) whole_images = std::lcm(whole_images, file.pixels());
+  for (const auto& file : files) opened.whole_images = std::lcm(opened.whole_images, file.pixels());
+  const std::int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : automatic_batch_rows(offset);
+  inputs.batch_rows = std::max<std::int64_t>(1, batch_rows / opened.whole_images) * opened.whole_images;
+  return opened;
+}
+
+}  // namespace
+
+StudyInputs inspect_study(const std::vector<NetSource>& sources, const StudyOptions& options) {
+  return open_study(sources, options).inputs;
+}
+
+Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
+  OpenedStudy opened = open_study(sources, options);
+  const std::vector<ActivationFile>& files = opened.files;
+  const ActivationFile& first = files.front();
+  const std::int64_t whole_images = opened.whole_images;
+  Study study;
+  study.nets = std::move(opened.inputs.nets);
+  std::vector<std::int64_t> units_per_net;
+  for (const NetInfo& net : study.nets) units_per_net.push_back(net.units);
   study.rows_per_input = whole_images;
   study.inputs = first.samples() / whole_images;
   study.range = options.inputs.value_or(InputRange{0, study.inputs});
   if (study.range.begin < 0 || study.range.end < study.range.begin || study.range.end > study.inputs)
     throw Error(first.path() + ": inputs " + std::to_string(study.range.begin) + ":" + std::to_string(study.range.end) +
                 " are not a range within its " + std::to_string(study.inputs) + " inputs");
-  std::int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : automatic_batch_rows(offset);
-  batch_rows = std::max<std::int64_t>(1, batch_rows / whole_images) * whole_images;
+  std::int64_t batch_rows = opened.inputs.batch_rows;
   std::optional<detail::ImageCkaAccumulator> images;
   if (options.samples == Samples::images) {
     images.emplace(backend, units_per_net, whole_images, options);
@@ -118,10 +142,12 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
     previous_count = count;
     if (options.progress) options.progress(row + count - begin, end - begin);
   }
-  study.moments = accumulator->moments();
-  release(previous_row, previous_count);
   study.skipped_rows = accumulator->skipped_rows();
   if (images) study.image_cka = images->result();
+  // The accumulator hands its comoment over and is gone before the correlation is formed beside it.
+  study.moments = accumulator->take_moments();
+  accumulator.reset();
+  release(previous_row, previous_count);
   study.backend = backend.description();
   study.batch_rows = batch_rows;
   return study;

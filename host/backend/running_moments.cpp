@@ -145,8 +145,12 @@ std::vector<double> RunningMoments::offset() const {
   return o;
 }
 
-Moments RunningMoments::result() const {
-  Moments m = moments_;
+Moments RunningMoments::result() const& { return RunningMoments(*this).result_moved(); }
+
+Moments RunningMoments::result() && { return result_moved(); }
+
+Moments RunningMoments::result_moved() {
+  Moments m = std::move(moments_);
   // (origin + 2 half) / 2 lies between origin / 2 and the mean, so neither step overflows.
   for (std::size_t i = 0; i < half_mean_.size(); ++i) m.mean[i] = 2.0 * (0.5 * origin_[i] + half_mean_[i]);
   fill_lower_triangle(m.comoment);

@@ -69,9 +69,12 @@ class RunningMoments {
   void merge(const ScaledBatch& batch, MatrixView<const double> batch_comoment, int threads = 1);
 
   // The statistics so far, with true means and both triangles of the comoment.
-  Moments result() const;
+  Moments result() const&;
+  // The same, handing over the comoment instead of copying it (U x U float64: the largest buffer of a pass).
+  Moments result() &&;
 
  private:
+  Moments result_moved();  // leaves moments_ empty
   template <class T>
   void merge_impl(const ScaledBatch& batch, MatrixView<const T> s, int threads);
 

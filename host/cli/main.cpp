@@ -24,6 +24,7 @@
 #include "backend/cuda_backend.hpp"
 #include "io/outputs.hpp"
 #include "mpi/world.hpp"
+#include "io/resident_memory.hpp"
 #include "io/study_outputs.hpp"
 
 namespace {
@@ -222,6 +223,39 @@ MiOptions mi_options(const MiArguments& arguments, int threads) {
   return options;
 }
 
+// --plan, --save-matrices and --matrix-dtype as given on the command line.
+struct MemoryArguments {
+  bool plan_only = false;
+  std::string save_matrices = "all";
+  std::string matrix_dtype = "float64";
+};
+
+// Wall time of each phase of align and the peak resident memory so far at its end, printed when align is
+// done (bench/RESULTS.md keeps them for large layers). The peak is the kernel's high-water mark (VmHWM),
+// never reset, so that the process's own peak (getrusage) stays whole.
+class PhaseLog {
+ public:
+  void start(const std::string& name) {
+    finish();
+    name_ = name;
+    start_ = std::chrono::steady_clock::now();
+  }
+  void finish() {
+    if (name_.empty()) return;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    char text[96];
+    std::snprintf(text, sizeof text, "%s%s %.1f s (%.0f MiB)", text_.empty() ? "" : ", ", name_.c_str(), seconds,
+                  detail::status_mib("VmHWM"));
+    text_ += text;
+    name_.clear();
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string name_, text_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 // report.html: whether align writes it, and how it draws matrices.
 struct ReportArguments {
   bool skip = false;  // --no-report
@@ -316,7 +350,7 @@ Study merge_ranks(const mpi::World& world, const Study& part, const StudyOptions
 int run_align(const mpi::World& world, const std::vector<std::string>& net_arguments, const std::string& from_stats,
               const CommonOptions& common, StudyOptions options, const ClusterOptions& cluster, AnalysisArguments analysis,
               const MiArguments& mi_arguments, const std::string& backend_name, std::string precision,
-              const ReportArguments& report_arguments) {
+              const ReportArguments& report_arguments, const MemoryArguments& memory) {
   const auto start = std::chrono::steady_clock::now();
   const std::string analyses_given = analysis.analyses;
   bool run_mi = false;
@@ -326,6 +360,9 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
   std::unique_ptr<Backend> backend;
   Study study;
   ProgressBar progress;
+  PhaseLog phases;
+  MatrixOutputs matrices;
+  MemoryPlan plan;
   std::string failure;
   // Everything up to the end of the pass may fail on one rank alone: under mpirun the ranks then agree on
   // the first failure (first_failure) and all stop with its message before anything is written.
@@ -348,15 +385,52 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       run_mi = false;
     }
     mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
-    parse_analyses(analysis.analyses);  // a bad list fails now, not after the long pass
+    const AnalysisSelection selection = parse_analyses(analysis.analyses);  // a bad list fails now, not after the pass
     parse_alphas(analysis.lasso_alphas);
     cluster_count(cluster);
     if (common.check_only) return 0;
     if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
-    if (world.rank() == 0) out.emplace(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
     // One GPU per rank on a node (local rank modulo the devices); without a GPU the CPU.
     const int device = world.local_rank() % std::max(1, detail::cuda_device_count());
     backend = make_backend(backend_choice(backend_name), {common.threads, device});
+    matrices.save = parse_save_matrices(memory.save_matrices);
+    matrices.float32 = memory.matrix_dtype == "float32";
+    if (from_stats.empty()) {
+      // The memory plan, from the files' headers alone: a job that cannot fit stops here, before any data is read.
+      const StudyInputs inputs = inspect_study(nets, options);
+      MemoryJob job;
+      for (const NetInfo& net : inputs.nets) {
+        job.units_per_net.push_back(net.units);
+        job.input_row_bytes += net.units * dtype_size(net.dtype);
+      }
+      job.samples = inputs.samples;
+      job.batch_rows = inputs.batch_rows;
+      job.cuda = backend->kind() == BackendKind::cuda;
+      job.clustering = cluster.clusters != "none";
+      if (job.clustering && cluster.clusters != "auto")
+        job.eigenpairs = std::max<std::int64_t>(1, std::atoll(cluster.clusters.c_str()));
+      job.sparse_prediction = selection.sparse_prediction;
+      job.similarity_indices =
+          selection.linear_cka || selection.cca || selection.svcca || selection.pwcca || selection.procrustes;
+      job.mutual_information = run_mi;
+      job.mi_quantile = mi.binning == MiBinning::quantile;
+      job.mi_slots = job.mi_quantile ? mi.bins + 1 : mi.bins;
+      job.mi_memory_budget_bytes = mi.memory_budget_bytes;
+      job.report = !report_arguments.skip;
+      job.save_matrices = matrices.save;
+      job.matrices_float32 = matrices.float32;
+      plan = plan_memory(job);
+      const AvailableMemory available = available_host_memory();
+      if (memory.plan_only) {
+        std::cout << format_plan(plan, available);
+        return 0;
+      }
+      check_plan_fits(job, plan, available);
+    } else if (memory.plan_only) {
+      throw Error("--plan works on .npy files, not --from-stats");
+    }
+    if (world.rank() == 0) out.emplace(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
+    phases.start("streaming");
     options.progress = [&](std::int64_t done, std::int64_t total) {
       if (interrupted) throw Interrupted();
       if (world.stop_requested()) throw StoppedByOtherRank();
@@ -379,12 +453,17 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     study = merge_ranks(world, study, options);
     if (world.rank() != 0) return 0;
   }
+  phases.start("correlation");
   finish_study(*backend, study, options.dead_threshold);
+  phases.start("matching");
   const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
+  phases.start("clustering");
   const auto spectral = cluster_units(*backend, study, cluster, common.threads);
+  phases.start("analyses");
   const AnalysisResults analyses = analyse(study, pairs, analysis, cluster, common.threads);
   std::optional<MiReport> mi_report;
   if (run_mi) {
+    phases.start("mutual information");
     ProgressBar mi_progress;
     mi.progress = [&](const std::string&, std::int64_t done, std::int64_t total) {
       if (interrupted) throw Interrupted();
@@ -409,10 +488,12 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       {"seed", cluster.seed},
       {"mi", {{"binning", mi_arguments.binning}, {"bins", mi_arguments.bins}, {"base", mi_arguments.base},
               {"memory_mib", mi_arguments.memory_mib}}}};
+  phases.start("writing");
   stage_study_outputs(*out, study, pairs, spectral, analyses,
                       run_section(version, study.backend, thread_count(common.threads), seconds_since(start), settings),
-                      mi_report, skipped);
+                      mi_report, skipped, matrices);
   if (!report_arguments.skip) {
+    phases.start("report");
     // The report reads the staged files back, so it shows exactly what is committed with it.
     const std::string layer = report::layer_name_of(common.out_dir);
     report::ReportOptions report_options;
@@ -423,6 +504,7 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
                     report::html_report({report::load_layer(layer, staged)}, report_options).html);
   }
   out->commit();
+  phases.finish();
   for (const PairReport& pair : pairs)
     std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
               << ": semi-matching mean corr " << pair.alignment.semi_mean_corr << ", matching mean corr "
@@ -440,6 +522,9 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
             << study.backend << ")\n";
   for (const SkippedAnalysis& s : skipped) std::cout << "skipped " << s.name << ": " << s.reason << "\n";
   if (!report_arguments.skip) std::cout << "report: " << common.out_dir << "/report.html\n";
+  std::cout << "phases (wall time, peak resident so far): " << phases.text();
+  if (plan.peak_host_bytes > 0) std::cout << "; planned peak " << format_bytes(plan.peak_host_bytes);
+  std::cout << "\n";
   return 0;
 }
 
@@ -582,6 +667,18 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
 
   ReportArguments report_arguments;
   align->add_flag("--no-report", report_arguments.skip, "Do not write report.html (it needs Vega: Debian's libjs-vega)");
+  MemoryArguments memory_arguments;
+  align->add_flag("--plan", memory_arguments.plan_only,
+                  "Print the memory plan (peak per phase, passes over the data, available memory) and stop; reads "
+                  "only the files' headers");
+  align->add_option("--save-matrices", memory_arguments.save_matrices,
+                    "Which .npy matrices to write: all; pairs (only the between-net blocks corr_A_B.npy and "
+                    "mi_*_A_B.npy); none (summary.json and the CSV tables only)")
+      ->check(CLI::IsMember({"all", "pairs", "none"}))
+      ->capture_default_str();
+  align->add_option("--matrix-dtype", memory_arguments.matrix_dtype, "dtype of the .npy matrices written")
+      ->check(CLI::IsMember({"float64", "float32"}))
+      ->capture_default_str();
 
   std::vector<std::string> report_inputs;
   std::string report_out;
@@ -650,7 +747,7 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
     study_options.samples = samples == "images" ? Samples::images : Samples::positions;
     if (align->parsed()) {
       return run_align(*world, net_arguments, from_stats, common, study_options, cluster, analysis, mi_arguments, backend_name,
-                       precision, report_arguments);
+                       precision, report_arguments, memory_arguments);
     }
     if (stats->parsed()) return run_stats(net_arguments, common, study_options, backend_name, precision, rows, stats_out);
     // merge and report check nothing before they read their input files.

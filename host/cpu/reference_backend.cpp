@@ -76,18 +76,26 @@ class ReferenceAccumulator final : public MomentAccumulator {
     }
   }
 
-  Moments moments() override {
-    Moments m = running_.result();
-    m.sqnorm_comoment = sqnorm_;
-    m.unit_sqnorm_comoment = unit_sqnorm_;
-    const std::vector<double> offset = running_.offset();
-    shift_norm_sums(m, offset, offset, m.sqnorm_comoment, m.unit_sqnorm_comoment);
-    return m;
+  Moments moments() override { return with_norm_sums(running_.result(), running_.offset()); }
+  // The comoment is handed over, not copied; the batch buffers go first.
+  Moments take_moments() override {
+    product_ = std::vector<float>();
+    batch_ = std::vector<float>();
+    const std::vector<double> offset = running_.offset();  // before the running moments are handed over
+    return with_norm_sums(std::move(running_).result(), offset);
   }
 
   std::int64_t skipped_rows() override { return skipped_; }
 
  private:
+  // The debiased CKA's norm sums, moved from the running origin to the mean (`offset`: mean - origin).
+  Moments with_norm_sums(Moments m, const std::vector<double>& offset) const {
+    m.sqnorm_comoment = sqnorm_;
+    m.unit_sqnorm_comoment = unit_sqnorm_;
+    shift_norm_sums(m, offset, offset, m.sqnorm_comoment, m.unit_sqnorm_comoment);
+    return m;
+  }
+
   static std::int64_t chunk_count(std::int64_t rows) { return (rows + cpu_product_rows - 1) / cpu_product_rows; }
   static MatrixView<float> chunk(MatrixView<float> x, std::int64_t k) {
     const std::int64_t first = k * cpu_product_rows;

@@ -2,7 +2,10 @@
 #include "io/study_outputs.hpp"
 
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "convergent/error.hpp"
@@ -49,11 +52,35 @@ void stage_pair_tables(OutputDir& out, const std::string& a, const std::string& 
   write_text_file(out.stage("semi_" + suffix), pairs_csv(p.semi_match, corr));
 }
 
-void stage_block_npy(OutputDir& out, const std::string& name, MatrixView<const double> block) {
-  std::vector<double> dense(static_cast<std::size_t>(block.rows * block.cols));
-  for (std::int64_t r = 0; r < block.rows; ++r)
-    std::copy(block.row(r), block.row(r) + block.cols, dense.data() + r * block.cols);
-  write_npy(out.stage(name), dense.data(), {block.rows, block.cols});
+// A rows x cols matrix written row by row (no copy of it is built): row(r, values) fills row r in float64;
+// the file holds float64 or, with --matrix-dtype float32, float32.
+template <class Row>
+void stage_matrix_npy(OutputDir& out, const MatrixOutputs& options, const std::string& name, std::int64_t rows,
+                      std::int64_t cols, const Row& row) {
+  const std::string path = out.stage(name);
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  if (!file) throw Error(path + ": cannot create: " + std::strerror(errno));
+  const std::string header = npy_header_bytes(options.float32 ? DType::float32 : DType::float64, {rows, cols});
+  file.write(header.data(), static_cast<std::streamsize>(header.size()));
+  std::vector<double> values(static_cast<std::size_t>(cols));
+  std::vector<float> narrow(options.float32 ? values.size() : 0);
+  for (std::int64_t r = 0; r < rows && file; ++r) {
+    row(r, values.data());
+    if (options.float32) {
+      std::copy(values.begin(), values.end(), narrow.begin());
+      file.write(reinterpret_cast<const char*>(narrow.data()), static_cast<std::streamsize>(narrow.size() * sizeof(float)));
+    } else {
+      file.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(double)));
+    }
+  }
+  file.close();
+  if (!file) throw Error(path + ": write failed (disk full?)");
+}
+
+void stage_block_npy(OutputDir& out, const MatrixOutputs& options, const std::string& name,
+                     MatrixView<const double> block) {
+  stage_matrix_npy(out, options, name, block.rows, block.cols,
+                   [&](std::int64_t r, double* values) { std::copy(block.row(r), block.row(r) + block.cols, values); });
 }
 
 // Net name and unit index within the net of a concatenated unit.
@@ -63,7 +90,7 @@ std::pair<const NetInfo*, std::int64_t> locate(const Study& study, std::int64_t 
   throw Error("unit index out of range");
 }
 
-json stage_spectral(OutputDir& out, const Study& study, const SpectralReport& report) {
+json stage_spectral(OutputDir& out, const Study& study, const SpectralReport& report, const MatrixOutputs& matrices) {
   const SpectralResult& r = report.result;
   std::string csv = "net,unit,cluster\n";
   for (const std::int64_t unit : r.order) {
@@ -71,8 +98,15 @@ json stage_spectral(OutputDir& out, const Study& study, const SpectralReport& re
     csv += net->name + "," + std::to_string(index) + "," + std::to_string(r.labels[unit]) + "\n";
   }
   write_text_file(out.stage("clusters.csv"), csv);
-  const Matrix permuted = permute_symmetric(study.correlation.view(), r.order);
-  write_npy(out.stage("corr_clustered.npy"), permuted.data(), {permuted.rows(), permuted.cols()});
+  if (matrices.save == SaveMatrices::all) {
+    // permute_symmetric's matrix, one row at a time.
+    const MatrixView<const double> corr = study.correlation.view();
+    const std::int64_t u = corr.rows;
+    stage_matrix_npy(out, matrices, "corr_clustered.npy", u, u, [&](std::int64_t i, double* values) {
+      const double* row = corr.row(r.order[static_cast<std::size_t>(i)]);
+      for (std::int64_t j = 0; j < u; ++j) values[j] = row[r.order[static_cast<std::size_t>(j)]];
+    });
+  }
 
   json clusters = json::array();
   for (std::int64_t c = 0; c < r.k; ++c) {
@@ -135,14 +169,16 @@ MiReport align_all_pairs_by_mi(Backend& backend, const Study& study, const std::
   return report;
 }
 
-json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs, const MiReport& report) {
+json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs, const MiReport& report,
+                      const MatrixOutputs& matrices) {
   const MutualInformation& r = report.result;
-  const Matrix* matrices[] = {&r.mi, &r.mi_miller_madow, &r.normalized};
+  const Matrix* results[] = {&r.mi, &r.mi_miller_madow, &r.normalized};
   const char* prefixes[] = {"mi_", "mi_mm_", "nmi_"};
   json nets = json::array();
   for (const NetInfo& net : study.nets) {
-    for (int k = 0; k < 3; ++k)
-      stage_block_npy(out, prefixes[k] + net.name + ".npy", matrices[k]->block(net.offset, net.offset, net.units, net.units));
+    for (int k = 0; k < 3 && matrices.save == SaveMatrices::all; ++k)
+      stage_block_npy(out, matrices, prefixes[k] + net.name + ".npy",
+                      results[k]->block(net.offset, net.offset, net.units, net.units));
     const auto first = static_cast<std::ptrdiff_t>(net.offset), last = first + static_cast<std::ptrdiff_t>(net.units);
     std::vector<std::int64_t> dead;
     for (std::int64_t u = 0; u < net.units; ++u)
@@ -159,8 +195,8 @@ json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<Pair
     const NetInfo& a = study.nets[pairs[k].a];
     const NetInfo& b = study.nets[pairs[k].b];
     const std::string suffix = a.name + "_" + b.name;
-    for (int m = 0; m < 3; ++m)
-      stage_block_npy(out, prefixes[m] + suffix + ".npy", matrices[m]->block(a.offset, b.offset, a.units, b.units));
+    for (int m = 0; m < 3 && matrices.save != SaveMatrices::none; ++m)
+      stage_block_npy(out, matrices, prefixes[m] + suffix + ".npy", results[m]->block(a.offset, b.offset, a.units, b.units));
     const PairAlignment& p = report.pairs[k].alignment;
     const auto mi_mm = r.mi_miller_madow.block(a.offset, b.offset, a.units, b.units);
     write_text_file(out.stage("mi_matching_" + suffix + ".csv"), mi_pairs_csv(p.matching.row_to_col, mi_mm));
@@ -198,7 +234,7 @@ json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<Pair
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
                          const nlohmann::json& run, const std::optional<MiReport>& mutual_information,
-                         const std::vector<SkippedAnalysis>& skipped) {
+                         const std::vector<SkippedAnalysis>& skipped, const MatrixOutputs& matrices) {
   const std::vector<double> sd = study.moments.stddev();
   json nets = json::array();
   for (const NetInfo& net : study.nets) {
@@ -215,7 +251,9 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
                     {"mean", std::vector<double>(study.moments.mean.begin() + first, study.moments.mean.begin() + last)},
                     {"std", std::vector<double>(sd.begin() + first, sd.begin() + last)},
                     {"dead_units", dead}});
-    stage_block_npy(out, "corr_" + net.name + ".npy", study.correlation.block(net.offset, net.offset, net.units, net.units));
+    if (matrices.save == SaveMatrices::all)
+      stage_block_npy(out, matrices, "corr_" + net.name + ".npy",
+                      study.correlation.block(net.offset, net.offset, net.units, net.units));
   }
   json pair_list = json::array();
   for (const PairReport& pair : pairs) {
@@ -224,16 +262,18 @@ void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<P
     const auto corr = study.correlation.block(a.offset, b.offset, a.units, b.units);
     pair_list.push_back(pair_json(a.name, b.name, pair.alignment));
     stage_pair_tables(out, a.name, b.name, corr, pair.alignment);
-    stage_block_npy(out, "corr_" + a.name + "_" + b.name + ".npy", corr);
+    if (matrices.save != SaveMatrices::none) stage_block_npy(out, matrices, "corr_" + a.name + "_" + b.name + ".npy", corr);
   }
   json summary = {{"run", run},
                   {"samples", study.moments.samples},
                   {"skipped_rows", study.skipped_rows},
                   {"nets", nets},
                   {"pairs", pair_list}};
-  if (spectral) summary["spectral"] = stage_spectral(out, study, *spectral);
+  summary["matrices"] = {{"saved", to_string(matrices.save)}, {"dtype", matrices.float32 ? "float32" : "float64"}};
+  if (spectral) summary["spectral"] = stage_spectral(out, study, *spectral, matrices);
   stage_analysis_outputs(out, study, analyses, summary);
-  if (mutual_information) summary["mutual_information"] = stage_mi_outputs(out, study, pairs, *mutual_information);
+  if (mutual_information)
+    summary["mutual_information"] = stage_mi_outputs(out, study, pairs, *mutual_information, matrices);
   for (const SkippedAnalysis& s : skipped) summary["skipped_analyses"].push_back({{"name", s.name}, {"reason", s.reason}});
   write_text_file(out.stage("summary.json"), summary.dump(2) + "\n");
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "convergent/memory_plan.hpp"
 #include "convergent/mutual_information.hpp"
 #include "convergent/spectral.hpp"
 #include "analysis/analyses.hpp"
@@ -44,11 +45,20 @@ struct MiReport {
 MiReport align_all_pairs_by_mi(Backend& backend, const Study& study, const std::vector<PairReport>& pairs,
                                MutualInformation result, std::int64_t memory_budget_bytes, int threads);
 
+// Which .npy matrices are written and in which dtype (--save-matrices, --matrix-dtype). Matrices are
+// written row by row from the study's own, never copied whole.
+struct MatrixOutputs {
+  SaveMatrices save = SaveMatrices::all;
+  bool float32 = false;  // float64 by default
+};
+
 // Stages summary.json, matching_<a>_<b>.csv, semi_<a>_<b>.csv, corr_<a>_<b>.npy and corr_<a>.npy; with
 // a spectral report also clusters.csv (net,unit,cluster, in cluster order) and corr_clustered.npy (the
 // combined correlation matrix with rows and columns in that same order); and the outputs of the
 // analyses that ran (stage_analysis_outputs); with an MI report its outputs (stage_mi_outputs). `run`
-// becomes summary.json's `run` section (see run_section).
+// becomes summary.json's `run` section (see run_section). The .npy matrices as `matrices` says:
+// corr_<net>.npy and corr_clustered.npy with `all` only, corr_<a>_<b>.npy unless `none`; summary.json's
+// "matrices" section states the choice.
 // An analysis that was selected but could not run (align --from-stats has no data for a second pass):
 // listed in summary.json's "skipped_analyses" with the reason.
 struct SkippedAnalysis {
@@ -59,7 +69,7 @@ struct SkippedAnalysis {
 void stage_study_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                          const std::optional<SpectralReport>& spectral, const AnalysisResults& analyses,
                          const nlohmann::json& run, const std::optional<MiReport>& mutual_information = std::nullopt,
-                         const std::vector<SkippedAnalysis>& skipped = {});
+                         const std::vector<SkippedAnalysis>& skipped = {}, const MatrixOutputs& matrices = {});
 
 // summary.json's `run` section, the one part of the outputs that may differ between runs of the same inputs
 // and options: `convergent_version`, `backend` (as Backend::description), `threads` (used), `seconds`
@@ -70,11 +80,12 @@ nlohmann::json run_section(const std::string& version, const std::string& backen
                            nlohmann::json settings);
 
 // Stages mi_<a>.npy, mi_mm_<a>.npy, nmi_<a>.npy per net and mi_<a>_<b>.npy, mi_mm_<a>_<b>.npy,
-// nmi_<a>_<b>.npy (float64, A's units as rows; plug-in MI, Miller-Madow MI, normalised MI),
+// nmi_<a>_<b>.npy (A's units as rows; plug-in MI, Miller-Madow MI, normalised MI; per net with `all`, per
+// pair unless `none`),
 // mi_matching_<a>_<b>.csv and mi_semi_<a>_<b>.csv (unit_a,unit_b,mi_miller_madow) per pair, and returns
 // summary.json's mutual_information section.
 nlohmann::json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
-                                const MiReport& report);
+                                const MiReport& report, const MatrixOutputs& matrices = {});
 
 // Reads a 2-D correlation matrix (float16/32/64, C or Fortran order) whole; NaN is an error naming the file.
 Matrix read_matrix_npy(const std::string& path);

@@ -47,6 +47,10 @@ class MomentAccumulator {
   void add(const std::vector<ActivationBlock>& batch);
   // Synchronises and returns the statistics of every row added so far.
   virtual Moments moments() = 0;
+  // The statistics as moments() gives them, for an accumulator that is done: it may hand over its own
+  // buffers instead of copying them (the reference backend moves its U x U comoment and frees its batch
+  // product), after which it takes no more batches. The default copies.
+  virtual Moments take_moments() { return moments(); }
   // Rows dropped because they held a non-finite value (skip_nonfinite_rows); synchronises.
   virtual std::int64_t skipped_rows() = 0;
 

@@ -7,6 +7,7 @@
 #include "convergent/lap.hpp"
 #include "convergent/matrix.hpp"
 #include "convergent/mean_distributions.hpp"
+#include "convergent/memory_plan.hpp"
 #include "convergent/moments.hpp"
 #include "convergent/mutual_information.hpp"
 #include "convergent/reliability.hpp"

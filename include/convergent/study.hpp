@@ -105,6 +105,17 @@ struct Study {
   std::int64_t batch_rows = 0;  // sample rows per batch of the pass (StudyOptions::batch_rows or the automatic one)
 };
 
+// What a study's files say before any data is read: the nets (shape, dtype, units, offsets), the sample
+// rows of each file and the rows per streaming batch that run_study will use.
+struct StudyInputs {
+  std::vector<NetInfo> nets;
+  std::int64_t samples = 0;
+  std::int64_t batch_rows = 0;
+};
+
+// Opens and checks the files as run_study does (headers only; same errors), for a plan before the pass.
+StudyInputs inspect_study(const std::vector<NetSource>& nets, const StudyOptions& options);
+
 // Opens and checks every file before any work, then makes one streaming pass. Throws Error naming the
 // file and the problem for bad input. accumulate_study and then finish_study.
 Study run_study(Backend& backend, const std::vector<NetSource>& nets, const StudyOptions& options);

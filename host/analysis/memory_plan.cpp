@@ -1,0 +1,316 @@
+// The memory plan: each phase of align as the code allocates it (see the parts' names for where), and the
+// machine's available memory (/proc/meminfo, cgroup v2, or CONVERGENT_AVAILABLE_MEMORY).
+#include "convergent/memory_plan.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include "convergent/error.hpp"
+
+namespace convergent {
+namespace {
+
+// What the program holds before any job: code, libraries, OpenBLAS's per-thread buffers, the heap's
+// arenas (measured on the smallest jobs, tests/test_memory_plan.cpp).
+constexpr std::int64_t program_bytes = std::int64_t{18} << 20;
+
+std::int64_t square(std::int64_t x) { return x * x; }
+
+// Eigensolver working set for n units and k pairs (host/cpu/reference_backend.cpp). Block Lanczos keeps an
+// n x 8p float64 basis and a few n x p blocks; when it gives up on a crowded spectrum (and for small
+// problems) dsyevr takes a float64 copy of the matrix, which LAPACKE's row-major wrapper transposes into a
+// second one. The plan takes the larger: a job whose spectrum has a gap peaks lower.
+std::int64_t eigensolver_bytes(std::int64_t n, std::int64_t k) {
+  const std::int64_t p = k + std::max<std::int64_t>(8, k / 4), cols = 8 * p;
+  const std::int64_t dense = 2 * 8 * square(n) + 2 * 8 * n * k;
+  if (n < 1024 || 16 * p > n) return dense;
+  return std::max(dense, 3 * 8 * n * cols);
+}
+
+}  // namespace
+
+SaveMatrices parse_save_matrices(const std::string& text) {
+  if (text == "all") return SaveMatrices::all;
+  if (text == "pairs") return SaveMatrices::pairs;
+  if (text == "none") return SaveMatrices::none;
+  throw Error("--save-matrices '" + text + "': expected all, pairs or none");
+}
+
+const char* to_string(SaveMatrices s) {
+  return s == SaveMatrices::all ? "all" : s == SaveMatrices::pairs ? "pairs" : "none";
+}
+
+std::int64_t MemoryPhase::bytes() const {
+  std::int64_t total = 0;
+  for (const MemoryPart& p : parts) total += p.bytes;
+  return total;
+}
+
+MemoryPlan plan_memory(const MemoryJob& job) {
+  if (job.units_per_net.size() < 2) throw Error("memory plan: a study needs at least two nets");
+  const std::int64_t u = std::accumulate(job.units_per_net.begin(), job.units_per_net.end(), std::int64_t{0});
+  const std::int64_t rows = std::max<std::int64_t>(1, std::min(job.batch_rows, job.samples));
+  std::int64_t within = 0, largest_pair = 0, largest_net = 0;  // sums and maxima of unit-count products
+  for (std::size_t a = 0; a < job.units_per_net.size(); ++a) {
+    const std::int64_t ua = job.units_per_net[a];
+    within += square(ua);
+    largest_net = std::max(largest_net, ua);
+    for (std::size_t b = a + 1; b < job.units_per_net.size(); ++b)
+      largest_pair = std::max(largest_pair, ua * job.units_per_net[b]);
+  }
+  const std::int64_t matrix = 8 * square(u);  // one float64 U x U matrix
+  MemoryPlan plan;
+  auto phase = [&](std::string name, std::vector<MemoryPart> parts) {
+    parts.insert(parts.begin(), MemoryPart{"program", program_bytes});
+    plan.host.push_back({std::move(name), std::move(parts)});
+  };
+
+  // Streaming (run_study): the running comoment, the float32 batch product and batch, and the mapped
+  // pages of the batch being read and the one before it (released after the next add).
+  const std::int64_t chunks = (rows + 2047) / 2048;
+  const std::int64_t mapped = std::min(2 * rows, job.samples) * job.input_row_bytes;
+  if (job.cuda) {
+    phase("streaming", {{"comoment (copied back)", matrix}, {"pinned batches", 2 * 4 * rows * u},
+                        {"mapped input", mapped}});
+    plan.device.push_back({"streaming", {{"comoment", matrix}, {"batch product", 4 * square(u)},
+                                         {"batches", 2 * 4 * rows * u}}});
+  } else {
+    phase("streaming", {{"comoment", matrix},
+                        {"batch product (float32)", 4 * square(u)},
+                        {"batch (float32)", 4 * rows * u + 6 * 8 * chunks * u},
+                        {"mapped input", mapped}});
+  }
+  const MemoryPart comoment{"comoment", matrix}, correlation{"correlation", matrix};
+  phase("correlation", {comoment, correlation});
+
+  // Matching works on the between-net block in place; only a taller-than-wide block is transposed.
+  std::int64_t transposed = 0;
+  for (std::size_t a = 0; a < job.units_per_net.size(); ++a)
+    for (std::size_t b = a + 1; b < job.units_per_net.size(); ++b)
+      if (job.units_per_net[a] > job.units_per_net[b])
+        transposed = std::max(transposed, 8 * job.units_per_net[a] * job.units_per_net[b]);
+  phase("matching", {comoment, correlation, {"assignment (transposed block, candidate edges)", transposed + 64 * u}});
+
+  if (job.clustering) {
+    const std::int64_t k = std::min(job.eigenpairs, u);
+    phase("clustering", {comoment, correlation, {"Laplacian (float32)", 4 * square(u)},
+                         {"eigensolver", eigensolver_bytes(u, k)}});
+    if (job.cuda)
+      plan.device.push_back({"clustering", {{"Laplacian (float32)", 4 * square(u)}, {"eigensolver", eigensolver_bytes(u, k)}}});
+  }
+
+  // Sparse prediction, one direction at a time: the predictors' gram, its inverse, the targets' block.
+  // Similarity indices: three p x p matrices per net kept for the pairs, and at the peak a net's
+  // eigendecomposition (input, work, vectors, dsyevd's 2 p^2 workspace) or a pair's whitened SVD.
+  std::int64_t analyses = 0;
+  std::string analyses_name;
+  if (job.sparse_prediction) {
+    analyses = 8 * (2 * square(largest_net) + largest_pair);
+    analyses_name = "sparse prediction (gram, inverse, targets)";
+  }
+  if (job.similarity_indices) {
+    const std::int64_t indices = 8 * (3 * within + 5 * square(largest_net) + 6 * largest_pair);
+    if (indices > analyses) analyses_name = "similarity indices (bases, eigendecompositions, SVDs)";
+    analyses = std::max(analyses, indices);
+  }
+  if (analyses > 0) phase("analyses", {comoment, correlation, {analyses_name, analyses}});
+
+  // Mutual information: a second pass (two with quantile bins) in float64 batches of about 32 MiB, the
+  // per-pair terms (n log n and occupied cells), the counts within --mi-memory, then three U x U results.
+  const MemoryPart mi_results{"MI matrices (plug-in, Miller-Madow, normalised)", 3 * matrix};
+  if (job.mutual_information) {
+    const std::int64_t mi_rows = std::clamp<std::int64_t>((std::int64_t{1} << 22) / u, 256, 65536);
+    // The unit groups of host/analysis/mutual_information.cpp (unit_groups): blocks of g units a side
+    // within the budget, one counting pass per pair of groups; the counter's int64 counts and their copy.
+    const std::int64_t s = job.mi_slots;
+    std::int64_t g = u;
+    if (8.0 * double(g * s) * double(g * s) > double(job.mi_memory_budget_bytes)) {
+      g = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::sqrt(double(job.mi_memory_budget_bytes) / 8.0)) / s);
+      while (g > 1 && 8.0 * double(g * s) * double(g * s) > double(job.mi_memory_budget_bytes)) --g;
+    }
+    const std::int64_t groups = (u + g - 1) / g, side = (u + groups - 1) / groups;
+    plan.data_passes += groups * (groups + 1) / 2 + (job.mi_quantile ? 1 : 0);
+    phase("mutual information", {comoment, correlation, {"pair terms", 12 * square(u)},
+                                 {"joint counts and their copy (--mi-memory)", 2 * 8 * square(side * s)},
+                                 {"batches (float64 values, bin slots, transposed codes)",
+                                  27 * mi_rows * u + std::min(2 * mi_rows, job.samples) * job.input_row_bytes}});
+    phase("mutual information results", {comoment, correlation, {"pair terms", 12 * square(u)}, mi_results});
+  }
+
+  // Writing: matrices go out row by row from the held ones (corr_clustered.npy permuted on the fly).
+  std::vector<MemoryPart> held = {comoment, correlation};
+  if (job.mutual_information) held.push_back(mi_results);
+  std::vector<MemoryPart> writing = held;
+  writing.push_back({"row buffers", 16 * u});
+  phase("writing", writing);
+
+  // report.html reads back the largest matrix it draws (corr_clustered.npy, else a between-net block):
+  // a float64 copy of the file and the values it draws from.
+  if (job.report) {
+    std::int64_t drawn = 0;
+    if (job.save_matrices == SaveMatrices::all && job.clustering) drawn = square(u);
+    else if (job.save_matrices != SaveMatrices::none) drawn = largest_pair;
+    std::vector<MemoryPart> report = held;
+    report.push_back({"matrix read back", 16 * drawn});
+    phase("report", report);
+  }
+
+  for (const MemoryPhase& p : plan.host)
+    if (p.bytes() > plan.peak_host_bytes) {
+      plan.peak_host_bytes = p.bytes();
+      plan.peak_host_phase = p.name;
+    }
+  for (const MemoryPhase& p : plan.device) plan.peak_device_bytes = std::max(plan.peak_device_bytes, p.bytes());
+  return plan;
+}
+
+AvailableMemory available_host_memory() {
+  AvailableMemory a;
+  if (const char* text = std::getenv("CONVERGENT_AVAILABLE_MEMORY"); text && *text) {
+    char* end = nullptr;
+    const double value = std::strtod(text, &end);
+    double scale = 1.0;
+    const std::string suffix(end);
+    if (suffix == "K" || suffix == "KiB") scale = 1024.0;
+    else if (suffix == "M" || suffix == "MiB") scale = 1024.0 * 1024.0;
+    else if (suffix == "G" || suffix == "GiB") scale = 1024.0 * 1024.0 * 1024.0;
+    else if (suffix == "T" || suffix == "TiB") scale = 1024.0 * 1024.0 * 1024.0 * 1024.0;
+    else if (!suffix.empty()) scale = -1.0;
+    if (end == text || !(value >= 0.0) || scale < 0.0)
+      throw Error(std::string("CONVERGENT_AVAILABLE_MEMORY='") + text +
+                  "': expected a number of bytes, optionally with K, M, G or T (powers of 1024)");
+    a.host_bytes = static_cast<std::int64_t>(value * scale);
+    a.host_source = "CONVERGENT_AVAILABLE_MEMORY";
+    return a;
+  }
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);)
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      a.host_bytes = std::stoll(line.substr(13)) * 1024;
+      a.host_source = "MemAvailable";
+    }
+  // cgroup v2: the limit of this process's group less what the group uses already.
+  std::ifstream group("/proc/self/cgroup");
+  std::string line, path;
+  while (std::getline(group, line))
+    if (line.rfind("0::", 0) == 0) path = line.substr(3);
+  std::ifstream max("/sys/fs/cgroup" + path + "/memory.max"), current("/sys/fs/cgroup" + path + "/memory.current");
+  std::string limit;
+  std::int64_t used = 0;
+  if (max >> limit && limit != "max" && current >> used) {
+    const std::int64_t room = std::max<std::int64_t>(0, std::stoll(limit) - used);
+    if (a.host_source.empty() || room < a.host_bytes) {
+      a.host_bytes = room;
+      a.host_source = "cgroup memory.max";
+    }
+  }
+  if (a.host_source.empty()) a.host_source = "unknown (no /proc/meminfo)";
+  return a;
+}
+
+namespace {
+
+// The command-line options that turn `job` into `changed` (only ever smaller: fewer outputs or analyses).
+std::string options_between(const MemoryJob& job, const MemoryJob& changed) {
+  std::string text;
+  auto add = [&text](const std::string& option) { text += (text.empty() ? "" : " ") + option; };
+  if (changed.save_matrices != job.save_matrices) add(std::string("--save-matrices ") + to_string(changed.save_matrices));
+  if (changed.report != job.report) add("--no-report");
+  if (changed.mutual_information != job.mutual_information || changed.similarity_indices != job.similarity_indices ||
+      changed.sparse_prediction != job.sparse_prediction) {
+    std::string list = "reliability,mean_distributions";
+    if (changed.sparse_prediction) list += ",sparse_prediction";
+    if (changed.similarity_indices) list += ",linear_cka,cca,svcca,pwcca,procrustes";
+    if (changed.mutual_information) list += ",mutual_information";
+    add("--analyses " + list);
+  }
+  if (changed.clustering != job.clustering) add("--clusters none");
+  return text;
+}
+
+}  // namespace
+
+std::vector<MemoryFix> memory_fixes(const MemoryJob& job, std::int64_t available_bytes) {
+  // Each step keeps the ones before it; the cheapest losses come first.
+  void (*const steps[])(MemoryJob&) = {
+      [](MemoryJob& j) { j.save_matrices = SaveMatrices::pairs; },
+      [](MemoryJob& j) { j.save_matrices = SaveMatrices::none; },
+      [](MemoryJob& j) { j.report = false; },
+      [](MemoryJob& j) { j.mutual_information = false; },
+      [](MemoryJob& j) { j.similarity_indices = false; },
+      [](MemoryJob& j) { j.sparse_prediction = false; },
+      [](MemoryJob& j) { j.clustering = false; },
+  };
+  std::vector<MemoryFix> fixes;
+  MemoryJob changed = job;
+  std::int64_t last = plan_memory(job).peak_host_bytes;
+  for (const auto& step : steps) {
+    MemoryJob next = changed;
+    step(next);
+    const std::int64_t peak = plan_memory(next).peak_host_bytes;
+    if (peak >= last) continue;  // no lower peak: this loss buys nothing
+    changed = next;
+    last = peak;
+    fixes.push_back({options_between(job, changed), peak});
+    if (peak <= available_bytes) break;
+  }
+  return fixes;
+}
+
+std::string format_bytes(std::int64_t bytes) {
+  char text[32];
+  const double b = static_cast<double>(bytes);
+  if (b >= 1024.0 * 1024.0 * 1024.0) std::snprintf(text, sizeof text, "%.2f GiB", b / (1024.0 * 1024.0 * 1024.0));
+  else std::snprintf(text, sizeof text, "%.1f MiB", b / (1024.0 * 1024.0));
+  return text;
+}
+
+std::string format_plan(const MemoryPlan& plan, const AvailableMemory& available) {
+  std::ostringstream out;
+  out << "memory plan (host; every part an upper bound):\n";
+  for (const MemoryPhase& p : plan.host) {
+    out << "  " << p.name << ": " << format_bytes(p.bytes()) << "\n";
+    for (const MemoryPart& part : p.parts)
+      if (part.bytes > 0) out << "      " << part.name << " " << format_bytes(part.bytes) << "\n";
+  }
+  out << "peak: " << format_bytes(plan.peak_host_bytes) << " in " << plan.peak_host_phase << "\n";
+  if (!plan.device.empty()) out << "device peak: " << format_bytes(plan.peak_device_bytes) << "\n";
+  out << "passes over the data: " << plan.data_passes << "\n";
+  out << "available: " << format_bytes(available.host_bytes) << " (" << available.host_source << "); "
+      << (plan.peak_host_bytes <= available.host_bytes ? "fits" : "does not fit") << "\n";
+  return out.str();
+}
+
+void check_plan_fits(const MemoryJob& job, const MemoryPlan& plan, const AvailableMemory& available) {
+  if (plan.peak_host_bytes <= available.host_bytes &&
+      (!available.device_bytes || plan.peak_device_bytes <= *available.device_bytes))
+    return;
+  std::string message;
+  if (plan.peak_host_bytes > available.host_bytes) {
+    message = "this job needs about " + format_bytes(plan.peak_host_bytes) + " of memory (peak in " +
+              plan.peak_host_phase + "), but " + format_bytes(available.host_bytes) + " is available (" +
+              available.host_source + "); nothing was read.";
+    const std::vector<MemoryFix> fixes = memory_fixes(job, available.host_bytes);
+    if (!fixes.empty() && fixes.back().peak_host_bytes <= available.host_bytes)
+      message += " It fits with: " + fixes.back().options + " (about " + format_bytes(fixes.back().peak_host_bytes) +
+                 ").";
+    else
+      message += " No option brings it under that: the correlation of " +
+                 std::to_string(std::accumulate(job.units_per_net.begin(), job.units_per_net.end(), std::int64_t{0})) +
+                 " units alone takes " + format_bytes(plan.host[1].bytes()) +
+                 "; align fewer units together (pairs of nets in separate runs) or use a larger machine.";
+    for (const MemoryFix& fix : fixes) message += "\n  " + fix.options + ": about " + format_bytes(fix.peak_host_bytes);
+  } else {
+    message = "this job needs about " + format_bytes(plan.peak_device_bytes) + " of device memory, but " +
+              format_bytes(*available.device_bytes) + " is free; run it with --backend cpu";
+  }
+  message += "\nconvergent align --plan shows the plan part by part.";
+  throw Error(message);
+}
+
+}  // namespace convergent
