@@ -17,7 +17,7 @@ namespace {
 
 // What the program holds before any job: code, libraries, OpenBLAS's per-thread buffers, the heap's
 // arenas (measured on the smallest jobs, tests/test_memory_plan.cpp).
-constexpr std::int64_t program_bytes = std::int64_t{18} << 20;
+constexpr std::int64_t program_bytes = std::int64_t{32} << 20;
 
 std::int64_t square(std::int64_t x) { return x * x; }
 
@@ -94,7 +94,7 @@ MemoryPlan plan_memory(const MemoryJob& job) {
     for (std::size_t b = a + 1; b < job.units_per_net.size(); ++b)
       if (job.units_per_net[a] > job.units_per_net[b])
         transposed = std::max(transposed, 8 * job.units_per_net[a] * job.units_per_net[b]);
-  phase("matching", {comoment, correlation, {"assignment (transposed block, candidate edges)", transposed + 64 * u}});
+  phase("matching", {comoment, correlation, {"assignment (transposed block, duals, candidate edges)", transposed + 1024 * u}});
 
   if (job.clustering) {
     const std::int64_t k = std::min(job.eigenpairs, u);
