@@ -419,6 +419,8 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       job.report = !report_arguments.skip;
       job.save_matrices = matrices.save;
       job.matrices_float32 = matrices.float32;
+      const double resident_mib = detail::status_mib("VmRSS");  // with the backend's libraries loaded; NaN off Linux
+      if (std::isfinite(resident_mib)) job.resident_bytes = static_cast<std::int64_t>(resident_mib * 1048576.0);
       plan = plan_memory(job);
       const AvailableMemory available = available_host_memory();
       if (memory.plan_only) {

@@ -36,6 +36,9 @@ struct MemoryJob {
   bool report = true;                                   // report.html (reads the written matrices back)
   SaveMatrices save_matrices = SaveMatrices::all;
   bool matrices_float32 = false;  // --matrix-dtype float32
+  // Resident bytes of the process when the plan is made (code and loaded libraries: the CUDA libraries
+  // alone are about 200 MiB resident once loaded, even without a device); 0 when not measured.
+  std::int64_t resident_bytes = 0;
 };
 
 // One allocation that is live during a phase, in bytes.
