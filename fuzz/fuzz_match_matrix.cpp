@@ -21,10 +21,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace convergent;
   static fuzz::InputFile file;
-  static const auto backend = make_backend(BackendChoice::cpu, {1, 0});
   try {
     const Matrix corr = read_correlation_npy(file.write(data, size));
-    align_pair(*backend, corr.view(), 1);
+    align_pair(fuzz::cpu_backend(), corr.view(), 1);
   } catch (const InternalError& e) {
     fuzz::report_internal_error(e);
   } catch (const Error&) {

@@ -29,7 +29,6 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace convergent;
   static fuzz::InputFile file;
-  static const auto backend = make_backend(BackendChoice::cpu, {1, 0});
   const std::string& path = file.write(data, size);
   for (const Layout layout : {Layout::channels_first, Layout::channels_last}) {
     try {
@@ -39,7 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       options.layout = layout;
       options.batch_rows = 5;  // several batches, some cut mid-image, from a few hundred bytes
       options.skip_nonfinite_rows = layout == Layout::channels_last;
-      run_study(*backend, {{"a", path}, {"b", path}}, options);
+      run_study(fuzz::cpu_backend(), {{"a", path}, {"b", path}}, options);
     } catch (const InternalError& e) {
       fuzz::report_internal_error(e);
     } catch (const Error&) {

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
+#include "convergent/backend.hpp"
 #include "convergent/error.hpp"
 
 namespace convergent::fuzz {
@@ -37,6 +39,12 @@ class InputFile {
 // Single-threaded OpenBLAS: the fuzzers run many tiny inputs per second, and a thread pool per product
 // would only add noise to the coverage signal.
 inline void single_threaded_blas() { ::setenv("OPENBLAS_NUM_THREADS", "1", 1); }
+
+// The CPU backend on one thread, made once per process (the targets run many tiny inputs).
+inline Backend& cpu_backend() {
+  static const std::unique_ptr<Backend> backend = make_backend(BackendChoice::cpu, {1, 0});
+  return *backend;
+}
 
 // convergent::InternalError is a bug of ours, not a refusal of bad input: the fuzzer records it as a crash.
 [[noreturn]] inline void report_internal_error(const InternalError& e) {
