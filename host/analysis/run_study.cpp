@@ -12,11 +12,6 @@
 namespace convergent {
 namespace {
 
-std::int64_t automatic_batch_rows(std::int64_t units) {
-  // About 64 MiB of float32 per batch: large enough that the product dominates the per-batch merge.
-  return std::clamp<std::int64_t>((std::int64_t{1} << 24) / units, 256, 65536);
-}
-
 // Every finite input gives finite statistics (DESIGN.md, numerics), so a NaN or infinity here is a bug of
 // ours: it is reported as one before it can reach the assignment solver, the clustering or an output.
 void check_finite(const Study& study) {
@@ -33,6 +28,15 @@ void check_finite(const Study& study) {
         throw InternalError("the correlation of units " + std::to_string(i) + " and " + std::to_string(j) + " is " +
                             std::to_string(c(i, j)));
 }
+
+}  // namespace
+
+std::int64_t automatic_batch_rows(std::int64_t units) {
+  // About 64 MiB of float32 per batch: large enough that the product dominates the per-batch merge.
+  return std::clamp<std::int64_t>((std::int64_t{1} << 24) / std::max<std::int64_t>(units, 1), 256, 65536);
+}
+
+namespace {
 
 // The files of a study, opened and checked against each other (headers only), the nets they hold and the
 // rows per batch.

@@ -26,6 +26,7 @@
 #include "mpi/world.hpp"
 #include "io/resident_memory.hpp"
 #include "io/study_outputs.hpp"
+#include "analysis/align_job.hpp"
 
 namespace {
 
@@ -40,31 +41,6 @@ extern "C" void on_interrupt(int) { interrupted = true; }
 struct Interrupted : Error {
   Interrupted() : Error("interrupted; nothing was written") {}
 };
-
-// Net names become parts of output file names: letters, digits, '_', '-' and '.', not starting with '.'.
-void check_net_name(const std::string& name, const std::string& context) {
-  static const std::regex valid_name("[A-Za-z0-9_-][A-Za-z0-9_.-]*");
-  if (!std::regex_match(name, valid_name))
-    throw Error(context + ": net name '" + name +
-                "' must use only letters, digits, '_', '-' and '.', and must not start with '.'");
-}
-
-// Outputs are named corr_<a>.npy for a net and corr_<a>_<b>.npy for a pair, so names with '_' can meet
-// (net "a_b" and the pair of "a" and "b"): refused before any work, since the second file would replace
-// the first.
-void check_output_names(const std::vector<NetSource>& nets) {
-  std::map<std::string, std::string> owner;  // file name stem -> what it belongs to
-  auto claim = [&](const std::string& stem, const std::string& what) {
-    const auto [it, fresh] = owner.emplace(stem, what);
-    if (!fresh)
-      throw Error(it->second + " and " + what + " would both write files named *_" + stem +
-                  ".*; rename a net with NAME=PATH (names without '_' never meet)");
-  };
-  for (const auto& net : nets) claim(net.name, "net '" + net.name + "'");
-  for (std::size_t a = 0; a < nets.size(); ++a)
-    for (std::size_t b = a + 1; b < nets.size(); ++b)
-      claim(nets[a].name + "_" + nets[b].name, "the pair of nets '" + nets[a].name + "' and '" + nets[b].name + "'");
-}
 
 // "NAME=PATH" names a net; a bare PATH is named by its file stem. Text before the first '=' is a name
 // only when it holds no '/', so paths that contain '=' still work.
@@ -88,7 +64,9 @@ std::vector<NetSource> parse_net_arguments(const std::vector<std::string>& argum
     seen[net.name] = net.path;
     nets.push_back(net);
   }
-  check_output_names(nets);
+  std::vector<std::string> names;
+  for (const auto& net : nets) names.push_back(net.name);
+  check_output_names(names, "rename a net with NAME=PATH");
   return nets;
 }
 
@@ -133,56 +111,6 @@ struct CommonOptions {
   bool check_only = false;
 };
 
-struct ClusterOptions {
-  std::string clusters = "auto";  // a number, "auto" (eigengap) or "none"
-  std::string affinity = "abs";
-  std::uint64_t seed = 0;
-};
-
-// The K of --clusters K (nothing for auto and none); checked before the pass, used after it.
-std::optional<std::int64_t> cluster_count(const ClusterOptions& cluster) {
-  if (cluster.clusters == "auto" || cluster.clusters == "none") return std::nullopt;
-  static const std::regex number("[0-9]{1,18}");
-  if (!std::regex_match(cluster.clusters, number))
-    throw Error("--clusters '" + cluster.clusters + "': expected a number of clusters, auto or none");
-  const std::int64_t k = std::stoll(cluster.clusters);
-  if (k < 1) throw Error("--clusters must be at least 1");
-  return k;
-}
-
-std::optional<SpectralReport> cluster_units(Backend& backend, const Study& study, const ClusterOptions& cluster,
-                                            int threads) {
-  if (cluster.clusters == "none") return std::nullopt;
-  SpectralOptions options;
-  options.affinity = parse_affinity_mode(cluster.affinity);
-  options.seed = cluster.seed;
-  options.threads = threads;
-  options.dead = study.dead;
-  options.k = cluster_count(cluster);
-  std::vector<std::int64_t> units_per_net;
-  for (const NetInfo& net : study.nets) units_per_net.push_back(net.units);
-  return SpectralReport{spectral_clustering(backend, study.correlation.view(), units_per_net, options),
-                        options.affinity, options.seed};
-}
-
-// --analyses and --lasso-alpha as given on the command line.
-struct AnalysisArguments {
-  std::string analyses = "all";
-  std::string lasso_alphas = "0.001,0.01,0.03,0.1,0.3";
-};
-
-AnalysisResults analyse(const Study& study, const std::vector<PairReport>& pairs, const AnalysisArguments& arguments,
-                        const ClusterOptions& cluster, int threads) {
-  AnalysisOptions options;
-  options.selection = parse_analyses(arguments.analyses);
-  options.lasso.alphas = parse_alphas(arguments.lasso_alphas);
-  options.lasso.threads = threads;
-  options.means.seed = cluster.seed;
-  std::vector<PairAlignment> matchings;
-  for (const PairReport& pair : pairs) matchings.push_back(pair.alignment);
-  return run_analyses(study, matchings, options);
-}
-
 // --mi-binning, --mi-bins, --mi-base, --mi-memory as given on the command line.
 struct MiArguments {
   std::string binning = "quantile";
@@ -222,13 +150,6 @@ MiOptions mi_options(const MiArguments& arguments, int threads) {
   options.threads = threads;
   return options;
 }
-
-// --plan, --save-matrices and --matrix-dtype as given on the command line.
-struct MemoryArguments {
-  bool plan_only = false;
-  std::string save_matrices = "all";
-  std::string matrix_dtype = "float64";
-};
 
 // Wall time of each phase of align and the peak resident memory so far at its end, printed when align is
 // done (bench/RESULTS.md keeps them for large layers). The peak is the kernel's high-water mark (VmHWM),
@@ -348,11 +269,11 @@ Study merge_ranks(const mpi::World& world, const Study& part, const StudyOptions
 }
 
 int run_align(const mpi::World& world, const std::vector<std::string>& net_arguments, const std::string& from_stats,
-              const CommonOptions& common, StudyOptions options, const ClusterOptions& cluster, AnalysisArguments analysis,
+              const CommonOptions& common, StudyOptions options, AlignSettings settings,
               const MiArguments& mi_arguments, const std::string& backend_name, std::string precision,
-              const ReportArguments& report_arguments, const MemoryArguments& memory) {
+              const ReportArguments& report_arguments, bool plan_only) {
   const auto start = std::chrono::steady_clock::now();
-  const std::string analyses_given = analysis.analyses;
+  const std::string analyses_given = settings.analyses;
   bool run_mi = false;
   MiOptions mi;
   std::vector<SkippedAnalysis> skipped;
@@ -361,7 +282,6 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
   Study study;
   ProgressBar progress;
   PhaseLog phases;
-  MatrixOutputs matrices;
   MemoryPlan plan;
   std::string failure;
   // Everything up to the end of the pass may fail on one rank alone: under mpirun the ranks then agree on
@@ -374,8 +294,8 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     if (options.samples == Samples::images && world.size() > 1)
       throw Error("--samples images runs as one process, not under mpirun (its minibatches span the ranks' inputs)");
     options.precision = parse_precision(precision);
-    const bool mi_named = analysis.analyses != "all";
-    std::tie(run_mi, analysis.analyses) = split_mutual_information(analysis.analyses);
+    const bool mi_named = settings.analyses != "all";
+    std::tie(run_mi, settings.analyses) = split_mutual_information(settings.analyses);
     if (run_mi && !from_stats.empty()) {
       const std::string reason =
           "mutual_information needs a second pass over the activations (bin edges from the Moments, then joint "
@@ -385,16 +305,15 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       run_mi = false;
     }
     mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
-    const AnalysisSelection selection = parse_analyses(analysis.analyses);  // a bad list fails now, not after the pass
-    parse_alphas(analysis.lasso_alphas);
-    cluster_count(cluster);
+    settings.threads = common.threads;
+    check_align_settings(settings);  // a bad list fails now, not after the long pass
+    const AnalysisSelection selection = parse_analyses(settings.analyses);
     if (common.check_only) return 0;
     if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
     // One GPU per rank on a node (local rank modulo the devices); without a GPU the CPU.
     const int device = world.local_rank() % std::max(1, detail::cuda_device_count());
     backend = make_backend(backend_choice(backend_name), {common.threads, device});
-    matrices.save = parse_save_matrices(memory.save_matrices);
-    matrices.float32 = memory.matrix_dtype == "float32";
+    const MatrixOutputs matrices = matrix_outputs(settings);
     if (from_stats.empty()) {
       // The memory plan, from the files' headers alone: a job that cannot fit stops here, before any data is read.
       const StudyInputs inputs = inspect_study(nets, options);
@@ -406,9 +325,9 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       job.samples = inputs.samples;
       job.batch_rows = inputs.batch_rows;
       job.cuda = backend->kind() == BackendKind::cuda;
-      job.clustering = cluster.clusters != "none";
-      if (job.clustering && cluster.clusters != "auto")
-        job.eigenpairs = std::max<std::int64_t>(1, std::atoll(cluster.clusters.c_str()));
+      job.clustering = settings.clusters != "none";
+      if (job.clustering && settings.clusters != "auto")
+        job.eigenpairs = std::max<std::int64_t>(1, std::atoll(settings.clusters.c_str()));
       job.sparse_prediction = selection.sparse_prediction;
       job.similarity_indices =
           selection.linear_cka || selection.cca || selection.svcca || selection.pwcca || selection.procrustes;
@@ -423,12 +342,12 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       if (std::isfinite(resident_mib)) job.resident_bytes = static_cast<std::int64_t>(resident_mib * 1048576.0);
       plan = plan_memory(job);
       const AvailableMemory available = available_host_memory();
-      if (memory.plan_only) {
+      if (plan_only) {
         std::cout << format_plan(plan, available);
         return 0;
       }
       check_plan_fits(job, plan, available);
-    } else if (memory.plan_only) {
+    } else if (plan_only) {
       throw Error("--plan works on .npy files, not --from-stats");
     }
     if (world.rank() == 0) out.emplace(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
@@ -457,12 +376,10 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
   }
   phases.start("correlation");
   finish_study(*backend, study, options.dead_threshold);
-  phases.start("matching");
-  const auto pairs = align_all_pairs(*backend, study, std::max(1, common.threads));
-  phases.start("clustering");
-  const auto spectral = cluster_units(*backend, study, cluster, common.threads);
-  phases.start("analyses");
-  const AnalysisResults analyses = analyse(study, pairs, analysis, cluster, common.threads);
+  const auto phase = [&phases](const std::string& name) { phases.start(name); };
+  const AlignResults results = align_study(*backend, study, settings, phase);
+  const auto& pairs = results.pairs;
+  const auto& spectral = results.spectral;
   std::optional<MiReport> mi_report;
   if (run_mi) {
     phases.start("mutual information");
@@ -474,37 +391,28 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     mi_report = align_all_pairs_by_mi(*backend, study, pairs, mutual_information(*backend, study, options, mi),
                                       mi.memory_budget_bytes, std::max(1, common.threads));
   }
-  const nlohmann::json settings = {
-      {"layout", options.layout == Layout::channels_last ? "channels-last" : "channels-first"},
-      {"samples", options.samples == Samples::images ? "images" : "positions"},
-      {"batch_rows", study.batch_rows},
-      {"ranks", world.size()},
-      {"from_stats", from_stats},
-      {"precision", precision},
-      {"skip_nonfinite", options.skip_nonfinite_rows},
-      {"dead_threshold", options.dead_threshold},
-      {"analyses", analyses_given},
-      {"lasso_alphas", parse_alphas(analysis.lasso_alphas)},
-      {"clusters", cluster.clusters},
-      {"affinity", cluster.affinity},
-      {"seed", cluster.seed},
-      {"mi", {{"binning", mi_arguments.binning}, {"bins", mi_arguments.bins}, {"base", mi_arguments.base},
-              {"memory_mib", mi_arguments.memory_mib}}}};
-  phases.start("writing");
-  stage_study_outputs(*out, study, pairs, spectral, analyses,
-                      run_section(version, study.backend, thread_count(common.threads), seconds_since(start), settings),
-                      mi_report, skipped, matrices);
+  nlohmann::json run_settings = align_settings_json(settings);
+  run_settings.update({{"layout", options.layout == Layout::channels_last ? "channels-last" : "channels-first"},
+                       {"samples", options.samples == Samples::images ? "images" : "positions"},
+                       {"batch_rows", study.batch_rows},
+                       {"ranks", world.size()},
+                       {"from_stats", from_stats},
+                       {"precision", precision},
+                       {"skip_nonfinite", options.skip_nonfinite_rows},
+                       {"dead_threshold", options.dead_threshold},
+                       {"analyses", analyses_given},
+                       {"mi", {{"binning", mi_arguments.binning}, {"bins", mi_arguments.bins},
+                               {"base", mi_arguments.base}, {"memory_mib", mi_arguments.memory_mib}}}});
+  const nlohmann::json run =
+      run_section(version, study.backend, thread_count(common.threads), seconds_since(start), run_settings);
+  const std::string layer = report::layer_name_of(common.out_dir);
+  std::optional<report::ReportOptions> report_options;
   if (!report_arguments.skip) {
-    phases.start("report");
-    // The report reads the staged files back, so it shows exactly what is committed with it.
-    const std::string layer = report::layer_name_of(common.out_dir);
-    report::ReportOptions report_options;
-    report_options.title = report_arguments.title.empty() ? "convergent report: " + layer : report_arguments.title;
-    report_options.max_image_side = report_arguments.max_image_side;
-    const auto staged = [&out](const std::string& name) { return out->staged_path(name); };
-    write_text_file(out->stage("report.html"),
-                    report::html_report({report::load_layer(layer, staged)}, report_options).html);
+    report_options.emplace();
+    report_options->title = report_arguments.title.empty() ? "convergent report: " + layer : report_arguments.title;
+    report_options->max_image_side = report_arguments.max_image_side;
   }
+  stage_align_outputs(*out, study, settings, results, mi_report, skipped, run, layer, report_options, phase);
   out->commit();
   phases.finish();
   for (const PairReport& pair : pairs)
@@ -631,19 +539,18 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
           ->check(CLI::IsMember({"positions", "images"}))
           ->capture_default_str());
 
-  ClusterOptions cluster;
-  align->add_option("--clusters", cluster.clusters,
+  AlignSettings settings;
+  align->add_option("--clusters", settings.clusters,
                     "Spectral clustering of all units: K clusters, auto (largest eigengap) or none")
       ->capture_default_str();
-  align->add_option("--affinity", cluster.affinity, "Affinity from correlation: abs, positive or shifted")
+  align->add_option("--affinity", settings.affinity, "Affinity from correlation: abs, positive or shifted")
       ->check(CLI::IsMember({"abs", "positive", "shifted"}))
       ->capture_default_str();
-  align->add_option("--seed", cluster.seed, "k-means++ seed (same seed, same clusters)")->capture_default_str();
+  align->add_option("--seed", settings.seed, "k-means++ seed (same seed, same clusters)")->capture_default_str();
   align->add_option("--dead-threshold", study_options.dead_threshold,
                     "A unit is dead when constant, or when std <= this x (max - min); 0 keeps every unit that varies")
       ->check(CLI::Range(0.0, 1.0));
-  AnalysisArguments analysis;
-  align->add_option("--analyses", analysis.analyses,
+  align->add_option("--analyses", settings.analyses,
                     "Analyses to run: all, none, or a comma-separated list of " + analysis_names() + ",mutual_information")
       ->capture_default_str();
   MiArguments mi_arguments;
@@ -663,22 +570,22 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
                     "blocks, one pass each")
       ->check(CLI::Range(1e-3, 1e9))
       ->capture_default_str();
-  align->add_option("--lasso-alpha", analysis.lasso_alphas,
+  align->add_option("--lasso-alpha", settings.lasso_alphas,
                     "L1 penalties of sparse prediction, comma-separated (nearly dense to very sparse)")
       ->capture_default_str();
 
   ReportArguments report_arguments;
   align->add_flag("--no-report", report_arguments.skip, "Do not write report.html (it needs Vega: Debian's libjs-vega)");
-  MemoryArguments memory_arguments;
-  align->add_flag("--plan", memory_arguments.plan_only,
+  bool plan_only = false;
+  align->add_flag("--plan", plan_only,
                   "Print the memory plan (peak per phase, passes over the data, available memory) and stop; reads "
                   "only the files' headers");
-  align->add_option("--save-matrices", memory_arguments.save_matrices,
+  align->add_option("--save-matrices", settings.save_matrices,
                     "Which .npy matrices to write: all; pairs (only the between-net blocks corr_A_B.npy and "
                     "mi_*_A_B.npy); none (summary.json and the CSV tables only)")
       ->check(CLI::IsMember({"all", "pairs", "none"}))
       ->capture_default_str();
-  align->add_option("--matrix-dtype", memory_arguments.matrix_dtype, "dtype of the .npy matrices written")
+  align->add_option("--matrix-dtype", settings.matrix_dtype, "dtype of the .npy matrices written")
       ->check(CLI::IsMember({"float64", "float32"}))
       ->capture_default_str();
 
@@ -748,8 +655,8 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
         layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
     study_options.samples = samples == "images" ? Samples::images : Samples::positions;
     if (align->parsed()) {
-      return run_align(*world, net_arguments, from_stats, common, study_options, cluster, analysis, mi_arguments, backend_name,
-                       precision, report_arguments, memory_arguments);
+      return run_align(*world, net_arguments, from_stats, common, study_options, settings, mi_arguments, backend_name,
+                       precision, report_arguments, plan_only);
     }
     if (stats->parsed()) return run_stats(net_arguments, common, study_options, backend_name, precision, rows, stats_out);
     // merge and report check nothing before they read their input files.

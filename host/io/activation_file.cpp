@@ -7,13 +7,41 @@
 
 namespace convergent {
 
+ActivationBlock activation_axes(const std::string& what, const std::vector<std::int64_t>& shape,
+                                const std::vector<std::int64_t>& strides, DType dtype, Layout layout) {
+  const int ndim = static_cast<int>(shape.size());
+  if (ndim < 2 || ndim > 4)
+    throw Error(what + ": shape " + shape_text(shape) + " is " + std::to_string(ndim) +
+                "-D; expected 2-D (samples x units), 3-D (N, C, L) or 4-D (N, C, H, W) activations, or their "
+                "channels-last forms with --layout channels-last");
+  // Which array axis holds (image, unit, y, x); a 3-D array's one position axis is x.
+  const bool first = layout == Layout::channels_first;
+  int axis_unit = 1, axis_y = -1, axis_x = -1;
+  if (ndim == 3) {
+    axis_unit = first ? 1 : 2;
+    axis_x = first ? 2 : 1;
+  } else if (ndim == 4) {
+    axis_unit = first ? 1 : 3;
+    axis_y = first ? 2 : 1;
+    axis_x = first ? 3 : 2;
+  }
+  ActivationBlock block;
+  block.dtype = dtype;
+  block.images = shape[0];
+  block.units = shape[axis_unit];
+  block.height = axis_y < 0 ? 1 : shape[axis_y];
+  block.width = axis_x < 0 ? 1 : shape[axis_x];
+  block.image_stride = strides[0];
+  block.unit_stride = strides[axis_unit];
+  block.y_stride = axis_y < 0 ? 0 : strides[axis_y];
+  block.x_stride = axis_x < 0 ? 0 : strides[axis_x];
+  if (block.units == 0) throw Error(what + ": shape " + shape_text(shape) + " has zero units");
+  return block;
+}
+
 ActivationFile::ActivationFile(const std::string& path, Layout layout) : npy_(path) {
   const auto& shape = npy_.header().shape;
   ndim_ = static_cast<int>(shape.size());
-  if (ndim_ < 2 || ndim_ > 4)
-    throw Error(path + ": shape " + shape_text(shape) + " is " + std::to_string(ndim_) +
-                "-D; expected 2-D (samples x units), 3-D (N, C, L) or 4-D (N, C, H, W) activations, or their "
-                "channels-last forms with --layout channels-last");
   // Element strides of each array axis, in the file's own order.
   std::vector<std::int64_t> stride(shape.size(), 1);
   if (npy_.header().fortran_order) {
@@ -21,28 +49,8 @@ ActivationFile::ActivationFile(const std::string& path, Layout layout) : npy_(pa
   } else {
     for (int k = ndim_ - 2; k >= 0; --k) stride[k] = stride[k + 1] * shape[k + 1];
   }
-  // Which array axis holds (image, unit, y, x); a 3-D array's one position axis is x.
-  const bool first = layout == Layout::channels_first;
-  int axis_unit = 1, axis_y = -1, axis_x = -1;
-  if (ndim_ == 3) {
-    axis_unit = first ? 1 : 2;
-    axis_x = first ? 2 : 1;
-  } else if (ndim_ == 4) {
-    axis_unit = first ? 1 : 3;
-    axis_y = first ? 2 : 1;
-    axis_x = first ? 3 : 2;
-  }
-  block_.dtype = npy_.header().dtype;
+  block_ = activation_axes(path, shape, stride, npy_.header().dtype, layout);
   block_.big_endian = npy_.header().big_endian;
-  block_.images = shape[0];
-  block_.units = shape[axis_unit];
-  block_.height = axis_y < 0 ? 1 : shape[axis_y];
-  block_.width = axis_x < 0 ? 1 : shape[axis_x];
-  block_.image_stride = stride[0];
-  block_.unit_stride = stride[axis_unit];
-  block_.y_stride = axis_y < 0 ? 0 : stride[axis_y];
-  block_.x_stride = axis_x < 0 ? 0 : stride[axis_x];
-  if (block_.units == 0) throw Error(path + ": shape " + shape_text(shape) + " has zero units");
 }
 
 ActivationBlock ActivationFile::block(std::int64_t first, std::int64_t count) const {

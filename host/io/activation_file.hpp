@@ -5,12 +5,20 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "convergent/activation.hpp"
 #include "convergent/study.hpp"
 #include "io/npy.hpp"
 
 namespace convergent {
+
+// The (image, unit, y, x) axes of an array of `shape` with element `strides` (one per axis, in elements),
+// read by `layout`: 2-D (samples, units); 3-D (N, C, L) or, channels-last, (N, L, C); 4-D (N, C, H, W) or
+// (N, H, W, C). The block's data is left null. Throws Error starting with `what` (a file name, or a net's)
+// for another rank or zero units. The one rule for files and for arrays handed in from Python.
+ActivationBlock activation_axes(const std::string& what, const std::vector<std::int64_t>& shape,
+                                const std::vector<std::int64_t>& strides, DType dtype, Layout layout);
 
 class ActivationFile {
  public:

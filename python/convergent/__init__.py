@@ -1,0 +1,199 @@
+"""convergent: do different neural networks learn the same features? (Li et al., ICLR 2016)
+
+Accumulate the statistics of several nets' activations batch by batch, straight from numpy arrays or
+PyTorch tensors (no activations on disk), then correlate, match and analyse their units as
+``convergent align`` does::
+
+    study = convergent.Study(["net1", "net2"])
+    for x in loader:
+        study.add("net1", net1_layer(x))   # (N, C), (N, C, L) or (N, C, H, W); channels-last with layout=
+        study.add("net2", net2_layer(x))
+    m = study.moments()                    # means, stds, covariance, correlation as numpy arrays
+    results = study.analyse()              # the summary.json of align as a dict, matrices as numpy arrays
+    study.save("out/conv1")                # what align writes, report.html included
+
+``convergent.hooks.run_models`` feeds a study from forward hooks on several ``torch.nn.Module``\\ s.
+Every error is a ``convergent.Error`` carrying the C++ library's message.
+"""
+
+import csv
+import os
+import tempfile
+
+import numpy as np
+
+from ._core import Error, __version__
+from . import _core
+
+__all__ = ["Error", "Moments", "Results", "Study", "backends", "__version__"]
+
+
+def backends():
+    """The compiled backends: a list of dicts with ``kind`` ('cpu', 'cuda'), ``compiled``, ``usable`` and
+    ``detail`` (device name, or why it is not usable)."""
+    return _core.backends()
+
+
+class Moments:
+    """The statistics of a study's concatenated units U = [units of net 1 | net 2 | ...] (DESIGN.md).
+
+    Attributes: ``samples`` (sample rows accumulated; every (input, position) of a conv layer is one),
+    ``skipped_rows`` (rows dropped for a NaN or infinity with ``skip_nonfinite``), ``nets`` (names),
+    ``units`` (units per net), ``mean``, ``std`` (population, ddof = 0), ``min``, ``max`` (each (U,),
+    float64, in activation units), ``covariance`` (U x U, population), ``correlation`` (U x U Pearson,
+    dead units 0 everywhere, their diagonal included), ``dead`` ((U,) bool: constant, or std at most
+    ``dead_threshold`` x (max - min)), ``backend`` (what computed them).
+    """
+
+    def __init__(self, values):
+        for key, value in values.items():
+            setattr(self, key, value)
+        self.offsets = np.concatenate([[0], np.cumsum(self.units)]).astype(int)
+
+    def units_of(self, net):
+        """The slice of net ``net``'s units (by name) in the concatenated axis."""
+        k = self.nets.index(net)
+        return slice(int(self.offsets[k]), int(self.offsets[k + 1]))
+
+    def block(self, matrix, a, b=None):
+        """The block of a U x U matrix (``'correlation'`` or ``'covariance'``) between nets ``a`` (rows) and
+        ``b`` (columns; ``a`` when not given)."""
+        return getattr(self, matrix)[self.units_of(a), self.units_of(b or a)]
+
+
+class Results:
+    """What ``convergent align`` writes, read back: ``summary`` (summary.json as a dict: per net its
+    mean, std and dead units, per pair the semi-matching and matching, and one section per analysis that
+    ran, as the README describes), ``arrays`` (each .npy output by its name without '.npy', e.g.
+    ``corr_a_b``: float64, A's units as rows) and ``tables`` (each .csv output by its name, a dict of
+    columns as numpy arrays; empty cells are NaN)."""
+
+    def __init__(self, directory):
+        import json
+
+        with open(os.path.join(directory, "summary.json")) as f:
+            self.summary = json.load(f)
+        self.arrays, self.tables = {}, {}
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if name.endswith(".npy"):
+                self.arrays[name[:-4]] = np.load(path)
+            elif name.endswith(".csv"):
+                self.tables[name[:-4]] = _read_csv(path)
+
+    def pair(self, a, b):
+        """The ``pairs`` entry of summary.json for nets ``a`` and ``b``."""
+        for p in self.summary["pairs"]:
+            if (p["a"], p["b"]) == (a, b):
+                return p
+        raise KeyError((a, b))
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    columns = {}
+    for k, name in enumerate(rows[0]):
+        cells = [r[k] if k < len(r) else "" for r in rows[1:]]
+        try:
+            columns[name] = np.array([float(c) if c != "" else np.nan for c in cells])
+        except ValueError:
+            columns[name] = np.array(cells)
+    return columns
+
+
+def _is_torch_tensor(x):
+    return type(x).__module__.startswith("torch") and hasattr(x, "__dlpack__")
+
+
+class Study:
+    """One study: the activations of one layer of several nets on the same inputs.
+
+    ``nets``: the nets' names (letters, digits, '_', '-', '.'; they name output files, so names that would
+    meet, such as 'a_b' beside the pair 'a', 'b', are refused). ``layout``: where the units sit in 3-D
+    and 4-D activations, ``'channels-first'`` ((N, C, L), (N, C, H, W)) or ``'channels-last'`` ((N, L, C)
+    as transformer tokens, (N, H, W, C)); every (input, position) is one sample of the C units, as in the
+    CLI. ``backend``: 'auto' (CUDA when a device is usable, else the CPU), 'cpu' or 'cuda'. ``threads``: CPU threads (0: all cores).
+    ``dead_threshold``: a unit is dead when constant or when its std is at most this share of its range.
+    ``skip_nonfinite``: drop sample rows holding a NaN or infinity instead of raising. ``batch_rows``:
+    rows per accumulation step (0: about 64 MiB of float32). ``precision``: 'fp32' (default), or the
+    opt-in GPU tensor-core modes 'tf32' and 'bf16'.
+
+    Raises ``Error`` for fewer than two nets, a name registered twice, bad names or options.
+    """
+
+    def __init__(self, nets, layout="channels-first", backend="auto", threads=0, dead_threshold=1e-6,
+                 skip_nonfinite=False, batch_rows=0, precision="fp32"):
+        self._core = _core.Study(list(nets), layout, backend, threads, dead_threshold, skip_nonfinite,
+                                 batch_rows, precision)
+
+    @property
+    def nets(self):
+        """The nets' names, in the order of the concatenated units."""
+        return self._core.nets
+
+    @property
+    def backend(self):
+        """The backend that computes, e.g. 'cpu (OpenBLAS, 2 threads)'."""
+        return self._core.backend
+
+    def add(self, name, activations):
+        """Adds one batch of net ``name``'s activations: a numpy array or a PyTorch tensor of float16,
+        float32 or float64, 2-D (inputs, units), 3-D or 4-D as ``layout`` says. The memory is read in place,
+        strided views included (no copy); arrays with negative strides are refused (pass a copy). Batches
+        are matched by their order: the k-th batch of every net must hold the same inputs (the same sample
+        rows, and the same number of inputs where both have positions). A batch is accumulated, with the
+        GIL released, once every net has one; until then it is kept (a reference, not a copy).
+
+        Raises ``Error`` for an unknown net, another dtype, rank or unit count than the net's first batch,
+        a batch whose rows differ from another net's batch of the same index (the batch is then not
+        added), a NaN or infinity (unless ``skip_nonfinite``), and CUDA tensors (not read in place yet).
+        """
+        if _is_torch_tensor(activations):
+            self._core.add_dlpack(name, activations.detach().__dlpack__())
+        elif isinstance(activations, np.ndarray):
+            self._core.add_numpy(name, activations)
+        else:
+            raise Error(f"net '{name}': expected a numpy array or a torch tensor, not {type(activations).__name__}")
+
+    def pending(self):
+        """Batches waiting per net for the other nets' batches of the same index, as a dict."""
+        return dict(zip(self.nets, self._core.pending()))
+
+    def moments(self):
+        """The ``Moments`` of every batch added so far (correlation included). Raises ``Error`` when the
+        nets were not given the same batches (a net with batches the others lack), or with fewer than 2
+        samples."""
+        return Moments(self._core.moments())
+
+    def save(self, directory, clusters="auto", affinity="abs", seed=0, analyses="all",
+             lasso_alpha="0.001,0.01,0.03,0.1,0.3", report=True, title="", max_image_side=512):
+        """Writes what ``convergent align --out DIRECTORY`` writes (summary.json, the CSV tables, the .npy
+        matrices, report.html unless ``report=False``), under temporary names renamed when all is
+        written. The options are align's: ``clusters`` (a number, 'auto' or 'none'), ``affinity`` ('abs',
+        'positive', 'shifted'), ``seed``, ``analyses`` ('all', 'none' or a comma-separated list of
+        sparse_prediction, reliability, mean_distributions, linear_cka, cca, svcca, pwcca, procrustes),
+        ``lasso_alpha`` (comma-separated penalties). Mutual information needs a second pass over the
+        activations and is not available here (use the CLI on saved activations). The nets' ``path`` in
+        summary.json is '(python)', their ``shape`` the first batch's with all inputs counted. Raises
+        ``Error`` for bad options, an unwritable directory, missing Vega for the report (Debian's
+        libjs-vega), and as ``moments()`` does.
+        """
+        settings = _core.AlignSettings()
+        settings.clusters = str(clusters)
+        settings.affinity = affinity
+        settings.seed = seed
+        settings.analyses = analyses
+        settings.lasso_alphas = lasso_alpha if isinstance(lasso_alpha, str) else ",".join(map(repr, lasso_alpha))
+        self._core.save(os.fspath(directory), settings, report, title, max_image_side)
+
+    def analyse(self, **options):
+        """The results of align's analyses as ``Results``: summary.json as a dict and every matrix and
+        table as numpy arrays. Takes ``save``'s options (but writes no report); the files are written to a
+        temporary directory by the same writer as ``save`` and read back, so the numbers are those of
+        ``save`` and of the CLI."""
+        options["report"] = False
+        with tempfile.TemporaryDirectory(prefix="convergent-") as directory:
+            out = os.path.join(directory, "study")
+            self.save(out, **options)
+            return Results(out)

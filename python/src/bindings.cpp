@@ -1,0 +1,396 @@
+// convergent._core: the Study of the Python package. Batches of every net are queued as they come (from
+// forward hooks, one net at a time) and accumulated, with the GIL released, as soon as every net has one:
+// the k-th batch of each net must hold the same inputs. The pure-Python layer (convergent/__init__.py)
+// documents the API; this file keeps the memory of every batch alive until the accumulator is done with it.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <numeric>
+
+#include "analysis/align_job.hpp"
+#include "convergent/convergent.hpp"
+#include "cpu/parallel.hpp"
+#include "dlpack_block.hpp"
+#include "report/vega_bundle.hpp"
+
+namespace py = pybind11;
+
+namespace convergent::python {
+namespace {
+
+constexpr const char* version = CONVERGENT_VERSION;
+
+Layout parse_layout(const std::string& text) {
+  if (text == "channels-first" || text == "nchw") return Layout::channels_first;
+  if (text == "channels-last" || text == "nhwc") return Layout::channels_last;
+  throw Error("layout '" + text + "': expected channels-first or channels-last (nchw, nhwc)");
+}
+
+BackendChoice parse_backend(const std::string& text) {
+  if (text == "auto") return BackendChoice::automatic;
+  if (text == "cpu") return BackendChoice::cpu;
+  if (text == "cuda") return BackendChoice::cuda;
+  throw Error("backend '" + text + "': expected auto, cpu or cuda");
+}
+
+std::string shape_string(const std::vector<std::int64_t>& shape) {
+  std::string text = "(";
+  for (std::size_t k = 0; k < shape.size(); ++k) text += (k ? ", " : "") + std::to_string(shape[k]);
+  return text + (shape.size() == 1 ? ",)" : ")");
+}
+
+// A copy of a vector as a 1-D numpy array, or of a matrix as a 2-D one.
+template <class T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+class Study {
+ public:
+  Study(std::vector<std::string> names, const std::string& layout, const std::string& backend, int threads,
+        double dead_threshold, bool skip_nonfinite, std::int64_t batch_rows, const std::string& precision)
+      : names_(std::move(names)), layout_(parse_layout(layout)), threads_(threads), dead_threshold_(dead_threshold),
+        batch_rows_(batch_rows), start_(std::chrono::steady_clock::now()) {
+    if (names_.size() < 2) throw Error("a study needs at least two nets");
+    for (std::size_t i = 0; i < names_.size(); ++i) {
+      check_net_name(names_[i], "Study");
+      for (std::size_t j = 0; j < i; ++j)
+        if (names_[i] == names_[j]) throw Error("Study: net '" + names_[i] + "' is registered twice");
+    }
+    check_output_names(names_, "rename a net");
+    if (!(dead_threshold >= 0.0 && dead_threshold < 1.0))
+      throw Error("the dead-unit threshold must be in [0, 1), not " + std::to_string(dead_threshold));
+    if (batch_rows < 0) throw Error("batch_rows must be positive (0: automatic)");
+    if (threads < 0) throw Error("threads must be at least 0 (0: all cores)");
+    accumulate_.precision = parse_precision(precision);
+    accumulate_.skip_nonfinite_rows = skip_nonfinite;
+    backend_ = make_backend(parse_backend(backend), {threads, 0});
+    nets_.resize(names_.size());
+    queues_.resize(names_.size());
+  }
+
+  const std::vector<std::string>& names() const { return names_; }
+  std::string backend_description() const { return backend_->description(); }
+
+  void add_numpy(const std::string& name, const py::array& array) {
+    const std::size_t net = index_of(name);
+    queue(net, numpy_batch(what(net), array, layout_));
+  }
+
+  void add_dlpack(const std::string& name, const py::capsule& capsule) {
+    const std::size_t net = index_of(name);
+    ArrayBatch batch = dlpack_batch(what(net), capsule, layout_);
+    if (batch.on_device)
+      // Design (not built yet): a device-resident ActivationBlock that the CUDA accumulator reads in place,
+      // skipping its pinned staging, ordered after the producer's stream (the stream argument of
+      // __dlpack__). Until the CUDA backend reads device memory, refuse rather than copy behind the user's back.
+      throw Error(what(net) + ": a CUDA tensor (device " + std::to_string(batch.device) +
+                  "); reading device memory in place is not implemented yet: pass tensor.cpu()");
+    queue(net, std::move(batch));
+  }
+
+  // Batches queued for each net, not yet matched by every other net.
+  std::vector<std::int64_t> pending() const {
+    std::vector<std::int64_t> counts;
+    for (const auto& q : queues_) counts.push_back(static_cast<std::int64_t>(q.size()));
+    return counts;
+  }
+
+  // The completed study (moments, dead units, correlation) of every batch so far. Throws Error when the
+  // nets have not received the same batches.
+  convergent::Study study() {
+    check_usable();
+    for (std::size_t net = 0; net < names_.size(); ++net)
+      if (!queues_[net].empty() || nets_[net].batches != nets_.front().batches) {
+        std::string counts;
+        for (std::size_t k = 0; k < names_.size(); ++k)
+          counts += (k ? ", " : "") + names_[k] + " " + std::to_string(nets_[k].batches + queues_[k].size()) +
+                    " (" + std::to_string(nets_[k].rows + queued_rows(k)) + " sample rows)";
+        throw Error("the nets were not given the same batches: " + counts +
+                    "; every net needs the same inputs, batch by batch");
+      }
+    if (!accumulator_) throw Error("no batches were added; correlations need at least 2 samples");
+    convergent::Study study;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      study.moments = accumulator_->moments();
+      study.skipped_rows = accumulator_->skipped_rows();
+    }
+    if (study.moments.samples < 2)
+      throw Error(std::to_string(study.moments.samples) + " sample row(s)" +
+                  (study.skipped_rows ? " free of NaN/infinity" : std::string()) + "; correlations need at least 2");
+    std::int64_t offset = 0;
+    for (std::size_t net = 0; net < names_.size(); ++net) {
+      const NetState& s = nets_[net];
+      std::vector<std::int64_t> shape = s.shape;
+      shape[0] = s.inputs;
+      study.nets.push_back({names_[net], "(python)", shape, s.dtype, s.units, offset});
+      offset += s.units;
+    }
+    study.backend = backend_->description();
+    py::gil_scoped_release release;
+    finish_study(*backend_, study, dead_threshold_);
+    return study;
+  }
+
+  py::dict moments() {
+    const convergent::Study s = study();
+    const Moments& m = s.moments;
+    const std::int64_t u = m.units();
+    py::array_t<double> covariance({u, u});
+    double* c = covariance.mutable_data();
+    for (std::int64_t i = 0; i < u; ++i)
+      for (std::int64_t j = 0; j < u; ++j) c[i * u + j] = m.covariance(i, j);
+    py::array_t<double> correlation({u, u});
+    std::copy(s.correlation.data(), s.correlation.data() + u * u, correlation.mutable_data());
+    py::array_t<bool> dead(u);
+    for (std::int64_t i = 0; i < u; ++i) dead.mutable_data()[i] = s.dead[static_cast<std::size_t>(i)];
+    py::dict out;
+    out["samples"] = m.samples;
+    out["skipped_rows"] = s.skipped_rows;
+    out["nets"] = names_;
+    out["units"] = m.net_units;
+    out["mean"] = to_numpy(m.mean);
+    out["std"] = to_numpy(m.stddev());
+    out["min"] = to_numpy(m.min);
+    out["max"] = to_numpy(m.max);
+    out["covariance"] = covariance;
+    out["correlation"] = correlation;
+    out["dead"] = dead;
+    out["backend"] = s.backend;
+    return out;
+  }
+
+  // Everything align writes, into `dir` (created; written under temporary names, renamed when complete).
+  void save(const std::string& dir, const AlignSettings& given, bool report, const std::string& title,
+            std::int64_t max_image_side) {
+    AlignSettings settings = given;
+    settings.threads = threads_;
+    check_align_settings(settings);
+    std::optional<report::ReportOptions> report_options;
+    const std::string layer = report::layer_name_of(dir);
+    if (report) {
+      report::require_vega(report::vega_directory());
+      report_options.emplace();
+      report_options->title = title.empty() ? "convergent report: " + layer : title;
+      report_options->max_image_side = max_image_side;
+    }
+    OutputDir out(dir);
+    const convergent::Study s = study();
+    py::gil_scoped_release release;
+    const AlignResults results = align_study(*backend_, s, settings);
+    nlohmann::json run_settings = align_settings_json(settings);
+    run_settings.update({{"layout", layout_ == Layout::channels_last ? "channels-last" : "channels-first"},
+                         {"batch_rows", piece_rows_},
+                         {"from", "python"},
+                         {"precision", to_string(accumulate_.precision)},
+                         {"skip_nonfinite", accumulate_.skip_nonfinite_rows},
+                         {"dead_threshold", dead_threshold_}});
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    stage_align_outputs(out, s, settings, results, std::nullopt, {},
+                        run_section(version, s.backend, thread_count(threads_), seconds, run_settings), layer,
+                        report_options);
+    out.commit();
+  }
+
+ private:
+  // What the study knows of one net: its first batch's shape and dtype, and what was accumulated.
+  struct NetState {
+    std::vector<std::int64_t> shape;  // of the first batch
+    DType dtype = DType::float32;
+    std::int64_t units = 0, pixels = 1;
+    std::int64_t batches = 0, inputs = 0, rows = 0;  // accumulated so far
+  };
+
+  std::size_t index_of(const std::string& name) const {
+    for (std::size_t k = 0; k < names_.size(); ++k)
+      if (names_[k] == name) return k;
+    std::string known;
+    for (const auto& n : names_) known += (known.empty() ? "" : ", ") + n;
+    throw Error("unknown net '" + name + "'; the study's nets are " + known);
+  }
+
+  std::string what(std::size_t net) const {
+    return "net '" + names_[net] + "' batch " + std::to_string(nets_[net].batches + queues_[net].size());
+  }
+
+  std::int64_t queued_rows(std::size_t net) const {
+    std::int64_t rows = 0;
+    for (const auto& b : queues_[net]) rows += b.block.rows();
+    return rows;
+  }
+
+  void check_usable() const {
+    if (!failure_.empty()) throw Error("the study stopped at an earlier error: " + failure_);
+  }
+
+  // Checks a batch against the net's earlier ones and against the other nets' batches of the same index,
+  // queues it, and accumulates every batch index that all nets now have.
+  void queue(std::size_t net, ArrayBatch batch) {
+    check_usable();
+    NetState& s = nets_[net];
+    const ActivationBlock& b = batch.block;
+    const auto& first = s.shape;
+    if (s.batches + queues_[net].size() > 0) {
+      const bool same = batch.shape.size() == first.size() &&
+                        std::equal(batch.shape.begin() + 1, batch.shape.end(), first.begin() + 1);
+      if (!same || b.dtype != s.dtype)
+        throw Error(what(net) + ": shape " + shape_string(batch.shape) + " " + dtype_name(b.dtype) +
+                    ", but its first batch was " + shape_string(first) + " " + dtype_name(s.dtype) +
+                    "; batches of a net differ in the first axis alone");
+    } else {
+      s.shape = batch.shape;
+      s.dtype = b.dtype;
+      s.units = b.units;
+      s.pixels = b.height * b.width;
+    }
+    // The batch of the same index of each other net that has one must hold the same inputs.
+    const std::size_t index = queues_[net].size();
+    for (std::size_t other = 0; other < names_.size(); ++other) {
+      if (other == net || queues_[other].size() <= index) continue;
+      const ActivationBlock& o = queues_[other][index].block;
+      if (o.rows() != b.rows())
+        throw Error(what(net) + ": " + std::to_string(b.rows()) + " sample rows, but " + names_[other] +
+                    "'s batch of the same index has " + std::to_string(o.rows()) +
+                    "; every net needs the same inputs, batch by batch");
+      const std::int64_t po = o.height * o.width, pb = b.height * b.width;
+      if (po > 1 && pb > 1 && o.images != b.images)
+        throw Error(what(net) + ": " + std::to_string(b.images) + " inputs of " + std::to_string(pb) +
+                    " positions, but " + names_[other] + "'s batch of the same index has " +
+                    std::to_string(o.images) + " inputs of " + std::to_string(po) +
+                    "; its rows would not be the same inputs");
+    }
+    queues_[net].push_back(std::move(batch));
+    for (const auto& q : queues_)
+      if (q.empty()) return;
+    accumulate_front();
+  }
+
+  // Takes the first queued batch of every net and accumulates it with the GIL released, in pieces of at
+  // most max_batch_rows rows (whole inputs of every net).
+  void accumulate_front() {
+    std::vector<ArrayBatch> set;
+    for (auto& q : queues_) {
+      set.push_back(std::move(q.front()));
+      q.pop_front();
+    }
+    for (std::size_t net = 0; net < set.size(); ++net) {
+      nets_[net].batches += 1;
+      nets_[net].inputs += set[net].block.images;
+      nets_[net].rows += set[net].block.rows();
+    }
+    std::int64_t whole = 1;
+    for (const auto& b : set) whole = std::lcm(whole, b.block.height * b.block.width);
+    if (!accumulator_) {
+      std::vector<std::int64_t> units;
+      for (const auto& s : nets_) units.push_back(s.units);
+      const std::int64_t rows =
+          batch_rows_ > 0 ? batch_rows_ : automatic_batch_rows(std::accumulate(units.begin(), units.end(), std::int64_t{0}));
+      piece_rows_ = std::max<std::int64_t>(1, rows / whole) * whole;
+      accumulate_.max_batch_rows = piece_rows_;
+      accumulator_ = backend_->accumulator(units, accumulate_);
+    }
+    const std::int64_t piece = std::max<std::int64_t>(whole, piece_rows_ / whole * whole);
+    const std::int64_t total = set.front().block.rows();
+    std::vector<py::object> owners;
+    for (auto& b : set) owners.push_back(std::move(b.owner));
+    try {
+      py::gil_scoped_release release;
+      std::lock_guard<std::mutex> lock(mutex_);
+      std::vector<ActivationBlock> blocks(set.size());
+      for (std::int64_t row = 0; row < total; row += piece) {
+        const std::int64_t count = std::min(piece, total - row);
+        for (std::size_t net = 0; net < set.size(); ++net) {
+          const ActivationBlock& b = set[net].block;
+          const std::int64_t pixels = b.height * b.width;
+          blocks[net] = b;
+          blocks[net].data = static_cast<const char*>(b.data) + row / pixels * b.image_stride * dtype_size(b.dtype);
+          blocks[net].images = count / pixels;
+        }
+        try {
+          accumulator_->add(blocks);
+        } catch (const NonFiniteValueError& e) {
+          const std::size_t n = static_cast<std::size_t>(e.net());
+          throw Error("net '" + names_[n] + "' batch " + std::to_string(nets_[n].batches - 1) +
+                      ": NaN or infinity at sample row " + std::to_string(row + e.row()) + " of the batch, unit " +
+                      std::to_string(e.unit()) + "; pass skip_nonfinite=True to drop such rows");
+        }
+      }
+      // The accumulator may read a batch until the next add() returns (GPU backends queue the work):
+      // this batch's memory stays alive until then, the previous batch's is let go (with the GIL, below).
+      std::swap(in_flight_, owners);
+    } catch (const std::exception& e) {
+      failure_ = e.what();
+      throw;
+    }
+  }
+
+  std::vector<std::string> names_;
+  Layout layout_;
+  int threads_;
+  double dead_threshold_;
+  std::int64_t batch_rows_;
+  std::int64_t piece_rows_ = 0;
+  std::chrono::steady_clock::time_point start_;  // summary.json's run.seconds: from the study's creation
+  AccumulateOptions accumulate_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<MomentAccumulator> accumulator_;
+  std::vector<NetState> nets_;
+  std::vector<std::deque<ArrayBatch>> queues_;
+  std::vector<py::object> in_flight_;
+  std::mutex mutex_;  // one accumulation at a time: add() from several threads is safe
+  std::string failure_;
+};
+
+}  // namespace
+}  // namespace convergent::python
+
+PYBIND11_MODULE(_core, m) {
+  using namespace convergent;
+  using convergent::python::Study;
+  m.doc() = "convergent's C++ core; use the convergent package";
+  m.attr("__version__") = CONVERGENT_VERSION;
+  py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
+
+  py::class_<AlignSettings>(m, "AlignSettings")
+      .def(py::init<>())
+      .def_readwrite("clusters", &AlignSettings::clusters)
+      .def_readwrite("affinity", &AlignSettings::affinity)
+      .def_readwrite("seed", &AlignSettings::seed)
+      .def_readwrite("analyses", &AlignSettings::analyses)
+      .def_readwrite("lasso_alphas", &AlignSettings::lasso_alphas);
+
+  py::class_<Study>(m, "Study")
+      .def(py::init<std::vector<std::string>, const std::string&, const std::string&, int, double, bool, std::int64_t,
+                    const std::string&>(),
+           py::arg("nets"), py::arg("layout"), py::arg("backend"), py::arg("threads"), py::arg("dead_threshold"),
+           py::arg("skip_nonfinite"), py::arg("batch_rows"), py::arg("precision"))
+      .def_property_readonly("nets", &Study::names)
+      .def_property_readonly("backend", &Study::backend_description)
+      .def("add_numpy", &Study::add_numpy, py::arg("name"), py::arg("array"))
+      .def("add_dlpack", &Study::add_dlpack, py::arg("name"), py::arg("capsule"))
+      .def("pending", &Study::pending)
+      .def("moments", &Study::moments)
+      .def("save", &Study::save, py::arg("dir"), py::arg("settings"), py::arg("report"), py::arg("title"),
+           py::arg("max_image_side"));
+
+  m.def("backends", [] {
+    py::list out;
+    for (const BackendStatus& s : backend_status()) {
+      py::dict d;
+      d["kind"] = to_string(s.kind);
+      d["compiled"] = s.compiled;
+      d["usable"] = s.usable;
+      d["detail"] = s.detail;
+      out.append(d);
+    }
+    return out;
+  });
+}

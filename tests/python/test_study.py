@@ -1,0 +1,355 @@
+"""convergent.Study on numpy arrays and torch tensors: known answers from float64 numpy, the CLI's layout
+rules, the errors, and the outputs of save() against `convergent align` on the same inputs."""
+import json
+import subprocess
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import convergent
+
+# Batch products are float32 after each unit is shifted and scaled (DESIGN.md, numerics): a covariance is
+# good to a few float32 roundings of std_i std_j, so 1e-6 of that scale; means are float64 sums of the
+# inputs, good to 1e-12 of the values' scale.
+COV_RTOL = 1e-6
+MEAN_RTOL = 1e-12
+
+
+def planted(rng, n=600, units=(5, 4), dtype=np.float64):
+    """Two nets sharing a latent signal: B's units are mixtures of A's plus noise, with offsets."""
+    a = rng.standard_normal((n, units[0])) * rng.uniform(0.5, 3, units[0]) + 10.0
+    b = np.maximum(a @ rng.standard_normal((units[0], units[1])), 0) + 0.3 * rng.standard_normal((n, units[1]))
+    return a.astype(dtype), b.astype(dtype)
+
+
+def reference(*nets):
+    """Float64 numpy statistics of the concatenated units (rows = samples)."""
+    x = np.concatenate([np.asarray(n, dtype=np.float64) for n in nets], axis=1)
+    return x.mean(0), x.std(0), np.cov(x.T, bias=True), np.corrcoef(x.T)
+
+
+def check_moments(m, *nets):
+    mean, std, cov, corr = reference(*nets)
+    scale = np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    assert m.samples == len(nets[0])
+    np.testing.assert_allclose(m.mean, mean, rtol=0, atol=MEAN_RTOL * np.abs(mean).max() + 1e-300)
+    np.testing.assert_allclose(m.std, std, rtol=COV_RTOL)
+    assert np.all(np.abs(m.covariance - cov) <= COV_RTOL * scale)
+    np.testing.assert_allclose(m.correlation, corr, rtol=0, atol=COV_RTOL)
+
+
+def add_in_batches(study, nets, batch=128):
+    for k in range(0, len(next(iter(nets.values()))), batch):
+        for name, x in nets.items():
+            study.add(name, x[k:k + batch])
+
+
+def test_moments_of_numpy_batches_equal_float64_numpy():
+    a, b = planted(np.random.default_rng(1))
+    study = convergent.Study(["a", "b"])
+    add_in_batches(study, {"a": a, "b": b}, batch=97)
+    m = study.moments()
+    check_moments(m, a, b)
+    assert m.nets == ["a", "b"] and list(m.units) == [5, 4]
+    assert m.block("correlation", "a", "b").shape == (5, 4)
+    assert not m.dead.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_torch_tensors_give_the_moments_of_their_values(dtype):
+    a, b = planted(np.random.default_rng(2), dtype=dtype)
+    study = convergent.Study(["a", "b"])
+    add_in_batches(study, {"a": torch.from_numpy(a), "b": torch.from_numpy(b)})
+    check_moments(study.moments(), a, b)  # the reference reads the same rounded values, in float64
+
+
+def test_tensors_that_require_grad_are_read():
+    a, b = planted(np.random.default_rng(3), dtype=np.float32)
+    study = convergent.Study(["a", "b"])
+    study.add("a", torch.from_numpy(a).requires_grad_())
+    study.add("b", torch.from_numpy(b) * 1.0)
+    check_moments(study.moments(), a, b)
+
+
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_conv_layouts_follow_the_cli_rules(layout):
+    # 4-D (N, C, H, W) / (N, H, W, C) and 3-D (N, C, L) / (N, L, C): every (input, position) is a sample,
+    # rows ordered input-major, then position; each is compared with a 2-D net of those rows (numpy's
+    # reshape, the independent reference), batch by batch of 7 inputs.
+    rng = np.random.default_rng(4)
+    conv = rng.standard_normal((20, 3, 4, 5))
+    seq = rng.standard_normal((20, 60, 2))  # 60 units at 2 positions
+    last = layout == "channels-last"
+    for x, to_last in [(conv, (0, 2, 3, 1)), (seq, (0, 2, 1))]:
+        rows = x.transpose(to_last).reshape(-1, x.shape[1])
+        positions = len(rows) // len(x)
+        given = x.transpose(to_last).copy() if last else x
+        study = convergent.Study(["conv", "flat"], layout=layout)
+        for k in range(0, 20, 7):
+            study.add("conv", given[k:k + 7])
+            study.add("flat", rows[k * positions:(k + 7) * positions] * 2.0 + 1.0)
+        m = study.moments()
+        check_moments(m, rows, rows * 2.0 + 1.0)
+        assert m.samples == 20 * positions
+
+
+def test_strided_views_are_read_in_place():
+    # Non-contiguous arrays (slices, transposes, Fortran order) are read through their strides, no copy
+    # and no warning; the moments are those of the contiguous copy.
+    rng = np.random.default_rng(5)
+    wide = rng.standard_normal((300, 12))
+    fortran = np.asfortranarray(rng.standard_normal((300, 4)))
+    a, b = wide[:, ::3], fortran
+    assert not a.flags.c_contiguous and not b.flags.c_contiguous
+    study = convergent.Study(["a", "b"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        study.add("a", a)
+        study.add("b", torch.from_numpy(wide).t()[:4].t())  # a strided torch view
+    check_moments(study.moments(), a, wide[:, :4])
+
+
+def test_negative_strides_are_refused():
+    study = convergent.Study(["a", "b"])
+    with pytest.raises(convergent.Error, match="negative strides"):
+        study.add("a", np.ones((4, 3))[::-1])
+
+
+@pytest.mark.parametrize("bad", [np.ones((4, 3), np.int32), np.ones((4, 3), np.complex64),
+                                 torch.ones((4, 3), dtype=torch.bfloat16), torch.ones((4, 3), dtype=torch.int64)])
+def test_wrong_dtype_is_an_error(bad):
+    study = convergent.Study(["a", "b"])
+    with pytest.raises(convergent.Error, match="float16, float32 or float64"):
+        study.add("a", bad)
+
+
+def test_other_things_than_arrays_are_an_error():
+    with pytest.raises(convergent.Error, match="expected a numpy array or a torch tensor"):
+        convergent.Study(["a", "b"]).add("a", [[1.0, 2.0]])
+
+
+def test_a_net_registered_twice_is_an_error():
+    with pytest.raises(convergent.Error, match="net 'a' is registered twice"):
+        convergent.Study(["a", "b", "a"])
+
+
+def test_names_that_would_meet_in_file_names_are_an_error():
+    with pytest.raises(convergent.Error, match="would both write files named"):
+        convergent.Study(["a", "b", "a_b"])
+    with pytest.raises(convergent.Error, match="must use only letters"):
+        convergent.Study(["a/b", "c"])
+
+
+def test_an_unknown_net_is_an_error():
+    with pytest.raises(convergent.Error, match="unknown net 'c'; the study's nets are a, b"):
+        convergent.Study(["a", "b"]).add("c", np.ones((3, 2)))
+
+
+def test_batches_of_different_sizes_are_an_error_and_not_added():
+    a, b = planted(np.random.default_rng(6))
+    study = convergent.Study(["a", "b"])
+    study.add("a", a[:100])
+    with pytest.raises(convergent.Error, match="net 'b' batch 0: 99 sample rows, but a's batch of the same index has 100"):
+        study.add("b", b[:99])
+    study.add("b", b[:100])  # the refused batch left nothing behind
+    check_moments(study.moments(), a[:100], b[:100])
+
+
+def test_nets_with_different_sample_counts_are_an_error_at_moments():
+    a, b = planted(np.random.default_rng(7))
+    study = convergent.Study(["a", "b"])
+    add_in_batches(study, {"a": a, "b": b}, batch=100)
+    study.add("a", a[:50])
+    assert study.pending() == {"a": 1, "b": 0}
+    with pytest.raises(convergent.Error, match=r"not given the same batches: a 7 \(650 sample rows\), b 6 \(600"):
+        study.moments()
+
+
+def test_a_batch_of_another_shape_than_the_first_is_an_error():
+    study = convergent.Study(["a", "b"])
+    study.add("a", np.ones((4, 3)))
+    with pytest.raises(convergent.Error, match=r"shape \(4, 5\) float64, but its first batch was \(4, 3\) float64"):
+        study.add("a", np.ones((4, 5)))
+    with pytest.raises(convergent.Error, match="float32, but its first batch was"):
+        study.add("a", np.ones((4, 3), np.float32))
+
+
+def test_non_finite_values_are_an_error_or_skipped():
+    a, b = planted(np.random.default_rng(8))
+    a = a.copy()
+    a[130, 2] = np.nan
+    study = convergent.Study(["a", "b"])
+    study.add("a", a[:100])
+    study.add("b", b[:100])
+    study.add("a", a[100:])
+    with pytest.raises(convergent.Error, match="net 'a' batch 1: NaN or infinity at sample row 30 of the batch, unit 2"):
+        study.add("b", b[100:])
+    with pytest.raises(convergent.Error, match="stopped at an earlier error"):
+        study.moments()
+    study = convergent.Study(["a", "b"], skip_nonfinite=True)
+    add_in_batches(study, {"a": a, "b": b}, batch=100)
+    m = study.moments()
+    keep = np.isfinite(a).all(1)
+    assert m.skipped_rows == 1
+    check_moments(m, a[keep], b[keep])
+
+
+def test_cuda_tensors_are_refused_until_read_in_place():
+    if not torch.cuda.is_available():
+        # The refusal is in the DLPack reader (kDLCUDA); without a device it cannot be reached: the path
+        # is covered by GPU machines only.
+        assert convergent.Study(["a", "b"]).backend.startswith("cpu")
+        return
+    study = convergent.Study(["a", "b"])
+    with pytest.raises(convergent.Error, match="CUDA tensor"):
+        study.add("a", torch.ones((4, 3), device="cuda"))
+
+
+def test_dead_units_have_zero_correlation():
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((200, 3))
+    a[:, 1] = 4.0
+    study = convergent.Study(["a", "b"])
+    study.add("a", a)
+    study.add("b", rng.standard_normal((200, 2)))
+    m = study.moments()
+    assert list(m.dead) == [False, True, False, False, False]
+    assert np.all(m.correlation[1] == 0) and np.all(m.correlation[:, 1] == 0)
+
+
+def test_the_gil_is_released_during_accumulation():
+    # While one thread is inside add(), another runs Python: its counter moves during the call. With the
+    # GIL held for the whole call it could not move at all, so this fails whatever the machine's speed;
+    # a few tries cover a scheduler that happens not to run the other thread during one call.
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal((20000, 256)).astype(np.float32)
+    b = rng.standard_normal((20000, 256)).astype(np.float32)
+    counter, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            counter[0] += 1
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    moved = []
+    try:
+        for _ in range(10):
+            study = convergent.Study(["a", "b"], threads=1)
+            study.add("a", a)
+            before = counter[0]
+            study.add("b", b)  # this call accumulates both
+            moved.append(counter[0] - before)
+            if moved[-1] > 0:
+                break
+    finally:
+        stop.set()
+        spinner.join()
+    assert moved[-1] > 0, f"no Python ran during accumulation in {len(moved)} tries: the GIL is held"
+
+
+def test_two_threads_adding_to_one_study_give_every_batch():
+    rng = np.random.default_rng(11)
+    a, b = planted(rng, n=4000)
+    study = convergent.Study(["a", "b"])
+    lock = threading.Lock()
+    chunks = iter(range(0, 4000, 100))
+
+    def work():
+        while True:
+            with lock:  # a batch's two nets must be added in the same order as the other's
+                k = next(chunks, None)
+                if k is None:
+                    return
+                study.add("a", a[k:k + 100])
+                study.add("b", b[k:k + 100])
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check_moments(study.moments(), a, b)
+
+
+def run_cli(cli, args):
+    done = subprocess.run([cli, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_save_writes_what_the_cli_writes_on_the_same_inputs(cli, tmp_path, layout):
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((40, 6, 3, 3)).astype(np.float32)
+    b = (np.maximum(np.einsum("nchw,cd->ndhw", a, rng.standard_normal((6, 5))), 0) +
+         0.2 * rng.standard_normal((40, 5, 3, 3))).astype(np.float32)
+    if layout == "channels-last":
+        a, b = a.transpose(0, 2, 3, 1).copy(), b.transpose(0, 2, 3, 1).copy()
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    options = ["--clusters", "2", "--seed", "3"]
+    run_cli(cli, ["align", f"a={tmp_path / 'a.npy'}", f"b={tmp_path / 'b.npy'}", "--out", str(tmp_path / "cli"),
+                  "--layout", layout, "--backend", "cpu", *options, "--analyses",
+                  "sparse_prediction,reliability,mean_distributions,linear_cka,cca,svcca,pwcca,procrustes"])
+    study = convergent.Study(["a", "b"], layout=layout)
+    add_in_batches(study, {"a": a, "b": torch.from_numpy(b)}, batch=9)
+    study.save(tmp_path / "py", clusters=2, seed=3)
+    cli_out, py_out = tmp_path / "cli", tmp_path / "py"
+    names = sorted(p.name for p in cli_out.iterdir())
+    assert names == sorted(p.name for p in py_out.iterdir())
+    # The batches differ (9 inputs here, the CLI's own there), so statistics agree to float32 rounding of
+    # the products (COV_RTOL); what follows from them (matchings, clusters) is the same.
+    for name in names:
+        if name.endswith(".npy"):
+            np.testing.assert_allclose(np.load(py_out / name), np.load(cli_out / name), rtol=0, atol=1e-5)
+        elif name.endswith(".csv") and not name.startswith("sparse"):
+            assert (py_out / name).read_text().splitlines()[0] == (cli_out / name).read_text().splitlines()[0]
+    cli_summary = json.loads((cli_out / "summary.json").read_text())
+    py_summary = json.loads((py_out / "summary.json").read_text())
+    assert set(cli_summary) == set(py_summary)
+    assert py_summary["samples"] == cli_summary["samples"] == 40 * 9
+    for net_py, net_cli in zip(py_summary["nets"], cli_summary["nets"]):
+        assert net_py["shape"] == net_cli["shape"] and net_py["dtype"] == net_cli["dtype"]
+        assert net_py["path"] == "(python)"
+        np.testing.assert_allclose(net_py["mean"], net_cli["mean"], rtol=1e-12)
+        np.testing.assert_allclose(net_py["std"], net_cli["std"], rtol=COV_RTOL)
+    for p_py, p_cli in zip(py_summary["pairs"], cli_summary["pairs"]):
+        assert p_py["matching"]["pairs"] == p_cli["matching"]["pairs"]
+        assert abs(p_py["matching"]["mean_corr"] - p_cli["matching"]["mean_corr"]) < 1e-6
+        assert abs(p_py["semi_matching"]["mean_corr"] - p_cli["semi_matching"]["mean_corr"]) < 1e-6
+    for name in ["matching_a_b.csv", "semi_a_b.csv", "clusters.csv"]:
+        py_rows = [r.split(",")[:2] for r in (py_out / name).read_text().splitlines()]
+        cli_rows = [r.split(",")[:2] for r in (cli_out / name).read_text().splitlines()]
+        assert py_rows == cli_rows, name
+    assert py_summary["spectral"]["k"] == cli_summary["spectral"]["k"] == 2
+    assert abs(py_summary["linear_cka"][0]["value"] - cli_summary["linear_cka"][0]["value"]) < 1e-6
+
+
+def test_analyse_returns_what_save_writes(tmp_path):
+    a, b = planted(np.random.default_rng(13))
+    study = convergent.Study(["a", "b"])
+    add_in_batches(study, {"a": a, "b": b})
+    results = study.analyse(clusters="none", analyses="linear_cka,reliability")
+    study.save(tmp_path / "out", clusters="none", analyses="linear_cka,reliability", report=False)
+    assert results.summary == json.loads((tmp_path / "out" / "summary.json").read_text())
+    np.testing.assert_array_equal(results.arrays["corr_a_b"], np.load(tmp_path / "out" / "corr_a_b.npy"))
+    _, _, _, corr = reference(a, b)
+    np.testing.assert_allclose(results.arrays["corr_a_b"], corr[:5, 5:], atol=COV_RTOL)
+    matching = results.tables["matching_a_b"]
+    assert list(matching) == ["unit_a", "unit_b", "corr"] and len(matching["unit_a"]) == 4
+    assert "linear_cka" in results.summary and "sparse_prediction" not in results.summary
+
+
+def test_bad_analysis_options_are_errors_before_any_work(tmp_path):
+    study = convergent.Study(["a", "b"])
+    with pytest.raises(convergent.Error, match="mutual_information"):
+        study.save(tmp_path / "x", analyses="mutual_information")
+    with pytest.raises(convergent.Error, match="--clusters 'three'"):
+        study.save(tmp_path / "x", clusters="three")
+    with pytest.raises(convergent.Error, match="no batches were added"):
+        study.save(tmp_path / "x", report=False)
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
