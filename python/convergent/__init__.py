@@ -25,13 +25,25 @@ import numpy as np
 from ._core import Error, __version__
 from . import _core
 
-__all__ = ["Error", "Moments", "Results", "Study", "backends", "__version__"]
+__all__ = ["Error", "Moments", "Results", "Study", "backends", "study_table", "__version__"]
 
 
 def backends():
     """The compiled backends: a list of dicts with ``kind`` ('cpu', 'cuda'), ``compiled``, ``usable`` and
     ``detail`` (device name, or why it is not usable)."""
     return _core.backends()
+
+
+def study_table(layers):
+    """The paper's table (Li et al. 2016, table 1 and figure 3's figures) over saved layers, as text, as
+    ``convergent report`` prints it: per layer the mean correlation of semi-matched and one-to-one matched
+    units for the first pair of same-size nets and over all such pairs, the share of identical
+    assignments, linear CKA and the share of units in mixed clusters. ``layers``: {layer name: directory
+    written by ``Study.save``} (in order), or a list of directories (named by their last component).
+    Raises ``Error`` for a directory that holds no align outputs."""
+    if isinstance(layers, dict):
+        layers = [f"{name}={os.fspath(d)}" for name, d in layers.items()]
+    return _core.study_table([os.fspath(d) for d in layers])
 
 
 class Moments:
@@ -113,7 +125,8 @@ class Study:
     meet, such as 'a_b' beside the pair 'a', 'b', are refused). ``layout``: where the units sit in 3-D
     and 4-D activations, ``'channels-first'`` ((N, C, L), (N, C, H, W)) or ``'channels-last'`` ((N, L, C)
     as transformer tokens, (N, H, W, C)); every (input, position) is one sample of the C units, as in the
-    CLI. ``backend``: 'auto' (CUDA when a device is usable, else the CPU), 'cpu' or 'cuda'. ``threads``: CPU threads (0: all cores).
+    CLI. ``backend``: 'auto' (CUDA when a device is usable, else the CPU), 'cpu' or 'cuda'. ``threads``:
+    CPU threads (0: all cores).
     ``dead_threshold``: a unit is dead when constant or when its std is at most this share of its range.
     ``skip_nonfinite``: drop sample rows holding a NaN or infinity instead of raising. ``batch_rows``:
     rows per accumulation step (0: about 64 MiB of float32). ``precision``: 'fp32' (default), or the

@@ -15,6 +15,7 @@
 #include "convergent/convergent.hpp"
 #include "cpu/parallel.hpp"
 #include "dlpack_block.hpp"
+#include "report/study_table.hpp"
 #include "report/vega_bundle.hpp"
 
 namespace py = pybind11;
@@ -380,6 +381,10 @@ PYBIND11_MODULE(_core, m) {
       .def("moments", &Study::moments)
       .def("save", &Study::save, py::arg("dir"), py::arg("settings"), py::arg("report"), py::arg("title"),
            py::arg("max_image_side"));
+
+  m.def("study_table", [](const std::vector<std::string>& layers) {
+    return report::format_study_table(report::study_table(report::load_study(layers)));
+  }, py::arg("layers"));
 
   m.def("backends", [] {
     py::list out;
