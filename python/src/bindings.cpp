@@ -137,6 +137,7 @@ class Study {
     }
     study.backend = backend_->description();
     py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);  // the backend is not shared between threads
     finish_study(*backend_, study, dead_threshold_);
     return study;
   }
@@ -186,6 +187,7 @@ class Study {
     OutputDir out(dir);
     const convergent::Study s = study();
     py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(mutex_);
     const AlignResults results = align_study(*backend_, s, settings);
     nlohmann::json run_settings = align_settings_json(settings);
     run_settings.update({{"layout", layout_ == Layout::channels_last ? "channels-last" : "channels-first"},
@@ -302,6 +304,8 @@ class Study {
     const std::int64_t total = set.front().block.rows();
     std::vector<py::object> owners;
     for (auto& b : set) owners.push_back(std::move(b.owner));
+    std::vector<std::int64_t> batch_index;  // read here, with the GIL: another thread may queue meanwhile
+    for (const NetState& n : nets_) batch_index.push_back(n.batches - 1);
     try {
       py::gil_scoped_release release;
       std::lock_guard<std::mutex> lock(mutex_);
@@ -319,7 +323,7 @@ class Study {
           accumulator_->add(blocks);
         } catch (const NonFiniteValueError& e) {
           const std::size_t n = static_cast<std::size_t>(e.net());
-          throw Error("net '" + names_[n] + "' batch " + std::to_string(nets_[n].batches - 1) +
+          throw Error("net '" + names_[n] + "' batch " + std::to_string(batch_index[n]) +
                       ": NaN or infinity at sample row " + std::to_string(row + e.row()) + " of the batch, unit " +
                       std::to_string(e.unit()) + "; pass skip_nonfinite=True to drop such rows");
         }
@@ -346,7 +350,7 @@ class Study {
   std::vector<NetState> nets_;
   std::vector<std::deque<ArrayBatch>> queues_;
   std::vector<py::object> in_flight_;
-  std::mutex mutex_;  // one accumulation at a time: add() from several threads is safe
+  std::mutex mutex_;  // the backend and accumulator, used with the GIL released: one thread at a time
   std::string failure_;
 };
 
