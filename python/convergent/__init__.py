@@ -180,13 +180,15 @@ class Study:
         return Moments(self._core.moments())
 
     def save(self, directory, clusters="auto", affinity="abs", seed=0, analyses="all",
-             lasso_alpha="0.001,0.01,0.03,0.1,0.3", report=True, title="", max_image_side=512):
+             lasso_alpha="0.001,0.01,0.03,0.1,0.3", save_matrices="all", matrix_dtype="float64", report=True,
+             title="", max_image_side=512):
         """Writes what ``convergent align --out DIRECTORY`` writes (summary.json, the CSV tables, the .npy
         matrices, report.html unless ``report=False``), under temporary names renamed when all is
         written. The options are align's: ``clusters`` (a number, 'auto' or 'none'), ``affinity`` ('abs',
         'positive', 'shifted'), ``seed``, ``analyses`` ('all', 'none' or a comma-separated list of
         sparse_prediction, reliability, mean_distributions, linear_cka, cca, svcca, pwcca, procrustes),
-        ``lasso_alpha`` (comma-separated penalties). Mutual information needs a second pass over the
+        ``lasso_alpha`` (comma-separated penalties), ``save_matrices`` ('all'; 'pairs': only the between-net
+        blocks; 'none': summary.json and the CSV tables only), ``matrix_dtype`` ('float64', 'float32'). Mutual information needs a second pass over the
         activations and is not available here (use the CLI on saved activations). The nets' ``path`` in
         summary.json is '(python)', their ``shape`` the first batch's with all inputs counted. Raises
         ``Error`` for bad options, an unwritable directory, missing Vega for the report (Debian's
@@ -198,6 +200,8 @@ class Study:
         settings.seed = seed
         settings.analyses = analyses
         settings.lasso_alphas = lasso_alpha if isinstance(lasso_alpha, str) else ",".join(map(repr, lasso_alpha))
+        settings.save_matrices = save_matrices
+        settings.matrix_dtype = matrix_dtype
         self._core.save(os.fspath(directory), settings, report, title, max_image_side)
 
     def analyse(self, **options):

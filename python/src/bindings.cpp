@@ -370,7 +370,9 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("affinity", &AlignSettings::affinity)
       .def_readwrite("seed", &AlignSettings::seed)
       .def_readwrite("analyses", &AlignSettings::analyses)
-      .def_readwrite("lasso_alphas", &AlignSettings::lasso_alphas);
+      .def_readwrite("lasso_alphas", &AlignSettings::lasso_alphas)
+      .def_readwrite("save_matrices", &AlignSettings::save_matrices)
+      .def_readwrite("matrix_dtype", &AlignSettings::matrix_dtype);
 
   py::class_<Study>(m, "Study")
       .def(py::init<std::vector<std::string>, const std::string&, const std::string&, int, double, bool, std::int64_t,

@@ -347,6 +347,35 @@ def test_analyse_returns_what_save_writes(tmp_path):
     assert "linear_cka" in results.summary and "sparse_prediction" not in results.summary
 
 
+def test_save_honours_the_matrix_options_as_the_cli_does(cli, tmp_path):
+    a, b = planted(np.random.default_rng(14), n=300)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    options = ["--clusters", "none", "--analyses", "linear_cka", "--no-report", "--save-matrices", "pairs",
+               "--matrix-dtype", "float32"]
+    run_cli(cli, ["align", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--out", str(tmp_path / "cli"),
+                  "--backend", "cpu", *options])
+    study = convergent.Study(["a", "b"])
+    add_in_batches(study, {"a": a, "b": b})
+    study.save(tmp_path / "py", clusters="none", analyses="linear_cka", report=False, save_matrices="pairs",
+               matrix_dtype="float32")
+    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "py").iterdir())
+    assert [n for n in names if n.endswith(".npy")] == ["corr_a_b.npy"]  # no per-net matrices with 'pairs'
+    corr = np.load(tmp_path / "py" / "corr_a_b.npy")
+    assert corr.dtype == np.float32
+    # float32 storage rounds to 2^-24 relative; the statistics themselves agree to COV_RTOL.
+    np.testing.assert_allclose(corr, np.load(tmp_path / "cli" / "corr_a_b.npy"), rtol=0, atol=COV_RTOL)
+    np.testing.assert_allclose(corr, reference(a, b)[3][:5, 5:], rtol=0, atol=COV_RTOL)
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("py", "cli")]
+    assert summaries[0]["matrices"] == summaries[1]["matrices"]
+    with pytest.raises(convergent.Error, match="float16"):
+        study.save(tmp_path / "bad", matrix_dtype="float16")
+    with pytest.raises(convergent.Error, match="some"):
+        study.save(tmp_path / "bad", save_matrices="some")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_analysis_options_are_errors_before_any_work(tmp_path):
     study = convergent.Study(["a", "b"])
     with pytest.raises(convergent.Error, match="mutual_information"):
