@@ -40,6 +40,30 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_
   return sign_changes;
 }
 
+// The sequential part of one block of a batched sweep (batch_descent) for one target: coordinate descent
+// over the `width` predictors of the block, from w and the block's gradient g (both packed, the block's
+// gram rows `stride` apart), updating only a scratch copy of g within the block (the rest, and the block
+// itself, gets every delta at once by the caller's matrix product). Writes the weight changes to delta
+// and returns how many weights changed sign.
+__attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_block_sweep(
+    const double* __restrict__ r, std::int64_t stride, double* __restrict__ w, const double* __restrict__ g,
+    double* __restrict__ delta, std::int64_t width, double alpha, double* __restrict__ scratch) {
+  for (std::int64_t a = 0; a < width; ++a) scratch[a] = g[a];
+  std::int64_t sign_changes = 0;
+  for (std::int64_t a = 0; a < width; ++a) {
+    const double old = w[a];
+    const double z = scratch[a] + old;
+    const double updated = z > alpha ? z - alpha : (z < -alpha ? z + alpha : 0.0);
+    delta[a] = updated - old;
+    if (updated == old) continue;
+    sign_changes += (updated > 0.0) != (old > 0.0) || (updated < 0.0) != (old < 0.0);
+    w[a] = updated;
+    const double* row = r + a * stride;
+    for (std::int64_t b = a + 1; b < width; ++b) scratch[b] -= delta[a] * row[b];
+  }
+  return sign_changes;
+}
+
 // out += sum over r of coef[r] x row rows[r] of m (cols wide): the gradient refreshes and the Schur
 // products of the active-set solves, as contiguous row updates the clones vectorise.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void add_rows(
@@ -83,6 +107,16 @@ Gap duality_gap(double wc, double wg, double l1, double dual_norm, double alpha)
   return {rho, objective, std::max(0.0, 0.5 * rho * (1.0 + s * s) + alpha * l1 - s * (1.0 - wc))};
 }
 
+// The duality gap over the whole problem from dense p-vectors c, w and g = c - R w.
+Gap dense_gap(const double* c, const double* w, const double* g, std::int64_t p, double alpha) {
+  double wc = 0.0, wg = 0.0, l1 = 0.0, dual_norm = 0.0;
+  for (std::int64_t j = 0; j < p; ++j) {
+    if (w[j] != 0.0) wc += w[j] * c[j], wg += w[j] * g[j], l1 += std::abs(w[j]);
+    dual_norm = std::max(dual_norm, std::abs(g[j]));
+  }
+  return duality_gap(wc, wg, l1, dual_norm, alpha);
+}
+
 // The inverse of the gram matrix, for the Schur-complement solves of dense supports (TargetSolver::
 // solve_on): empty when the gram is not numerically positive definite (Cholesky fails), and then every
 // solve factors its own block.
@@ -104,6 +138,94 @@ constexpr std::int64_t settled_fraction = 64, min_sweeps_before_solve = 3;
 // Per fit: at most this many active-set phases (each of at most LassoOptions::active_set_solves solves).
 constexpr int max_active_set_phases = 3;
 
+// The weights and gradients of every target along the path (targets x predictors), carried from one
+// alpha to the next, and what the batched descent (batch_descent) left for each target's own solver.
+struct PathState {
+  Matrix w, g;
+  std::vector<double> previous_alpha;
+  std::vector<std::int64_t> sweeps;  // batched sweeps made at the current alpha
+  std::vector<char> settled;         // the batched descent ended by the gap or settled signs
+};
+
+// Targets swept together by batch_descent: fixed chunks of this many (never split by thread, so the bits
+// do not depend on the thread count), coordinates in blocks of this many, at most this many sweeps.
+constexpr std::int64_t chunk_targets = 32, block_predictors = 64, max_batch_sweeps = 100;
+
+// Coordinate descent over every predictor for a chunk of targets [first, first + count) at once, for the
+// targets whose strong-rule working set is at least half the predictors (near the dense end of the path
+// it is all of them, and one target's sweep streams the whole gram). The same cyclic sweep as
+// TargetSolver's, blocked: within a block of 64 predictors each target updates its weights in order
+// (lasso_block_sweep), then all the targets' gradients take the block's weight changes in one matrix
+// product, -= delta (targets x 64) R (64 x p), so the gram is read once per block for the whole chunk
+// and the work runs at level-3 BLAS speed. A target leaves once its duality gap (from this drifting
+// gradient) is below half the tolerance, or its signs settle as TargetSolver::sweep_working_set judges
+// them; its own solver then goes on from there (active-set phases, the full gap), with the gradient
+// recomputed exactly here, g = c - W R, for every member, again as one product.
+void batch_descent(MatrixView<const double> gram, MatrixView<const double> target_corr, double alpha,
+                   const LassoOptions& options, std::int64_t first, std::int64_t count, PathState& state) {
+  const std::int64_t p = gram.rows;
+  std::vector<std::int64_t> members;
+  for (std::int64_t t = first; t < first + count; ++t) {
+    state.sweeps[t] = 0, state.settled[t] = 0;
+    const double strong = 2.0 * alpha - state.previous_alpha[t];
+    const double* w = state.w.data() + t * p;
+    const double* g = state.g.data() + t * p;
+    std::int64_t kept = 0;
+    for (std::int64_t j = 0; j < p; ++j) kept += w[j] != 0.0 || std::abs(g[j]) > strong;
+    if (2 * kept >= p) members.push_back(t);
+  }
+  const std::int64_t budget = std::min(max_batch_sweeps, options.max_sweeps - 1);
+  if (members.empty() || budget < 1) return;
+  auto n = static_cast<std::int64_t>(members.size());
+  std::vector<std::int64_t> rows = members;  // the target in each packed row
+  std::vector<double> w(static_cast<std::size_t>(n * p)), g(w.size()), delta(static_cast<std::size_t>(n * block_predictors)),
+      scratch(static_cast<std::size_t>(block_predictors));
+  std::vector<std::int64_t> sign_changes(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::copy(state.w.data() + rows[i] * p, state.w.data() + (rows[i] + 1) * p, w.data() + i * p);
+    std::copy(state.g.data() + rows[i] * p, state.g.data() + (rows[i] + 1) * p, g.data() + i * p);
+  }
+  for (std::int64_t sweep = 1; n > 0 && sweep <= budget; ++sweep) {
+    std::fill(sign_changes.begin(), sign_changes.end(), 0);
+    for (std::int64_t a0 = 0; a0 < p; a0 += block_predictors) {
+      const std::int64_t width = std::min(block_predictors, p - a0);
+      for (std::int64_t i = 0; i < n; ++i)
+        sign_changes[i] += detail::lasso_block_sweep(gram.row(a0) + a0, gram.stride, w.data() + i * p + a0,
+                                                     g.data() + i * p + a0, delta.data() + i * block_predictors, width,
+                                                     alpha, scratch.data());
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p),
+                  static_cast<int>(width), -1.0, delta.data(), static_cast<int>(block_predictors), gram.row(a0),
+                  static_cast<int>(gram.stride), 1.0, g.data(), static_cast<int>(p));
+    }
+    for (std::int64_t i = n - 1; i >= 0; --i) {  // leavers: the last packed row (already judged) takes their place
+      const Gap gap = dense_gap(target_corr.row(rows[i]), w.data() + i * p, g.data() + i * p, p, alpha);
+      const bool settled = gap.gap <= 0.5 * options.tolerance * gap.objective ||
+                           (options.active_set_solves > 0 && sweep >= min_sweeps_before_solve &&
+                            sign_changes[i] <= p / settled_fraction);
+      if (!settled && sweep < budget) continue;
+      std::copy(w.data() + i * p, w.data() + (i + 1) * p, state.w.data() + rows[i] * p);
+      state.sweeps[rows[i]] = sweep, state.settled[rows[i]] = settled;
+
+      --n;
+      if (i != n) {
+        std::copy(w.data() + n * p, w.data() + (n + 1) * p, w.data() + i * p);
+        std::copy(g.data() + n * p, g.data() + (n + 1) * p, g.data() + i * p);
+        rows[i] = rows[n], sign_changes[i] = sign_changes[n];
+      }
+    }
+  }
+  n = static_cast<std::int64_t>(members.size());
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::copy(state.w.data() + members[i] * p, state.w.data() + (members[i] + 1) * p, w.data() + i * p);
+    std::copy(target_corr.row(members[i]), target_corr.row(members[i]) + p, g.data() + i * p);
+  }
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p), static_cast<int>(p),
+              -1.0, w.data(), static_cast<int>(p), gram.data, static_cast<int>(gram.stride), 1.0, g.data(),
+              static_cast<int>(p));  // R symmetric: W R = W R^T
+  for (std::int64_t i = 0; i < n; ++i)
+    std::copy(g.data() + i * p, g.data() + (i + 1) * p, state.g.data() + members[i] * p);
+}
+
 // One target's path. Dense w and g = c - R w over all predictors. Coordinate descent runs on the gram
 // restricted to the working set (a packed copy unless the set is every predictor; a sweep costs
 // |working set|^2, not p |working set|); once its signs settle, an active-set phase solves the optimality
@@ -116,23 +238,25 @@ class TargetSolver {
       : gram_(gram), inverse_(inverse), options_(options), p_(gram.rows), w_(static_cast<std::size_t>(p_)),
         g_(w_.size()), in_set_(w_.size()) {}
 
-  // Fits of one target for every alpha in `order` (indices into options.alphas, descending alpha).
-  void solve(const double* c, const std::vector<std::size_t>& order, std::vector<LassoFit*> out) {
+  // The fit of target `target` at alpha, from the state the previous alpha and batch_descent left (its
+  // row of state.w and state.g, updated).
+  LassoFit solve(const double* c, double alpha, std::int64_t target, PathState& state) {
     c_ = c;
-    factor_order_.clear();  // each target starts from a fresh factor: its bits do not depend on the order
-    std::fill(w_.begin(), w_.end(), 0.0);
-    std::copy(c, c + p_, g_.begin());
-    double previous = 0.0;  // the path starts at alpha_max = max |c_j|, where w = 0
-    for (std::int64_t j = 0; j < p_; ++j) previous = std::max(previous, std::abs(c[j]));
-    for (std::size_t k = 0; k < order.size(); ++k) {
-      const double alpha = options_.alphas[order[k]];
-      *out[k] = fit(alpha, previous);
-      previous = alpha;
-    }
+    factor_order_.clear();  // each fit starts from a fresh factor: its bits do not depend on the order
+    double* w = state.w.data() + target * p_;
+    double* g = state.g.data() + target * p_;
+    std::copy(w, w + p_, w_.begin());
+    std::copy(g, g + p_, g_.begin());
+    LassoFit result = fit(alpha, state.previous_alpha[target], state.sweeps[target], state.settled[target] != 0);
+    std::copy(w_.begin(), w_.end(), w);
+    std::copy(g_.begin(), g_.end(), g);
+    return result;
   }
 
  private:
-  LassoFit fit(double alpha, double previous_alpha) {
+  // `sweeps` made by batch_descent before; when `settled`, w and g are its settled point (g exact), and
+  // the fit starts with the full gap and an active-set phase instead of sweeping first.
+  LassoFit fit(double alpha, double previous_alpha, std::int64_t sweeps, bool settled) {
     // Working set: the current non-zeros and the predictors the sequential strong rule keeps
     // (|g_j| > 2 alpha - alpha_previous); the KKT check below adds any it wrongly left out.
     const double strong = 2.0 * alpha - previous_alpha;
@@ -141,14 +265,17 @@ class TargetSolver {
     for (std::int64_t j = 0; j < p_; ++j)
       if (w_[j] != 0.0 || std::abs(g_[j]) > strong) add(j);
     LassoFit result;
+    result.sweeps = sweeps;
     double target = 0.5 * options_.tolerance;  // the working-set gap aimed at, below the full one
     int phases = 0;
     Gap full{};
-    for (;;) {
-      pack();
+    for (bool sweep = !settled;; sweep = true) {
       const bool hand_over = phases < max_active_set_phases && options_.active_set_solves > 0;
-      result.sweeps += sweep_working_set(alpha, target, options_.max_sweeps - result.sweeps, hand_over);
-      unpack_and_refresh_gradient();
+      if (sweep) {
+        pack();
+        result.sweeps += sweep_working_set(alpha, target, options_.max_sweeps - result.sweeps, hand_over);
+        unpack_and_refresh_gradient();
+      }
       full = dense_gap(w_, g_, alpha);
       if (full.gap <= options_.tolerance * full.objective) break;
       if (hand_over && result.sweeps < options_.max_sweeps) {
@@ -449,12 +576,7 @@ class TargetSolver {
 
   // The duality gap over the whole problem from a dense w and its gradient g.
   Gap dense_gap(const std::vector<double>& w, const std::vector<double>& g, double alpha) const {
-    double wc = 0.0, wg = 0.0, l1 = 0.0, dual_norm = 0.0;
-    for (std::int64_t j = 0; j < p_; ++j) {
-      if (w[j] != 0.0) wc += w[j] * c_[j], wg += w[j] * g[j], l1 += std::abs(w[j]);
-      dual_norm = std::max(dual_norm, std::abs(g[j]));
-    }
-    return duality_gap(wc, wg, l1, dual_norm, alpha);
+    return convergent::dense_gap(c_, w.data(), g.data(), p_, alpha);
   }
 
   // The duality gap of the working-set problem (packed ws_, gs_).
@@ -539,15 +661,28 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
   // contend, and one thread makes each factorisation's bits independent of the thread count.
   const OneOpenBlasThread one_openblas_thread;
   const Matrix inverse = gram_inverse(gram);
-  // One solver (and its buffers) per worker; worker t takes targets t, t + threads, ...
-  parallel_for(threads, threads, [&](std::int64_t worker) {
-    TargetSolver solver(gram, inverse, options);
-    std::vector<LassoFit*> out(order.size());
-    for (std::int64_t b = worker; b < targets; b += threads) {
-      for (std::size_t k = 0; k < order.size(); ++k) out[k] = &fits[order[k]][static_cast<std::size_t>(b)];
-      solver.solve(target_corr.row(b), order, out);
-    }
-  });
+  const std::int64_t p = gram.rows;
+  PathState state{Matrix(targets, p), Matrix(targets, p), std::vector<double>(static_cast<std::size_t>(targets), 0.0),
+                  std::vector<std::int64_t>(static_cast<std::size_t>(targets)), std::vector<char>(static_cast<std::size_t>(targets))};
+  for (std::int64_t b = 0; b < targets; ++b) {  // the path starts at alpha_max = max |c_j|, where w = 0
+    std::copy(target_corr.row(b), target_corr.row(b) + p, state.g.data() + b * p);
+    for (std::int64_t j = 0; j < p; ++j) state.previous_alpha[b] = std::max(state.previous_alpha[b], std::abs(target_corr(b, j)));
+  }
+  const std::int64_t chunks = (targets + chunk_targets - 1) / chunk_targets;
+  for (const std::size_t k : order) {
+    const double alpha = options.alphas[k];
+    parallel_for(chunks, threads, [&](std::int64_t chunk) {
+      const std::int64_t first = chunk * chunk_targets;
+      batch_descent(gram, target_corr, alpha, options, first, std::min(chunk_targets, targets - first), state);
+    });
+    // One solver (and its buffers) per worker; worker t takes targets t, t + threads, ...
+    parallel_for(threads, threads, [&](std::int64_t worker) {
+      TargetSolver solver(gram, inverse, options);
+      for (std::int64_t b = worker; b < targets; b += threads)
+        fits[k][static_cast<std::size_t>(b)] = solver.solve(target_corr.row(b), alpha, b, state);
+    });
+    std::fill(state.previous_alpha.begin(), state.previous_alpha.end(), alpha);
+  }
   return fits;
 }
 

@@ -47,7 +47,9 @@ struct LassoFit {
 // Lasso in covariance form on standardised units: for every target b and penalty alpha, minimises over w
 //   1/2 E[(z_b - w . z_a)^2] + alpha ||w||_1 = 1/2 (1 - 2 w . c_b + w^T R w) + alpha ||w||_1,
 // which is scikit-learn's Lasso(alpha, fit_intercept=False) on z-scored data (DESIGN.md). Cyclic
-// coordinate descent on the gram matrix, working sets from the sequential strong rule, every exclusion
+// coordinate descent on the gram matrix, working sets from the sequential strong rule (targets whose set
+// is at least half the predictors are swept together, 32 at a time, the gradient updates of each block
+// of 64 predictors as one matrix product, until their signs settle), every exclusion
 // checked against the KKT conditions of the full problem before the duality gap (scikit-learn's, in
 // covariance form) is accepted. Once the signs of the descent settle, an active-set phase (primal-dual
 // active set, Ito and Kunisch 2008) guesses the support and signs from w + g and solves the optimality
