@@ -7,7 +7,8 @@
 //             pinned staging[s] (the file's own bytes: dense blocks copied, others gathered row by row)
 //             and queue each piece's copy staging[s] -> raw[s] on copy_ as soon as it is filled (after
 //             copy_ waits packed[s]), so that the host copy and the host-to-device copy overlap;
-//                                                                                   record copied[s]
+//             blocks already in this device's memory (a CUDA tensor) are not staged: the kernels
+//             below read them in place;                                             record copied[s]
 //   pack_:    wait copied[s], done[s]; flag non-finite rows of raw[s], count kept rows (-> pinned
 //             counters);                                                            record scanned[s]
 //   host:     unless skipping rows, wait scanned[s] and throw on a non-finite value
@@ -168,6 +169,8 @@ class CudaAccumulator final : public MomentAccumulator {
     cudaStreamSynchronize(compute_.handle());
   }
 
+  int device() const override { return device_; }
+
   void do_add(const std::vector<ActivationBlock>& blocks) override {
     DeviceGuard guard(device_);
     const std::int64_t rows = blocks.front().rows();
@@ -235,6 +238,10 @@ class CudaAccumulator final : public MomentAccumulator {
     }
     launch_advance_totals(rows, slot.counters.data(), totals_.data(), compute_.ref());
     slot.done.record(compute_.ref());
+    // Device-resident blocks are the caller's memory, read in place by the scan and the pack: the caller
+    // may free or reuse it once add() returns, so their reading ends here (packed[s] follows both).
+    if (std::any_of(blocks.begin(), blocks.end(), [](const ActivationBlock& b) { return b.device >= 0; }))
+      slot.packed.synchronize();
   }
 
   Moments moments() override {
@@ -380,6 +387,7 @@ class CudaAccumulator final : public MomentAccumulator {
     std::size_t offset = 0;
     for (std::size_t net = 0; net < blocks.size(); ++net) {
       const ActivationBlock& b = blocks[net];
+      if (b.device >= 0) continue;  // in this device's memory already (MomentAccumulator::add checked which)
       const std::int64_t span = dense_span_elements(b);
       StagedBlock& st = staged[net];
       st.gathered = span < 0;
@@ -442,9 +450,11 @@ class CudaAccumulator final : public MomentAccumulator {
   }
 
   // How the device kernels see a staged block: the block's own strides over raw[s], or, when the host
-  // gathered it, a row-major block; dtype and byte order are the file's either way.
+  // gathered it, a row-major block; dtype and byte order are the file's either way. A block in device
+  // memory is read where it is.
   static ActivationBlock device_block(const ActivationBlock& block, const StagedBlock& staged, const Slot& slot,
                                      std::int64_t rows) {
+    if (block.device >= 0) return block;
     const void* data = slot.raw.data() + staged.offset;
     if (!staged.gathered) {
       ActivationBlock b = block;
@@ -689,5 +699,14 @@ int cuda_current_device() {
 }
 
 void set_cuda_current_device(int device) { CONVERGENT_CUDA_CHECK(cudaSetDevice(device)); }
+
+std::shared_ptr<void> cuda_device_copy(const void* host, std::size_t bytes, int device) {
+  cuda::DeviceGuard guard(device);
+  void* data = nullptr;
+  CONVERGENT_CUDA_CHECK(cudaMalloc(&data, std::max<std::size_t>(bytes, 1)));
+  std::shared_ptr<void> owned(data, [](void* p) { cudaFree(p); });
+  CONVERGENT_CUDA_CHECK(cudaMemcpy(data, host, bytes, cudaMemcpyHostToDevice));
+  return owned;
+}
 
 }  // namespace convergent::detail

@@ -962,6 +962,60 @@ TEST_P(Conformance, StagingGrowthSurvivesAnAllocationFailure) {
   check_study(s, 50);
 }
 
+// CUDA tensors handed over through DLPack (the Python package): blocks in the accumulator's device memory
+// are read in place with their own strides, beside host blocks of the same batch, and give the same
+// moments bit for bit as the same blocks in host memory (the device kernels decode the same bytes either
+// way). An accumulator on the host, or on another device, refuses them.
+TEST_P(Conformance, DeviceResidentBlocksAreReadInPlace) {
+  const Study s = make_study(Shape{40, 3, 2},
+                             {{DType::float32, Layout::nchw, 5}, {DType::float16, Layout::nhwc, 3},
+                              {DType::float64, Layout::nchw, 4}},
+                             61);
+  AccumulateOptions options;
+  options.max_batch_rows = 7 * 6;
+  auto acc = backend_->accumulator(s.units(), options);
+  std::vector<ActivationBlock> batch;
+  for (const auto& a : s.arrays) batch.push_back(a.block(0, 7));
+  batch[1].device = 3;
+  EXPECT_EQ(error_text([&] { acc->add(batch); }),
+            std::string("add: net 1's block is in the memory of CUDA device 3, but this accumulator computes on ") +
+                (GetParam() == BackendKind::cpu ? "the host" : "CUDA device 0") +
+                "; hand over host memory, or use the CUDA backend on that device");
+  if (GetParam() != BackendKind::cuda) return;
+
+  // Every array copied whole to the device; nets 0 and 2 are read from there, net 1 from the host.
+  std::vector<std::shared_ptr<void>> copies;
+  for (std::size_t net = 0; net < s.arrays.size(); ++net) {
+    const ActivationBlock whole = s.arrays[net].block(0, s.shape.images);
+    copies.push_back(detail::cuda_device_copy(whole.data, static_cast<std::size_t>(whole.rows() * whole.units *
+                                                                                    dtype_size(whole.dtype)),
+                                              0));
+  }
+  for (std::int64_t first = 0; first < s.shape.images; first += 7) {
+    const std::int64_t count = std::min<std::int64_t>(7, s.shape.images - first);
+    batch.clear();
+    for (std::size_t net = 0; net < s.arrays.size(); ++net) {
+      ActivationBlock b = s.arrays[net].block(first, count);
+      if (net != 1) {
+        const auto* host_origin = static_cast<const char*>(s.arrays[net].block(0, 1).data);
+        b.data = static_cast<const char*>(copies[net].get()) + (static_cast<const char*>(b.data) - host_origin);
+        b.device = 0;
+      }
+      batch.push_back(b);
+    }
+    acc->add(batch);
+  }
+  const Moments device = acc->moments();
+  const Moments host = stream(*backend_, s, 7).moments;
+  ASSERT_EQ(device.samples, host.samples);
+  EXPECT_EQ(device.mean, host.mean);
+  EXPECT_EQ(device.min, host.min);
+  EXPECT_EQ(device.max, host.max);
+  for (std::int64_t i = 0; i < host.units(); ++i)
+    for (std::int64_t j = 0; j < host.units(); ++j) ASSERT_EQ(device.comoment(i, j), host.comoment(i, j)) << i << ", " << j;
+  expect_moments_near(device, oracle_of(s), 1e-6, s.label());
+}
+
 // A multi-GPU host keeps the device its caller chose: creating and using the backend on another device
 // gives the caller's current device back after every call, and after destruction.
 TEST_P(Conformance, TheCallersCurrentDeviceIsRestored) {

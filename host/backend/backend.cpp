@@ -108,6 +108,11 @@ void MomentAccumulator::add(const std::vector<ActivationBlock>& blocks) {
                   std::to_string(net) + ": " + std::to_string(b.rows()) + " rows x " + std::to_string(b.units) +
                   " units, expected " + std::to_string(rows) + " x " + std::to_string(net_units_[net]) + ")");
     if (b.data == nullptr && rows > 0) throw Error("add: net " + std::to_string(net) + " has no data");
+    if (b.device >= 0 && b.device != device())
+      throw Error("add: net " + std::to_string(net) + "'s block is in the memory of CUDA device " +
+                  std::to_string(b.device) + ", but this accumulator computes on " +
+                  (device() < 0 ? std::string("the host") : "CUDA device " + std::to_string(device())) +
+                  "; hand over host memory, or use the CUDA backend on that device");
   }
   if (rows > 0) do_add(blocks);
 }

@@ -2,6 +2,7 @@
 // toolkit is found; otherwise host/backend/cuda_stub.cpp answers "not compiled".
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +26,10 @@ void fail_cuda_allocation_after(int successes);
 int cuda_device_count();
 int cuda_current_device();
 void set_cuda_current_device(int device);  // throws Error when not compiled or on a bad ordinal
+// A copy of `bytes` host bytes in the memory of CUDA device `device`, freed when the last pointer goes, so
+// that a test can hand an accumulator device-resident blocks (ActivationBlock::device). Throws Error when
+// not compiled or on a CUDA error.
+std::shared_ptr<void> cuda_device_copy(const void* host, std::size_t bytes, int device);
 
 }  // namespace convergent::detail
 

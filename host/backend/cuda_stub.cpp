@@ -25,5 +25,6 @@ void fail_cuda_allocation_after(int) {}
 int cuda_device_count() { return 0; }
 int cuda_current_device() { return -1; }
 void set_cuda_current_device(int) { not_compiled(); }
+std::shared_ptr<void> cuda_device_copy(const void*, std::size_t, int) { not_compiled(); }
 
 }  // namespace convergent::detail

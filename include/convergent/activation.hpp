@@ -31,6 +31,10 @@ struct ActivationBlock {
   std::int64_t x_stride = 0;
   // Elements stored most significant byte first (an .npy descr of '>f4', say); readers swap them.
   bool big_endian = false;
+  // -1: `data` is host memory. Otherwise the CUDA device whose memory `data` points to (a CUDA tensor
+  // handed over through DLPack): only an accumulator on that device reads it (MomentAccumulator::device),
+  // in place, with no host copy; the producer's work on it must be complete when add() is called.
+  int device = -1;
 
   std::int64_t rows() const { return images * height * width; }
 };

@@ -41,7 +41,8 @@ class MomentAccumulator {
   virtual ~MomentAccumulator() = default;
   // One batch: the same sample rows of every net, one block per net in net order; a batch of no rows
   // adds nothing. Throws Error when the block count, a block's rows or unit count do not match the nets
-  // the accumulator was made for, the batch has more than max_batch_rows rows, or a block has no data;
+  // the accumulator was made for, the batch has more than max_batch_rows rows, a block has no data, or a
+  // block is in the memory of a device other than this accumulator's (see device());
   // throws NonFiniteValueError (net, row within this batch, unit) on a NaN or infinity unless rows are
   // skipped.
   void add(const std::vector<ActivationBlock>& batch);
@@ -53,6 +54,9 @@ class MomentAccumulator {
   virtual Moments take_moments() { return moments(); }
   // Rows dropped because they held a non-finite value (skip_nonfinite_rows); synchronises.
   virtual std::int64_t skipped_rows() = 0;
+  // The CUDA device this accumulator computes on, or -1 for the host. Blocks in device memory
+  // (ActivationBlock::device >= 0) are read only by an accumulator on their device; add() refuses others.
+  virtual int device() const { return -1; }
 
  protected:
   MomentAccumulator(std::vector<std::int64_t> units_per_net, const AccumulateOptions& options)

@@ -150,20 +150,35 @@ class Study:
         """The backend that computes, e.g. 'cpu (OpenBLAS, 2 threads)'."""
         return self._core.backend
 
+    @property
+    def device(self):
+        """The CUDA device the study computes on (its CUDA tensors are read in place), or -1 for the CPU."""
+        return self._core.device
+
     def add(self, name, activations):
         """Adds one batch of net ``name``'s activations: a numpy array or a PyTorch tensor of float16,
         float32 or float64, 2-D (inputs, units), 3-D or 4-D as ``layout`` says. The memory is read in place,
-        strided views included (no copy); arrays with negative strides are refused (pass a copy). Batches
+        strided views included (no copy); arrays with negative strides are refused (pass a copy). A CUDA
+        tensor is read in place on the device by a study on the CUDA backend (``device`` 0), with no host
+        copy, after the work queued on the tensor's current stream is done; a study on the CPU refuses it
+        (pass ``tensor.cpu()``). Batches
         are matched by their order: the k-th batch of every net must hold the same inputs (the same sample
         rows, and the same number of inputs where both have positions). A batch is accumulated, with the
         GIL released, once every net has one; until then it is kept (a reference, not a copy).
 
         Raises ``Error`` for an unknown net, another dtype, rank or unit count than the net's first batch,
         a batch whose rows differ from another net's batch of the same index (the batch is then not
-        added), a NaN or infinity (unless ``skip_nonfinite``), and CUDA tensors (not read in place yet).
+        added), a NaN or infinity (unless ``skip_nonfinite``), and a CUDA tensor on another device than the
+        study's.
         """
         if _is_torch_tensor(activations):
-            self._core.add_dlpack(name, activations.detach().__dlpack__())
+            tensor = activations.detach()
+            if tensor.is_cuda and tensor.device.index == self.device:
+                import torch
+
+                # The producer's kernels are queued on torch's stream, the accumulator reads on its own.
+                torch.cuda.current_stream(tensor.device).synchronize()
+            self._core.add_dlpack(name, tensor.__dlpack__())
         elif isinstance(activations, np.ndarray):
             self._core.add_numpy(name, activations)
         else:

@@ -63,8 +63,8 @@ def run_models(models, layers, loader, studies=None, progress=None, sample_key=b
     (different preprocessing, say): then the k-th batches must hold the same inputs, checked batch by
     batch by ``sample_key(inputs)`` (default: a SHA-1 of the inputs' bytes; pass e.g. a function of the
     sample indices when the preprocessing differs) and never assumed. Inputs are moved to each model's
-    device; outputs on a CUDA device are copied to the host (the CUDA backend does not read device memory
-    in place yet). ``studies``: {study name: Study} to add to (created with ``layout`` and
+    device; outputs on a CUDA device are read there in place by a study on that device (the CUDA backend)
+    and copied to the host for a study on the CPU. ``studies``: {study name: Study} to add to (created with ``layout`` and
     ``study_options`` when not given). ``progress``: a tqdm bar over the batches (None: when stderr is a
     terminal and there are 10 batches or more; True, False).
 
@@ -154,7 +154,9 @@ def run_models(models, layers, loader, studies=None, progress=None, sample_key=b
                             raise Error(f"layer '{per_model[model_name]}' of model '{model_name}' ran {len(seen)} "
                                         "times in one forward pass; hook a layer that runs once")
                         out = seen[0]
-                        studies[study_name].add(model_name, out.cpu() if out.is_cuda else out)
+                        study = studies[study_name]
+                        on_host = out.is_cuda and out.device.index != study.device
+                        study.add(model_name, out.cpu() if on_host else out)
                 outputs.clear()
                 index += 1
                 bar.update(1)

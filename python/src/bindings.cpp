@@ -72,12 +72,15 @@ class Study {
     accumulate_.precision = parse_precision(precision);
     accumulate_.skip_nonfinite_rows = skip_nonfinite;
     backend_ = make_backend(parse_backend(backend), {threads, 0});
+    device_ = backend_->kind() == BackendKind::cuda ? 0 : -1;
     nets_.resize(names_.size());
     queues_.resize(names_.size());
   }
 
   const std::vector<std::string>& names() const { return names_; }
   std::string backend_description() const { return backend_->description(); }
+  // The CUDA device the study computes on (whose tensors it reads in place), or -1 for the CPU.
+  int device() const { return device_; }
 
   void add_numpy(const std::string& name, const py::array& array) {
     const std::size_t net = index_of(name);
@@ -87,12 +90,13 @@ class Study {
   void add_dlpack(const std::string& name, const py::capsule& capsule) {
     const std::size_t net = index_of(name);
     ArrayBatch batch = dlpack_batch(what(net), capsule, layout_);
-    if (batch.on_device)
-      // Design (not built yet): a device-resident ActivationBlock that the CUDA accumulator reads in place,
-      // skipping its pinned staging, ordered after the producer's stream (the stream argument of
-      // __dlpack__). Until the CUDA backend reads device memory, refuse rather than copy behind the user's back.
-      throw Error(what(net) + ": a CUDA tensor (device " + std::to_string(batch.device) +
-                  "); reading device memory in place is not implemented yet: pass tensor.cpu()");
+    // A CUDA tensor is read in place by the CUDA accumulator on its device (no host copy); anything else
+    // would need a copy the caller did not ask for.
+    const int device = batch.block.device;
+    if (device >= 0 && device != device_)
+      throw Error(what(net) + ": a CUDA tensor on device " + std::to_string(device) + ", but the study computes on " +
+                  (device_ < 0 ? backend_->description() : "CUDA device " + std::to_string(device_)) +
+                  "; create the Study with backend='cuda' (CUDA device 0), or pass tensor.cpu()");
     queue(net, std::move(batch));
   }
 
@@ -346,6 +350,7 @@ class Study {
   std::chrono::steady_clock::time_point start_;  // summary.json's run.seconds: from the study's creation
   AccumulateOptions accumulate_;
   std::unique_ptr<Backend> backend_;
+  int device_ = -1;  // see device()
   std::unique_ptr<MomentAccumulator> accumulator_;
   std::vector<NetState> nets_;
   std::vector<std::deque<ArrayBatch>> queues_;
@@ -381,6 +386,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("skip_nonfinite"), py::arg("batch_rows"), py::arg("precision"))
       .def_property_readonly("nets", &Study::names)
       .def_property_readonly("backend", &Study::backend_description)
+      .def_property_readonly("device", &Study::device)
       .def("add_numpy", &Study::add_numpy, py::arg("name"), py::arg("array"))
       .def("add_dlpack", &Study::add_dlpack, py::arg("name"), py::arg("capsule"))
       .def("pending", &Study::pending)

@@ -97,8 +97,6 @@ ArrayBatch dlpack_batch(const std::string& what, const py::capsule& capsule, Lay
   if (device_type != kDLCPU && device_type != kDLCUDA && device_type != kDLCUDAHost && device_type != kDLCUDAManaged)
     throw Error(what + ": DLPack device type " + std::to_string(device_type) +
                 " is not supported; tensors must be in host memory or on a CUDA device");
-  batch.on_device = device_type == kDLCUDA;
-  batch.device = t.device.device_id;
   if (t.dtype.code != kDLFloat || t.dtype.lanes != 1 || (t.dtype.bits != 16 && t.dtype.bits != 32 && t.dtype.bits != 64))
     throw Error(what + ": DLPack dtype (code " + std::to_string(t.dtype.code) + ", " + std::to_string(t.dtype.bits) +
                 " bits, " + std::to_string(t.dtype.lanes) +
@@ -111,6 +109,7 @@ ArrayBatch dlpack_batch(const std::string& what, const py::capsule& capsule, Lay
   const DType dtype = t.dtype.bits == 16 ? DType::float16 : t.dtype.bits == 32 ? DType::float32 : DType::float64;
   batch.block = activation_axes(what, batch.shape, strides, dtype, layout);
   batch.block.data = static_cast<const char*>(t.data) + t.byte_offset;
+  if (device_type == kDLCUDA) batch.block.device = t.device.device_id;
   return batch;
 }
 

@@ -20,8 +20,6 @@ struct ArrayBatch {
   ActivationBlock block;
   std::vector<std::int64_t> shape;
   pybind11::object owner;
-  bool on_device = false;  // CUDA device memory (DLPack kDLCUDA)
-  int device = 0;
 };
 
 // A numpy array of float16/32/64 in either byte order. Strided views (slices, transposes) are read in
@@ -31,7 +29,7 @@ ArrayBatch numpy_batch(const std::string& what, const pybind11::array& array, La
 
 // A DLPack capsule ("dltensor", as tensor.__dlpack__() returns; renamed "used_dltensor" once taken, as the
 // protocol asks) of float16/32/64 in host memory (kDLCPU, or CUDA host and managed memory) or on a CUDA
-// device (kDLCUDA: on_device set, data a device pointer). Throws Error starting with `what` for another
+// device (kDLCUDA: block.device set to the device, data a device pointer). Throws Error starting with `what` for another
 // dtype, a vector type, a negative stride or another device type.
 ArrayBatch dlpack_batch(const std::string& what, const pybind11::capsule& capsule, Layout layout);
 

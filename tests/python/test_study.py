@@ -1,5 +1,6 @@
 """convergent.Study on numpy arrays and torch tensors: known answers from float64 numpy, the CLI's layout
 rules, the errors, and the outputs of save() against `convergent align` on the same inputs."""
+import ctypes
 import json
 import subprocess
 import threading
@@ -197,15 +198,58 @@ def test_non_finite_values_are_an_error_or_skipped():
     check_moments(m, a[keep], b[keep])
 
 
-def test_cuda_tensors_are_refused_until_read_in_place():
-    if not torch.cuda.is_available():
-        # The refusal is in the DLPack reader (kDLCUDA); without a device it cannot be reached: the path
-        # is covered by GPU machines only.
-        assert convergent.Study(["a", "b"]).backend.startswith("cpu")
-        return
-    study = convergent.Study(["a", "b"])
-    with pytest.raises(convergent.Error, match="CUDA tensor"):
-        study.add("a", torch.ones((4, 3), device="cuda"))
+def fake_cuda_capsule(array, device):
+    """A DLPack capsule describing `array`'s memory as if it lay on CUDA device `device` (kDLCUDA), for
+    the refusal path on machines without a GPU; its data is never read."""
+    class DLTensor(ctypes.Structure):
+        _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32),
+                    ("ndim", ctypes.c_int32), ("code", ctypes.c_uint8), ("bits", ctypes.c_uint8),
+                    ("lanes", ctypes.c_uint16), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                    ("strides", ctypes.c_void_p), ("byte_offset", ctypes.c_uint64)]
+
+    class DLManagedTensor(ctypes.Structure):
+        _fields_ = [("dl_tensor", DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
+
+    shape = (ctypes.c_int64 * array.ndim)(*array.shape)
+    managed = DLManagedTensor(DLTensor(array.ctypes.data, 2, device, array.ndim, 2, array.itemsize * 8, 1, shape,
+                                       None, 0), None, None)
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype, new_capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    return new_capsule(ctypes.addressof(managed), b"dltensor", None), (managed, shape, array)
+
+
+def test_a_cuda_tensor_is_refused_by_a_study_on_the_cpu():
+    study = convergent.Study(["a", "b"], backend="cpu")
+    assert study.device == -1
+    x = np.ones((4, 3), np.float32)
+    capsule, keep = fake_cuda_capsule(x, 1)
+    with pytest.raises(convergent.Error, match=r"net 'a' batch 0: a CUDA tensor on device 1, but the study computes "
+                                               r"on cpu .*backend='cuda'.*tensor.cpu\(\)"):
+        study._core.add_dlpack("a", capsule)
+    assert study.pending() == {"a": 0, "b": 0}  # not added
+
+
+def cuda_study_possible():
+    return torch.cuda.is_available() and any(b["kind"] == "cuda" and b["usable"] for b in convergent.backends())
+
+
+@pytest.mark.skipif(not cuda_study_possible(), reason="needs a CUDA device and the CUDA backend built")
+def test_cuda_tensors_are_read_in_place_on_the_device(monkeypatch):
+    # No host copy on the Python side (Tensor.cpu and Tensor.numpy would be one); the C++ side reads the
+    # device pointer in place (tests/test_conformance.cpp: DeviceResidentBlocksAreReadInPlace).
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda *_: pytest.fail("a CUDA tensor was copied to the host"))
+    monkeypatch.setattr(torch.Tensor, "numpy", lambda *_: pytest.fail("a CUDA tensor was copied to the host"))
+    rng = np.random.default_rng(20)
+    a = rng.standard_normal((64, 6, 3, 3)).astype(np.float32)
+    b = (np.maximum(np.einsum("nchw,cd->ndhw", a, rng.standard_normal((6, 4))), 0)).astype(np.float16)
+    study = convergent.Study(["a", "b"], backend="cuda")
+    assert study.device == 0
+    ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b.transpose(0, 2, 3, 1).copy()).cuda()
+    for k in range(0, 64, 16):
+        study.add("a", ta[k:k + 16] * 1.0)  # made on torch's stream just before: add() waits for it
+        study.add("b", tb[k:k + 16].permute(0, 3, 1, 2))  # a strided NCHW view of NHWC memory
+    rows = lambda x: np.asarray(x, np.float64).transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+    check_moments(study.moments(), rows(a), rows(b))
 
 
 def test_dead_units_have_zero_correlation():
