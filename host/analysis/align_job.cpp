@@ -63,6 +63,37 @@ void check_align_settings(const AlignSettings& settings) {
   spectral_options(settings);
   analysis_options(settings);
   matrix_outputs(settings);
+  mi_options(settings);
+}
+
+std::pair<bool, std::string> split_mutual_information(const std::string& list) {
+  if (list == "all" || list == "none") return {list == "all", list};
+  bool selected = false;
+  std::string rest;
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', start), list.size());
+    const std::string item = list.substr(start, comma - start);
+    if (item == "mutual_information") {
+      selected = true;
+    } else if (!item.empty()) {
+      rest += (rest.empty() ? "" : ",") + item;
+    }
+    start = comma + 1;
+  }
+  return {selected, rest.empty() ? "none" : rest};
+}
+
+MiOptions mi_options(const AlignSettings& settings) {
+  MiOptions options;
+  options.binning = parse_mi_binning(settings.mi_binning);
+  options.bins = settings.mi_bins;
+  options.base = parse_mi_base(settings.mi_base);
+  if (settings.mi_bins < 2 || settings.mi_bins > 255) throw Error("--mi-bins must lie in [2, 255]");
+  if (settings.mi_memory_mib < 1) throw Error("--mi-memory must be at least 1 MiB");
+  options.memory_budget_bytes = settings.mi_memory_mib << 20;
+  options.threads = settings.threads;
+  return options;
 }
 
 MatrixOutputs matrix_outputs(const AlignSettings& settings) {
@@ -100,7 +131,9 @@ nlohmann::json align_settings_json(const AlignSettings& settings) {
           {"affinity", settings.affinity},
           {"seed", settings.seed},
           {"analyses", settings.analyses},
-          {"lasso_alphas", parse_alphas(settings.lasso_alphas)}};
+          {"lasso_alphas", parse_alphas(settings.lasso_alphas)},
+          {"mi", {{"binning", settings.mi_binning}, {"bins", settings.mi_bins}, {"base", settings.mi_base},
+                  {"memory_mib", settings.mi_memory_mib}}}};
 }
 
 void stage_align_outputs(OutputDir& out, const Study& study, const AlignSettings& settings,

@@ -7,9 +7,11 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "analysis/analyses.hpp"
+#include "convergent/mutual_information.hpp"
 #include "convergent/study.hpp"
 #include "io/outputs.hpp"
 #include "io/study_outputs.hpp"
@@ -26,6 +28,10 @@ struct AlignSettings {
   std::string lasso_alphas = "0.001,0.01,0.03,0.1,0.3";  // --lasso-alpha
   std::string save_matrices = "all";  // --save-matrices: all, pairs or none (see MatrixOutputs)
   std::string matrix_dtype = "float64";  // --matrix-dtype: float64 or float32
+  std::string mi_binning = "quantile";  // --mi-binning: quantile or equal-width
+  int mi_bins = 10;                     // --mi-bins: B in [2, 255]
+  std::string mi_base = "2";            // --mi-base: 2 (bits) or e (nats)
+  std::int64_t mi_memory_mib = 2048;    // --mi-memory: budget of the joint counts, MiB
   int threads = 0;                // CPU threads; 0 = all cores
 };
 
@@ -39,9 +45,18 @@ void check_net_name(const std::string& name, const std::string& context);
 void check_output_names(const std::vector<std::string>& names, const std::string& rename_hint);
 
 // Checks the settings before a long pass: throws Error for an unknown analysis, a malformed alpha list,
-// an unknown affinity, a cluster count that is not a positive number, auto or none, or an unknown
-// save_matrices or matrix_dtype.
+// an unknown affinity, a cluster count that is not a positive number, auto or none, an unknown
+// save_matrices or matrix_dtype, or bad mutual-information options (mi_options).
 void check_align_settings(const AlignSettings& settings);
+
+// Mutual information is listed in --analyses as mutual_information beside the analyses of
+// parse_analyses: returns whether it is selected ("all" selects it) and the list without it ("none" when
+// nothing is left).
+std::pair<bool, std::string> split_mutual_information(const std::string& list);
+
+// The mutual-information options of the settings (bins, base, memory budget, threads). Throws Error for
+// an unknown binning or base, bins outside [2, 255] or a budget below 1 MiB.
+MiOptions mi_options(const AlignSettings& settings);
 
 // The .npy matrices the settings ask for (save_matrices, matrix_dtype). Throws Error for unknown values.
 MatrixOutputs matrix_outputs(const AlignSettings& settings);
@@ -60,8 +75,8 @@ struct AlignResults {
 AlignResults align_study(Backend& backend, const Study& study, const AlignSettings& settings,
                          const PhaseStart& phase = {});
 
-// The settings as summary.json's run section states them: clusters, affinity, seed, analyses and
-// lasso_alphas (parsed).
+// The settings as summary.json's run section states them: clusters, affinity, seed, analyses,
+// lasso_alphas (parsed) and mi (binning, bins, base, memory_mib).
 nlohmann::json align_settings_json(const AlignSettings& settings);
 
 // Stages what align writes (stage_study_outputs, with `run` as its run section and the matrices the

@@ -113,21 +113,7 @@ int bin_slot(MiBinning binning, const UnitBins& bins, double v) {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------
-// Where the rows come from: the study's files, or in-memory blocks.
-
-class RowSource {
- public:
-  virtual ~RowSource() = default;
-  virtual std::size_t nets() const = 0;
-  virtual std::int64_t pixels(std::size_t net) const = 0;
-  virtual std::int64_t samples() const = 0;
-  // The samples of images [first, first + count) of a net.
-  virtual ActivationBlock block(std::size_t net, std::int64_t first, std::int64_t count) const = 0;
-  // The rows [first, first + count) will not be read again in this pass.
-  virtual void release(std::int64_t /*first*/, std::int64_t /*count*/) const {}
-  // The error for a NaN or infinity at a sample row (of all rows) of a net's unit.
-  [[noreturn]] virtual void nonfinite(std::size_t net, std::int64_t row, std::int64_t unit) const = 0;
-};
+// Where the rows come from: the study's files, or in-memory blocks (RowSource, in the header).
 
 class FileSource final : public RowSource {
  public:
@@ -216,6 +202,7 @@ class Reader {
     for (std::int64_t row = 0; row < total; row += batch_rows_) {
       const std::int64_t count = std::min(batch_rows_, total - row);
       const MatrixView<double> x(values_.data(), count, units_);
+      source_.begin_window(row, count);
       // Threads take contiguous row ranges of every net (pack_block's first_row), which spreads the
       // dtype conversion and the gathers of non-C layouts.
       const std::int64_t pieces = std::min<std::int64_t>(threads_, (count + 255) / 256);
@@ -707,6 +694,15 @@ MutualInformation mutual_information(Backend& backend, const std::vector<Activat
       throw Error("mutual_information: net " + std::to_string(net) + " has " + std::to_string(nets[net].units) +
                   " units, which the moments do not describe");
   const BlockSource source(nets);
+  return compute(backend, source, moments, dead, skip_nonfinite_rows, options);
+}
+
+MutualInformation mutual_information(Backend& backend, const RowSource& source, const Moments& moments,
+                                     const std::vector<bool>& dead, bool skip_nonfinite_rows, const MiOptions& options) {
+  check_options(options);
+  if (source.nets() != moments.net_units.size())
+    throw Error("mutual_information: the source has " + std::to_string(source.nets()) + " nets, the moments " +
+                std::to_string(moments.net_units.size()));
   return compute(backend, source, moments, dead, skip_nonfinite_rows, options);
 }
 

@@ -111,46 +111,6 @@ struct CommonOptions {
   bool check_only = false;
 };
 
-// --mi-binning, --mi-bins, --mi-base, --mi-memory as given on the command line.
-struct MiArguments {
-  std::string binning = "quantile";
-  int bins = 10;
-  std::string base = "2";
-  std::int64_t memory_mib = 2048;
-};
-
-// Mutual information is listed in --analyses as mutual_information beside the issue-11 analyses: it is
-// taken out of the list here (whether it runs) and the rest goes to parse_analyses.
-std::pair<bool, std::string> split_mutual_information(const std::string& list) {
-  if (list == "all" || list == "none") return {list == "all", list};
-  bool selected = false;
-  std::string rest;
-  std::size_t start = 0;
-  while (start <= list.size()) {
-    const std::size_t comma = std::min(list.find(',', start), list.size());
-    const std::string item = list.substr(start, comma - start);
-    if (item == "mutual_information") {
-      selected = true;
-    } else if (!item.empty()) {
-      rest += (rest.empty() ? "" : ",") + item;
-    }
-    start = comma + 1;
-  }
-  return {selected, rest.empty() ? "none" : rest};
-}
-
-MiOptions mi_options(const MiArguments& arguments, int threads) {
-  MiOptions options;
-  options.binning = parse_mi_binning(arguments.binning);
-  options.bins = arguments.bins;
-  options.base = parse_mi_base(arguments.base);
-  if (arguments.bins < 2 || arguments.bins > 255) throw Error("--mi-bins must lie in [2, 255]");
-  if (arguments.memory_mib < 1) throw Error("--mi-memory must be at least 1 MiB");
-  options.memory_budget_bytes = arguments.memory_mib << 20;
-  options.threads = threads;
-  return options;
-}
-
 // Wall time of each phase of align and the peak resident memory so far at its end, printed when align is
 // done (bench/RESULTS.md keeps them for large layers). The peak is the kernel's high-water mark (VmHWM),
 // never reset, so that the process's own peak (getrusage) stays whole.
@@ -270,7 +230,7 @@ Study merge_ranks(const mpi::World& world, const Study& part, const StudyOptions
 
 int run_align(const mpi::World& world, const std::vector<std::string>& net_arguments, const std::string& from_stats,
               const CommonOptions& common, StudyOptions options, AlignSettings settings,
-              const MiArguments& mi_arguments, const std::string& backend_name, std::string precision,
+              const std::string& backend_name, std::string precision,
               const ReportArguments& report_arguments, bool plan_only) {
   const auto start = std::chrono::steady_clock::now();
   const std::string analyses_given = settings.analyses;
@@ -304,8 +264,8 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       skipped.push_back({"mutual_information", reason});
       run_mi = false;
     }
-    mi = mi_options(mi_arguments, common.threads);  // bad MI options fail now too
     settings.threads = common.threads;
+    mi = mi_options(settings);  // bad MI options fail now too
     check_align_settings(settings);  // a bad list fails now, not after the long pass
     const AnalysisSelection selection = parse_analyses(settings.analyses);
     if (common.check_only) return 0;
@@ -400,9 +360,7 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
                        {"precision", precision},
                        {"skip_nonfinite", options.skip_nonfinite_rows},
                        {"dead_threshold", options.dead_threshold},
-                       {"analyses", analyses_given},
-                       {"mi", {{"binning", mi_arguments.binning}, {"bins", mi_arguments.bins},
-                               {"base", mi_arguments.base}, {"memory_mib", mi_arguments.memory_mib}}}});
+                       {"analyses", analyses_given}});
   const nlohmann::json run =
       run_section(version, study.backend, thread_count(common.threads), seconds_since(start), run_settings);
   const std::string layer = report::layer_name_of(common.out_dir);
@@ -553,19 +511,18 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
   align->add_option("--analyses", settings.analyses,
                     "Analyses to run: all, none, or a comma-separated list of " + analysis_names() + ",mutual_information")
       ->capture_default_str();
-  MiArguments mi_arguments;
-  align->add_option("--mi-binning", mi_arguments.binning,
+  align->add_option("--mi-binning", settings.mi_binning,
                     "Mutual information bins per unit: quantile (percentiles of the non-zero values, exact zeros "
                     "in a bin of their own) or equal-width (numpy.histogram's)")
       ->check(CLI::IsMember({"quantile", "equal-width"}))
       ->capture_default_str();
-  align->add_option("--mi-bins", mi_arguments.bins, "Mutual information bins per unit, B in [2, 255]")
+  align->add_option("--mi-bins", settings.mi_bins, "Mutual information bins per unit, B in [2, 255]")
       ->check(CLI::Range(2, 255))
       ->capture_default_str();
-  align->add_option("--mi-base", mi_arguments.base, "Mutual information in bits (2) or nats (e)")
+  align->add_option("--mi-base", settings.mi_base, "Mutual information in bits (2) or nats (e)")
       ->check(CLI::IsMember({"2", "e"}))
       ->capture_default_str();
-  align->add_option("--mi-memory", mi_arguments.memory_mib,
+  align->add_option("--mi-memory", settings.mi_memory_mib,
                     "MiB for the joint counts, 8 (units x bins)^2 bytes; above it the unit pairs are counted in "
                     "blocks, one pass each")
       ->check(CLI::Range(1e-3, 1e9))
@@ -655,7 +612,7 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
         layout == "channels-last" || layout == "nhwc" ? Layout::channels_last : Layout::channels_first;
     study_options.samples = samples == "images" ? Samples::images : Samples::positions;
     if (align->parsed()) {
-      return run_align(*world, net_arguments, from_stats, common, study_options, settings, mi_arguments, backend_name,
+      return run_align(*world, net_arguments, from_stats, common, study_options, settings, backend_name,
                        precision, report_arguments, plan_only);
     }
     if (stats->parsed()) return run_stats(net_arguments, common, study_options, backend_name, precision, rows, stats_out);

@@ -4,6 +4,7 @@
 // product of one-hot bin indicators (Backend::joint_counter), exact integers; MI and entropies from them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -125,6 +126,32 @@ MutualInformation mutual_information(Backend& backend, const Study& study, const
 // infinity are skipped (otherwise they are an error).
 MutualInformation mutual_information(Backend& backend, const std::vector<ActivationBlock>& nets,
                                      const Moments& moments, const std::vector<bool>& dead, bool skip_nonfinite_rows,
+                                     const MiOptions& options);
+
+// Where the rows of the further passes come from: the study's files, in-memory blocks, or batches handed
+// in again (the Python package's replay). Every pass reads sample rows 0 .. samples() in order, in windows
+// of whole images of every net: begin_window(first_row, rows) is called (on the calling thread) before the
+// window's block() calls, which may come from several threads at once; first_row 0 starts a pass.
+class RowSource {
+ public:
+  virtual ~RowSource() = default;
+  virtual std::size_t nets() const = 0;
+  virtual std::int64_t pixels(std::size_t net) const = 0;  // sample rows per image of a net
+  virtual std::int64_t samples() const = 0;                // sample rows of every net
+  virtual void begin_window(std::int64_t /*first_row*/, std::int64_t /*rows*/) const {}
+  // The samples of images [first, first + count) of a net, in host memory.
+  virtual ActivationBlock block(std::size_t net, std::int64_t first, std::int64_t count) const = 0;
+  // The rows [first, first + count) will not be read again in this pass.
+  virtual void release(std::int64_t /*first*/, std::int64_t /*count*/) const {}
+  // Throws the error for a NaN or infinity at a sample row (of all rows) of a net's unit.
+  [[noreturn]] virtual void nonfinite(std::size_t net, std::int64_t row, std::int64_t unit) const = 0;
+};
+
+// The same over the rows of any source, described by `moments` (of the moments pass, with the same
+// non-finite rule) and `dead`. Throws Error as the overloads above, and when the source's rows are not
+// those the moments pass kept.
+MutualInformation mutual_information(Backend& backend, const RowSource& source, const Moments& moments,
+                                     const std::vector<bool>& dead, bool skip_nonfinite_rows,
                                      const MiOptions& options);
 
 // Alignment of net A's units (rows) with net B's (columns) by MI, beside the correlation alignment.

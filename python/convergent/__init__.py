@@ -118,6 +118,11 @@ def _is_torch_tensor(x):
     return type(x).__module__.startswith("torch") and hasattr(x, "__dlpack__")
 
 
+def _host_array(x):
+    """A numpy array of ``x``'s values: a view of a CPU tensor's memory, a copy of a CUDA tensor's."""
+    return x.detach().cpu().numpy() if _is_torch_tensor(x) else x
+
+
 class Study:
     """One study: the activations of one layer of several nets on the same inputs.
 
@@ -196,18 +201,28 @@ class Study:
 
     def save(self, directory, clusters="auto", affinity="abs", seed=0, analyses="all",
              lasso_alpha="0.001,0.01,0.03,0.1,0.3", save_matrices="all", matrix_dtype="float64", report=True,
-             title="", max_image_side=512):
+             title="", max_image_side=512, replay=None, mi_binning="quantile", mi_bins=10, mi_base="2",
+             mi_memory_mib=2048):
         """Writes what ``convergent align --out DIRECTORY`` writes (summary.json, the CSV tables, the .npy
         matrices, report.html unless ``report=False``), under temporary names renamed when all is
         written. The options are align's: ``clusters`` (a number, 'auto' or 'none'), ``affinity`` ('abs',
         'positive', 'shifted'), ``seed``, ``analyses`` ('all', 'none' or a comma-separated list of
-        sparse_prediction, reliability, mean_distributions, linear_cka, cca, svcca, pwcca, procrustes),
-        ``lasso_alpha`` (comma-separated penalties), ``save_matrices`` ('all'; 'pairs': only the between-net
-        blocks; 'none': summary.json and the CSV tables only), ``matrix_dtype`` ('float64', 'float32'). Mutual information needs a second pass over the
-        activations and is not available here (use the CLI on saved activations). The nets' ``path`` in
-        summary.json is '(python)', their ``shape`` the first batch's with all inputs counted. Raises
-        ``Error`` for bad options, an unwritable directory, missing Vega for the report (Debian's
-        libjs-vega), and as ``moments()`` does.
+        sparse_prediction, reliability, mean_distributions, linear_cka, cca, svcca, pwcca, procrustes,
+        mutual_information), ``lasso_alpha`` (comma-separated penalties), ``save_matrices`` ('all';
+        'pairs': only the between-net blocks; 'none': summary.json and the CSV tables only),
+        ``matrix_dtype`` ('float64', 'float32'), ``mi_binning`` ('quantile', 'equal-width'), ``mi_bins``,
+        ``mi_base`` ('2' or 'bits', 'e' or 'nats'), ``mi_memory_mib``.
+
+        Mutual information needs further passes over the activations (bin edges, then the joint counts):
+        ``replay`` is a function returning an iterable of {net name: array} that gives the study's batches
+        again in the same order (numpy arrays or torch tensors; batch sizes may differ from the first
+        time); it is called once per pass. Without ``replay``, 'all' skips mutual information (summary.json's
+        skipped_analyses says why) and naming it is an error.
+
+        The nets' ``path`` in summary.json is '(python)', their ``shape`` the first batch's with all inputs
+        counted. Raises ``Error`` for bad options, an unwritable directory, missing Vega for the report
+        (Debian's libjs-vega), replayed batches that are not those of the moments pass, and as
+        ``moments()`` does.
         """
         settings = _core.AlignSettings()
         settings.clusters = str(clusters)
@@ -217,7 +232,16 @@ class Study:
         settings.lasso_alphas = lasso_alpha if isinstance(lasso_alpha, str) else ",".join(map(repr, lasso_alpha))
         settings.save_matrices = save_matrices
         settings.matrix_dtype = matrix_dtype
-        self._core.save(os.fspath(directory), settings, report, title, max_image_side)
+        settings.mi_binning = mi_binning
+        settings.mi_bins = mi_bins
+        settings.mi_base = str(mi_base)
+        settings.mi_memory_mib = mi_memory_mib
+        host_replay = None
+        if replay is not None:
+            def host_replay():
+                for batch in replay():
+                    yield {name: _host_array(x) for name, x in batch.items()}
+        self._core.save(os.fspath(directory), settings, report, title, max_image_side, host_replay)
 
     def analyse(self, **options):
         """The results of align's analyses as ``Results``: summary.json as a dict and every matrix and

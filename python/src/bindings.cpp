@@ -6,10 +6,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <numeric>
+#include <optional>
+#include <tuple>
 
 #include "analysis/align_job.hpp"
 #include "convergent/convergent.hpp"
@@ -51,6 +55,153 @@ py::array_t<T> to_numpy(const std::vector<T>& v) {
   std::copy(v.begin(), v.end(), out.mutable_data());
   return out;
 }
+
+// A study's batches handed in again for mutual information's further passes (bin edges, then counts):
+// `replay()` returns an iterable of {net name: numpy array}, every net's batches of the moments pass in the
+// same order (their sizes may differ from the first time). Each pass calls it once; the rows of each
+// window are copied into host buffers, image-major with units last, in each net's dtype (native byte
+// order), since windows cut across the caller's batches. Called with the GIL released; takes it to call
+// Python.
+class ReplaySource final : public RowSource {
+ public:
+  struct Net {
+    std::string name;
+    std::vector<std::int64_t> shape;  // of the first batch of the moments pass
+    DType dtype;
+    std::int64_t units, height, width;
+  };
+
+  ReplaySource(py::object replay, std::vector<Net> nets, Layout layout, std::int64_t samples)
+      : replay_(std::move(replay)), nets_(std::move(nets)), layout_(layout), samples_(samples),
+        queued_(nets_.size()) {}
+
+  ~ReplaySource() override {
+    py::gil_scoped_acquire gil;
+    iterator_ = py::object();
+  }
+
+  std::size_t nets() const override { return nets_.size(); }
+  std::int64_t pixels(std::size_t net) const override { return nets_[net].height * nets_[net].width; }
+  std::int64_t samples() const override { return samples_; }
+
+  void begin_window(std::int64_t first_row, std::int64_t rows) const override {
+    py::gil_scoped_acquire gil;
+    try {
+      if (first_row == 0) {
+        iterator_ = py::iter(replay_());
+        given_ = 0;
+        for (auto& q : queued_) q.clear();
+      } else {
+        for (std::size_t net = 0; net < nets_.size(); ++net) {  // the previous window is read
+          const auto done = static_cast<std::ptrdiff_t>((first_row - window_) / pixels(net) * image_bytes(net));
+          queued_[net].erase(queued_[net].begin(), queued_[net].begin() + done);
+        }
+      }
+      window_ = first_row;
+      while (!holds(rows)) {
+        if (!pull())
+          throw Error("mutual information: replay() gave " + std::to_string(given_) + " sample rows, but the moments "
+                      "pass read " + std::to_string(samples_) + "; it must give the same batches again");
+      }
+      if (first_row + rows == samples_ && pull())
+        throw Error("mutual information: replay() gave more than the " + std::to_string(samples_) +
+                    " sample rows of the moments pass; it must give the same batches again");
+    } catch (py::error_already_set& e) {
+      throw Error(std::string("mutual information: replay() raised ") + e.what());
+    }
+  }
+
+  ActivationBlock block(std::size_t net, std::int64_t first, std::int64_t count) const override {
+    const Net& n = nets_[net];
+    ActivationBlock b;
+    b.data = queued_[net].data() + (first - window_ / pixels(net)) * image_bytes(net);
+    b.dtype = n.dtype;
+    b.images = count;
+    b.units = n.units;
+    b.height = n.height;
+    b.width = n.width;
+    b.unit_stride = 1;
+    b.x_stride = n.units;
+    b.y_stride = n.width * n.units;
+    b.image_stride = n.height * n.width * n.units;
+    return b;
+  }
+
+  [[noreturn]] void nonfinite(std::size_t net, std::int64_t row, std::int64_t unit) const override {
+    throw Error("mutual information: net '" + nets_[net].name + "': NaN or infinity at sample row " +
+                std::to_string(row) + " of the replayed batches, unit " + std::to_string(unit) +
+                "; pass skip_nonfinite=True to drop such rows");
+  }
+
+ private:
+  std::size_t image_bytes(std::size_t net) const {
+    return static_cast<std::size_t>(pixels(net) * nets_[net].units * dtype_size(nets_[net].dtype));
+  }
+
+  bool holds(std::int64_t rows) const {
+    for (std::size_t net = 0; net < nets_.size(); ++net)
+      if (queued_[net].size() < static_cast<std::size_t>(rows / pixels(net)) * image_bytes(net)) return false;
+    return true;
+  }
+
+  // Appends the next batch of every net to its queue; false when replay's batches are over.
+  bool pull() const {
+    if (!iterator_ || PyIter_Check(iterator_.ptr()) == 0) return false;
+    PyObject* next = PyIter_Next(iterator_.ptr());
+    if (next == nullptr) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      iterator_ = py::object();
+      return false;
+    }
+    const py::object item = py::reinterpret_steal<py::object>(next);
+    std::int64_t rows = -1;
+    for (std::size_t net = 0; net < nets_.size(); ++net) {
+      const Net& n = nets_[net];
+      const std::string what = "mutual information: replayed batch of net '" + n.name + "'";
+      const ArrayBatch batch = numpy_batch(what, item[py::str(n.name)].cast<py::array>(), layout_);
+      const ActivationBlock& b = batch.block;
+      if (b.dtype != n.dtype || b.units != n.units || b.height != n.height || b.width != n.width)
+        throw Error(what + ": shape " + shape_string(batch.shape) + " " + dtype_name(b.dtype) +
+                    ", but the moments pass had " + shape_string(n.shape) + " " + dtype_name(n.dtype));
+      if (rows >= 0 && b.rows() != rows)
+        throw Error(what + ": " + std::to_string(b.rows()) + " sample rows, but the other nets' batch has " +
+                    std::to_string(rows));
+      rows = b.rows();
+      append_images(b, queued_[net]);
+    }
+    given_ += rows;
+    return true;
+  }
+
+  // The images of `b`, image-major, then y, x, units last; bytes swapped to native order.
+  static void append_images(const ActivationBlock& b, std::vector<unsigned char>& out) {
+    const int size = dtype_size(b.dtype);
+    const auto* src = static_cast<const unsigned char*>(b.data);
+    std::size_t at = out.size();
+    out.resize(at + static_cast<std::size_t>(b.rows() * b.units * size));
+    for (std::int64_t i = 0; i < b.images; ++i)
+      for (std::int64_t y = 0; y < b.height; ++y)
+        for (std::int64_t x = 0; x < b.width; ++x)
+          for (std::int64_t u = 0; u < b.units; ++u, at += static_cast<std::size_t>(size)) {
+            const unsigned char* e = src + (i * b.image_stride + u * b.unit_stride + y * b.y_stride + x * b.x_stride) * size;
+            if (b.big_endian) {
+              std::reverse_copy(e, e + size, out.data() + at);
+            } else {
+              std::memcpy(out.data() + at, e, static_cast<std::size_t>(size));
+            }
+          }
+  }
+
+  py::object replay_;
+  std::vector<Net> nets_;
+  Layout layout_;
+  std::int64_t samples_;
+  // The rows of the current window onwards, per net; the window's first row.
+  mutable std::vector<std::vector<unsigned char>> queued_;
+  mutable std::int64_t window_ = 0;
+  mutable py::object iterator_;
+  mutable std::int64_t given_ = 0;  // sample rows replay() gave in this pass
+};
 
 class Study {
  public:
@@ -175,11 +326,24 @@ class Study {
   }
 
   // Everything align writes, into `dir` (created; written under temporary names, renamed when complete).
+  // With `replay` (see ReplaySource), mutual information too, as align computes it.
   void save(const std::string& dir, const AlignSettings& given, bool report, const std::string& title,
-            std::int64_t max_image_side) {
+            std::int64_t max_image_side, const py::object& replay) {
     AlignSettings settings = given;
     settings.threads = threads_;
+    bool run_mi = false;
+    std::tie(run_mi, settings.analyses) = split_mutual_information(settings.analyses);
     check_align_settings(settings);
+    const MiOptions mi = mi_options(settings);
+    std::vector<SkippedAnalysis> skipped;
+    if (run_mi && replay.is_none()) {
+      const std::string reason =
+          "mutual_information needs further passes over the activations (bin edges, then joint counts of every "
+          "unit pair): pass replay, a function that gives the study's batches again";
+      if (given.analyses != "all") throw Error(reason);
+      skipped.push_back({"mutual_information", reason});
+      run_mi = false;
+    }
     std::optional<report::ReportOptions> report_options;
     const std::string layer = report::layer_name_of(dir);
     if (report) {
@@ -190,18 +354,34 @@ class Study {
     }
     OutputDir out(dir);
     const convergent::Study s = study();
+    std::optional<ReplaySource> source;
+    if (run_mi) {
+      std::vector<ReplaySource::Net> nets;
+      for (std::size_t net = 0; net < names_.size(); ++net) {
+        const NetState& n = nets_[net];
+        nets.push_back({names_[net], n.shape, n.dtype, n.units, n.height, n.width});
+      }
+      source.emplace(replay, std::move(nets), layout_, s.moments.samples + s.skipped_rows);
+    }
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(mutex_);
     const AlignResults results = align_study(*backend_, s, settings);
+    std::optional<MiReport> mi_report;
+    if (source)
+      mi_report = align_all_pairs_by_mi(*backend_, s, results.pairs,
+                                        mutual_information(*backend_, *source, s.moments, s.dead,
+                                                           accumulate_.skip_nonfinite_rows, mi),
+                                        mi.memory_budget_bytes, std::max(1, threads_));
     nlohmann::json run_settings = align_settings_json(settings);
-    run_settings.update({{"layout", layout_ == Layout::channels_last ? "channels-last" : "channels-first"},
+    run_settings.update({{"analyses", given.analyses},
+                         {"layout", layout_ == Layout::channels_last ? "channels-last" : "channels-first"},
                          {"batch_rows", piece_rows_},
                          {"from", "python"},
                          {"precision", to_string(accumulate_.precision)},
                          {"skip_nonfinite", accumulate_.skip_nonfinite_rows},
                          {"dead_threshold", dead_threshold_}});
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    stage_align_outputs(out, s, settings, results, std::nullopt, {},
+    stage_align_outputs(out, s, settings, results, mi_report, skipped,
                         run_section(version, s.backend, thread_count(threads_), seconds, run_settings), layer,
                         report_options);
     out.commit();
@@ -212,7 +392,7 @@ class Study {
   struct NetState {
     std::vector<std::int64_t> shape;  // of the first batch
     DType dtype = DType::float32;
-    std::int64_t units = 0, pixels = 1;
+    std::int64_t units = 0, height = 1, width = 1;
     std::int64_t batches = 0, inputs = 0, rows = 0;  // accumulated so far
   };
 
@@ -256,7 +436,8 @@ class Study {
       s.shape = batch.shape;
       s.dtype = b.dtype;
       s.units = b.units;
-      s.pixels = b.height * b.width;
+      s.height = b.height;
+      s.width = b.width;
     }
     // The batch of the same index of each other net that has one must hold the same inputs.
     const std::size_t index = queues_[net].size();
@@ -377,7 +558,11 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("analyses", &AlignSettings::analyses)
       .def_readwrite("lasso_alphas", &AlignSettings::lasso_alphas)
       .def_readwrite("save_matrices", &AlignSettings::save_matrices)
-      .def_readwrite("matrix_dtype", &AlignSettings::matrix_dtype);
+      .def_readwrite("matrix_dtype", &AlignSettings::matrix_dtype)
+      .def_readwrite("mi_binning", &AlignSettings::mi_binning)
+      .def_readwrite("mi_bins", &AlignSettings::mi_bins)
+      .def_readwrite("mi_base", &AlignSettings::mi_base)
+      .def_readwrite("mi_memory_mib", &AlignSettings::mi_memory_mib);
 
   py::class_<Study>(m, "Study")
       .def(py::init<std::vector<std::string>, const std::string&, const std::string&, int, double, bool, std::int64_t,
@@ -392,7 +577,7 @@ PYBIND11_MODULE(_core, m) {
       .def("pending", &Study::pending)
       .def("moments", &Study::moments)
       .def("save", &Study::save, py::arg("dir"), py::arg("settings"), py::arg("report"), py::arg("title"),
-           py::arg("max_image_side"));
+           py::arg("max_image_side"), py::arg("replay"));
 
   m.def("study_table", [](const std::vector<std::string>& layers) {
     return report::format_study_table(report::study_table(report::load_study(layers)));

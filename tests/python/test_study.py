@@ -335,13 +335,12 @@ def test_save_writes_what_the_cli_writes_on_the_same_inputs(cli, tmp_path, layou
         a, b = a.transpose(0, 2, 3, 1).copy(), b.transpose(0, 2, 3, 1).copy()
     np.save(tmp_path / "a.npy", a)
     np.save(tmp_path / "b.npy", b)
-    options = ["--clusters", "2", "--seed", "3"]
+    analyses = "sparse_prediction,reliability,mean_distributions,linear_cka,cca,svcca,pwcca,procrustes"
     run_cli(cli, ["align", f"a={tmp_path / 'a.npy'}", f"b={tmp_path / 'b.npy'}", "--out", str(tmp_path / "cli"),
-                  "--layout", layout, "--backend", "cpu", *options, "--analyses",
-                  "sparse_prediction,reliability,mean_distributions,linear_cka,cca,svcca,pwcca,procrustes"])
+                  "--layout", layout, "--backend", "cpu", "--clusters", "2", "--seed", "3", "--analyses", analyses])
     study = convergent.Study(["a", "b"], layout=layout)
     add_in_batches(study, {"a": a, "b": torch.from_numpy(b)}, batch=9)
-    study.save(tmp_path / "py", clusters=2, seed=3)
+    study.save(tmp_path / "py", clusters=2, seed=3, analyses=analyses)
     cli_out, py_out = tmp_path / "cli", tmp_path / "py"
     names = sorted(p.name for p in cli_out.iterdir())
     assert names == sorted(p.name for p in py_out.iterdir())
@@ -418,6 +417,65 @@ def test_save_honours_the_matrix_options_as_the_cli_does(cli, tmp_path):
     with pytest.raises(convergent.Error, match="some"):
         study.save(tmp_path / "bad", save_matrices="some")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("binning", ["quantile", "equal-width"])
+def test_mutual_information_from_replayed_batches_equals_the_cli(cli, tmp_path, binning):
+    # Bin edges (exact order statistics, or numpy.histogram's edges from min and max) and joint counts are
+    # exact, so MI is the same bit for bit whatever the batches: Python's replay and the CLI's file reads.
+    a, b = planted(np.random.default_rng(15), n=400, dtype=np.float32)
+    b[:, 0] = np.maximum(b[:, 0], 1.0)  # exact zeros (the quantile scheme's own bin) in the other units only
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    options = dict(clusters="none", analyses="mutual_information", report=False)
+    run_cli(cli, ["align", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--out", str(tmp_path / "cli"),
+                  "--backend", "cpu", "--clusters", "none", "--analyses", "mutual_information", "--no-report",
+                  "--mi-binning", binning, "--mi-bins", "7"])
+    study = convergent.Study(["a", "b"])
+    add_in_batches(study, {"a": a, "b": b}, batch=64)
+    passes = []
+
+    def replay():
+        passes.append(1)
+        for k in range(0, 400, 150):  # other batch sizes than the first time, torch tensors for b
+            yield {"a": a[k:k + 150], "b": torch.from_numpy(b[k:k + 150])}
+
+    study.save(tmp_path / "py", replay=replay, mi_binning=binning, mi_bins=7, **options)
+    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "py").iterdir())
+    assert "mi_mm_a_b.npy" in names and "mi_matching_a_b.csv" in names
+    for name in names:
+        if name.startswith(("mi", "nmi")) and name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(tmp_path / "py" / name), np.load(tmp_path / "cli" / name), name)
+        elif name.startswith("mi") and name.endswith(".csv"):
+            assert (tmp_path / "py" / name).read_text() == (tmp_path / "cli" / name).read_text(), name
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("py", "cli")]
+    assert summaries[0]["mutual_information"] == summaries[1]["mutual_information"]
+    assert len(passes) == summaries[0]["mutual_information"]["passes"] >= 1
+
+
+def test_mutual_information_needs_the_same_batches_again(tmp_path):
+    a, b = planted(np.random.default_rng(16), n=200)
+    study = convergent.Study(["a", "b"])
+    add_in_batches(study, {"a": a, "b": b})
+    with pytest.raises(convergent.Error, match="mutual_information needs further passes.*pass replay"):
+        study.save(tmp_path / "x", analyses="mutual_information", report=False)
+    with pytest.raises(convergent.Error, match="replay.. gave 100 sample rows, but the moments pass read 200"):
+        study.save(tmp_path / "x", analyses="mutual_information", report=False,
+                   replay=lambda: iter([{"a": a[:100], "b": b[:100]}]))
+    with pytest.raises(convergent.Error, match="gave more than the 200 sample rows"):
+        study.save(tmp_path / "x", analyses="mutual_information", report=False,
+                   replay=lambda: iter([{"a": a, "b": b}, {"a": a[:1], "b": b[:1]}]))
+    with pytest.raises(convergent.Error, match="replayed batch of net 'b': shape \\(200, 3\\) float64, but the "
+                                               "moments pass had \\(128, 4\\) float64"):
+        study.save(tmp_path / "x", analyses="mutual_information", report=False,
+                   replay=lambda: iter([{"a": a, "b": b[:, :3]}]))
+    assert not (tmp_path / "x").exists()
+    # 'all' without replay: everything but mutual information, which summary.json lists as skipped.
+    study.save(tmp_path / "all", clusters="none", report=False)
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert [s["name"] for s in summary["skipped_analyses"]] == ["mutual_information"]
+    assert "linear_cka" in summary and "mutual_information" not in summary
 
 
 def test_bad_analysis_options_are_errors_before_any_work(tmp_path):
