@@ -310,12 +310,16 @@ Matrix read_matrix_npy(const std::string& path) {
 
 Matrix read_correlation_npy(const std::string& path) {
   Matrix corr = read_matrix_npy(path);
-  for (std::int64_t r = 0; r < corr.rows(); ++r)
-    for (std::int64_t c = 0; c < corr.cols(); ++c)
-      if (std::abs(corr(r, c)) > 1.0)
-        throw Error(path + ": " + std::to_string(corr(r, c)) + " at row " + std::to_string(r) + ", column " +
-                    std::to_string(c) + " is not a correlation; match takes a matrix of values in [-1, 1]");
+  check_correlation_values(corr.view(), path);
   return corr;
+}
+
+void check_correlation_values(MatrixView<const double> corr, const std::string& context) {
+  for (std::int64_t r = 0; r < corr.rows; ++r)
+    for (std::int64_t c = 0; c < corr.cols; ++c)
+      if (!(std::abs(corr(r, c)) <= 1.0))
+        throw Error(context + ": " + std::to_string(corr(r, c)) + " at row " + std::to_string(r) + ", column " +
+                    std::to_string(c) + " is not a correlation; match takes a matrix of values in [-1, 1]");
 }
 
 void stage_match_outputs(OutputDir& out, const std::string& corr_path, const std::string& name_a,

@@ -90,9 +90,12 @@ nlohmann::json stage_mi_outputs(OutputDir& out, const Study& study, const std::v
 // Reads a 2-D correlation matrix (float16/32/64, C or Fortran order) whole; NaN is an error naming the file.
 Matrix read_matrix_npy(const std::string& path);
 
-// `convergent match`'s input: read_matrix_npy, then every entry must lie in [-1, 1] (an error names the
-// file, the entry and its row and column).
+// `convergent match`'s input: read_matrix_npy, then check_correlation_values.
 Matrix read_correlation_npy(const std::string& path);
+
+// Every entry must lie in [-1, 1] (NaN does not): throws Error starting with `context` (the file) naming the
+// first other entry and its row and column.
+void check_correlation_values(MatrixView<const double> corr, const std::string& context);
 
 // Stages summary.json (with its `run` section), matching_<a>_<b>.csv and semi_<a>_<b>.csv for
 // `convergent match`.

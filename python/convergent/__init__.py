@@ -25,7 +25,19 @@ import numpy as np
 from ._core import Error, __version__
 from . import _core
 
-__all__ = ["Error", "Moments", "Results", "Study", "backends", "study_table", "__version__"]
+__all__ = ["Error", "Moments", "Results", "Study", "backends", "match", "study_table", "__version__"]
+
+
+def match(corr, threads=0):
+    """``convergent match`` on a correlation matrix you already have (A's units as rows, B's as columns,
+    values in [-1, 1]; any float dtype, copied to float64 C order when it is not). Returns a dict:
+    ``semi_match`` ((rows,) int64: each A unit's most correlated B unit, ties to the lower index),
+    ``matching`` ((min(rows, cols), 2) int64 pairs (unit_a, unit_b) in A's order: the one-to-one
+    assignment maximising the total correlation, Li et al. 2016 section 3), ``semi_mean_corr``,
+    ``matching_mean_corr``, ``matching_total_corr`` and ``same_assignment_fraction`` (share of A units
+    whose semi-match is their match), as summary.json's pair entry states them. Raises ``Error`` for
+    another rank, NaN or a value outside [-1, 1]."""
+    return _core.match(corr, threads)
 
 
 def backends():

@@ -583,6 +583,34 @@ PYBIND11_MODULE(_core, m) {
     return report::format_study_table(report::study_table(report::load_study(layers)));
   }, py::arg("layers"));
 
+  m.def("match", [](const py::array_t<double, py::array::c_style | py::array::forcecast>& corr, int threads) {
+    if (corr.ndim() != 2) throw Error("match: expected a 2-D correlation matrix, not " + std::to_string(corr.ndim()) + "-D");
+    const MatrixView<const double> view(corr.data(), corr.shape(0), corr.shape(1), corr.shape(1));
+    check_correlation_values(view, "match");
+    PairAlignment a;
+    {
+      py::gil_scoped_release release;
+      auto backend = make_backend(BackendChoice::cpu, {threads, 0});
+      a = align_pair(*backend, view, std::max(1, thread_count(threads)));
+    }
+    py::array_t<std::int64_t> matching({static_cast<py::ssize_t>(std::min(view.rows, view.cols)), py::ssize_t{2}});
+    auto pairs = matching.mutable_unchecked<2>();
+    py::ssize_t k = 0;
+    for (std::int64_t r = 0; r < view.rows; ++r)
+      if (a.matching.row_to_col[static_cast<std::size_t>(r)] >= 0) {
+        pairs(k, 0) = r;
+        pairs(k++, 1) = a.matching.row_to_col[static_cast<std::size_t>(r)];
+      }
+    py::dict out;
+    out["semi_match"] = python::to_numpy(a.semi_match);
+    out["matching"] = matching;
+    out["semi_mean_corr"] = a.semi_mean_corr;
+    out["matching_mean_corr"] = a.matching_mean_corr;
+    out["matching_total_corr"] = a.matching_total_corr;
+    out["same_assignment_fraction"] = a.same_assignment_fraction;
+    return out;
+  }, py::arg("corr"), py::arg("threads"));
+
   m.def("backends", [] {
     py::list out;
     for (const BackendStatus& s : backend_status()) {

@@ -1,6 +1,7 @@
 """convergent.Study on numpy arrays and torch tensors: known answers from float64 numpy, the CLI's layout
 rules, the errors, and the outputs of save() against `convergent align` on the same inputs."""
 import ctypes
+import itertools
 import json
 import subprocess
 import threading
@@ -487,3 +488,28 @@ def test_bad_analysis_options_are_errors_before_any_work(tmp_path):
     with pytest.raises(convergent.Error, match="no batches were added"):
         study.save(tmp_path / "x", report=False)
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_match_finds_the_best_assignment_and_equals_the_cli(cli, tmp_path):
+    # The oracle: every injective map of A's 4 units into B's 5, by brute force.
+    rng = np.random.default_rng(17)
+    corr = np.tanh(rng.standard_normal((4, 5)))
+    best = max(itertools.permutations(range(5), 4), key=lambda cols: sum(corr[r, c] for r, c in enumerate(cols)))
+    got = convergent.match(corr)
+    assert got["matching"].tolist() == [[r, c] for r, c in enumerate(best)]
+    assert got["semi_match"].tolist() == corr.argmax(1).tolist()
+    assert got["matching_mean_corr"] == pytest.approx(np.mean([corr[r, c] for r, c in enumerate(best)]), abs=1e-12)
+    assert got["semi_mean_corr"] == pytest.approx(corr.max(1).mean(), abs=1e-12)
+    np.save(tmp_path / "corr.npy", corr)
+    run_cli(cli, ["match", str(tmp_path / "corr.npy"), "--out", str(tmp_path / "cli")])
+    got = convergent.match(corr.T.copy().T)  # a Fortran-order view is copied to C order
+    rows = (tmp_path / "cli" / "matching_a_b.csv").read_text().splitlines()[1:]
+    assert [[int(v) for v in r.split(",")[:2]] for r in rows] == got["matching"].tolist()
+    pair = json.loads((tmp_path / "cli" / "summary.json").read_text())["pairs"][0]
+    assert pair["matching"]["mean_corr"] == got["matching_mean_corr"]
+    assert pair["semi_matching"]["mean_corr"] == got["semi_mean_corr"]
+    with pytest.raises(convergent.Error, match=r"match: 1.5.* at row 1, column 2 is not a correlation"):
+        corr[1, 2] = 1.5
+        convergent.match(corr)
+    with pytest.raises(convergent.Error, match="expected a 2-D correlation matrix"):
+        convergent.match(corr[0])
