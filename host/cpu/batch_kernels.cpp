@@ -64,4 +64,38 @@ void merge_row(double* m2, const double* s, double s_row_scale, const double* s_
   merge_row_impl(m2, s, s_row_scale, s_scale, delta, weighted_delta, n);
 }
 
+CONVERGENT_CLONES
+double row_sqnorm(const float* __restrict__ x, const double* __restrict__ scale, const double* __restrict__ offset,
+                  std::int64_t n) {
+  constexpr std::int64_t lanes = 8;
+  double s[lanes] = {};
+  std::int64_t c = 0;
+  for (; c + lanes <= n; c += lanes)
+    for (std::int64_t j = 0; j < lanes; ++j) {
+      const double y = static_cast<double>(x[c + j]) * scale[c + j] + offset[c + j];
+      s[j] += y * y;
+    }
+  for (std::int64_t j = 0; c < n; ++c, ++j) {
+    const double y = static_cast<double>(x[c]) * scale[c] + offset[c];
+    s[j] += y * y;
+  }
+  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+CONVERGENT_CLONES
+void unit_norm_sums(const float* __restrict__ x, std::int64_t rows, std::int64_t stride, std::int64_t count,
+                    const double* __restrict__ scale, const double* __restrict__ offset,
+                    const double* __restrict__ row_sqnorms, std::int64_t nets, double* __restrict__ sums,
+                    std::int64_t sums_stride, double* __restrict__ work) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* __restrict__ row = x + r * stride;
+    for (std::int64_t j = 0; j < count; ++j) work[j] = static_cast<double>(row[j]) * scale[j] + offset[j];
+    for (std::int64_t k = 0; k < nets; ++k) {
+      const double a = row_sqnorms[r * nets + k];
+      double* __restrict__ s = sums + k * sums_stride;
+      for (std::int64_t j = 0; j < count; ++j) s[j] += work[j] * a;
+    }
+  }
+}
+
 }  // namespace convergent

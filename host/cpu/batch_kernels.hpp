@@ -26,4 +26,16 @@ void merge_row(double* m2, const float* s, double s_row_scale, const double* s_s
 void merge_row(double* m2, const double* s, double s_row_scale, const double* s_scale, const double* delta,
                double weighted_delta, std::int64_t n);
 
+// The debiased CKA's norm sums (reference_backend.cpp, add_norm_sums), on values recovered from a centred
+// float32 chunk as y[c] = x[c] * scale[c] + offset[c] in float64.
+// Squared norm sum_c y[c]^2 over one net's n units of one row, in 8 interleaved partial sums (unit c adds
+// to sum c mod 8, in order) combined as ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)): that order is
+// written out, so every clone rounds alike and the sums vectorise.
+double row_sqnorm(const float* x, const double* scale, const double* offset, std::int64_t n);
+// For the `count` units starting at x[0] of `rows` rows `stride` apart: sums[k * sums_stride + j] += y_j *
+// row_sqnorms[r * nets + k] for every row r in order, net k < nets and unit j < count (`work`: count doubles).
+void unit_norm_sums(const float* x, std::int64_t rows, std::int64_t stride, std::int64_t count, const double* scale,
+                    const double* offset, const double* row_sqnorms, std::int64_t nets, double* sums,
+                    std::int64_t sums_stride, double* work);
+
 }  // namespace convergent

@@ -117,32 +117,18 @@ class ReferenceAccumulator final : public MomentAccumulator {
       unit_scale_[col] = e == no_spread ? 0.0 : std::ldexp(1.0, -e);
       unit_offset_[col] = 2.0 * half_mean_[col];
     }
-    auto value = [&](const float* row, std::int64_t col) {
-      return static_cast<double>(row[col]) * unit_scale_[col] + unit_offset_[col];
-    };
     constexpr std::int64_t rows_per_task = 256, units_per_task = 64;
     parallel_for((c.rows + rows_per_task - 1) / rows_per_task, threads_, [&](std::int64_t task) {
-      for (std::int64_t r = task * rows_per_task; r < std::min(c.rows, (task + 1) * rows_per_task); ++r) {
-        const float* row = c.row(r);
-        for (std::int64_t k = 0, col = 0; k < nets; ++k) {
-          double sum = 0.0;
-          for (const std::int64_t end = col + net_units()[k]; col < end; ++col) sum += value(row, col) * value(row, col);
-          row_sqnorm_[r * nets + k] = sum;
-        }
-      }
+      for (std::int64_t r = task * rows_per_task; r < std::min(c.rows, (task + 1) * rows_per_task); ++r)
+        for (std::int64_t k = 0, col = 0; k < nets; col += net_units()[k++])
+          row_sqnorm_[r * nets + k] =
+              row_sqnorm(c.row(r) + col, unit_scale_.data() + col, unit_offset_.data() + col, net_units()[k]);
     });
     parallel_for((u + units_per_task - 1) / units_per_task, threads_, [&](std::int64_t task) {
       const std::int64_t first = task * units_per_task, count = std::min(units_per_task, u - first);
-      std::vector<double> d(units_per_task), sums(static_cast<std::size_t>(units_per_task * nets), 0.0);
-      for (std::int64_t r = 0; r < c.rows; ++r) {
-        const float* row = c.row(r);
-        for (std::int64_t j = 0; j < count; ++j) d[j] = value(row, first + j);
-        for (std::int64_t k = 0; k < nets; ++k) {
-          const double a = row_sqnorm_[r * nets + k];
-          double* s = sums.data() + k * units_per_task;
-          for (std::int64_t j = 0; j < count; ++j) s[j] += d[j] * a;
-        }
-      }
+      std::vector<double> work(units_per_task), sums(static_cast<std::size_t>(units_per_task * nets), 0.0);
+      unit_norm_sums(c.data + first, c.rows, c.stride, count, unit_scale_.data() + first, unit_offset_.data() + first,
+                     row_sqnorm_.data(), nets, sums.data(), units_per_task, work.data());
       for (std::int64_t j = 0; j < count; ++j)
         for (std::int64_t k = 0; k < nets; ++k) unit_sqnorm_(first + j, k) += sums[k * units_per_task + j];
     });
