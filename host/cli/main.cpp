@@ -159,13 +159,6 @@ InputRange parse_input_range(const std::string& text) {
 }
 
 // Writes a stats file whole or not at all.
-void write_stats(const std::string& path, const StatsFile& stats) {
-  const std::filesystem::path target(path);
-  OutputDir out(target.has_parent_path() ? target.parent_path().string() : ".");
-  write_text_file(out.stage(target.filename().string()), stats_bytes(stats, version));
-  out.commit();
-}
-
 // `convergent stats`: the Moments of a range of inputs, saved for merge and align --from-stats.
 int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
               const std::string& backend_name, const std::string& precision, const std::string& rows,
@@ -182,7 +175,7 @@ int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions
     progress.update(done, total);
   };
   const Study study = accumulate_study(*backend, nets, options);
-  write_stats(out_path, stats_of(study, options));
+  write_stats_file(out_path, stats_of(study, options), version);
   std::cout << "wrote " << out_path << " (inputs " << study.range.begin << ":" << study.range.end << " of "
             << study.inputs << ", " << study.moments.samples << " samples, " << study.backend << ")\n";
   return 0;
@@ -193,7 +186,7 @@ int run_merge(const std::vector<std::string>& paths, const std::string& out_path
   std::vector<StatsFile> shards;
   for (const std::string& path : paths) shards.push_back(read_stats_file(path));
   const StatsFile merged = merge_stats(std::move(shards), paths);
-  write_stats(out_path, merged);
+  write_stats_file(out_path, merged, version);
   std::cout << "wrote " << out_path << " (inputs " << merged.range.begin << ":" << merged.range.end << " of "
             << merged.study.inputs << ", " << merged.moments.samples << " samples from " << paths.size()
             << " files)\n";

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
@@ -12,6 +13,7 @@
 #include "convergent/error.hpp"
 #include "io/npy.hpp"
 #include "io/npz.hpp"
+#include "io/outputs.hpp"
 
 namespace convergent {
 namespace {
@@ -119,6 +121,13 @@ StatsFile stats_of(const Study& study, const StudyOptions& options) {
   stats.backend = study.backend;
   stats.moments = study.moments;
   return stats;
+}
+
+void write_stats_file(const std::string& path, const StatsFile& stats, const std::string& version) {
+  const std::filesystem::path target(path);
+  OutputDir out(target.has_parent_path() ? target.parent_path().string() : ".");
+  write_text_file(out.stage(target.filename().string()), stats_bytes(stats, version));
+  out.commit();
 }
 
 std::string stats_bytes(const StatsFile& stats, const std::string& version) {

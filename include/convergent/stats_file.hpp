@@ -44,6 +44,10 @@ StatsFile stats_of(const Study& study, const StudyOptions& options);
 std::string stats_bytes(const StatsFile& stats, const std::string& version);
 StatsFile parse_stats(const std::string& path, const std::string& bytes);
 
+// Writes stats_bytes to `path` under a temporary name, renamed when complete (no partial file). Throws
+// Error for an unwritable directory.
+void write_stats_file(const std::string& path, const StatsFile& stats, const std::string& version);
+
 // Reads a stats file (parse_stats over its bytes).
 StatsFile read_stats_file(const std::string& path);
 

@@ -255,6 +255,14 @@ class Study:
                     yield {name: _host_array(x) for name, x in batch.items()}
         self._core.save(os.fspath(directory), settings, report, title, max_image_side, host_replay)
 
+    def save_stats(self, path, first_input=0, total_inputs=0):
+        """Writes what ``convergent stats`` writes (a .npz of the Moments, README "Sharded studies") for the
+        batches added so far, as the inputs ``first_input`` onwards of a study of ``total_inputs`` inputs
+        (0: these batches are the whole study). Shards of one study, from several processes or from the
+        CLI, merge with ``convergent merge``; ``convergent align --from-stats`` analyses the result.
+        Raises ``Error`` when the inputs do not fit, and as ``moments()`` does."""
+        self._core.save_stats(os.fspath(path), first_input, total_inputs)
+
     def analyse(self, **options):
         """The results of align's analyses as ``Results``: summary.json as a dict and every matrix and
         table as numpy arrays. Takes ``save``'s options (but writes no report); the files are written to a

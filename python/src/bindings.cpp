@@ -326,6 +326,31 @@ class Study {
   }
 
   // Everything align writes, into `dir` (created; written under temporary names, renamed when complete).
+  // `convergent stats`' file of the batches so far, as inputs [first_input, first_input + n) of a study of
+  // total_inputs inputs (0: these batches are the whole study), so that shards of one study made by
+  // several processes (or by the CLI) merge with `convergent merge`.
+  void save_stats(const std::string& path, std::int64_t first_input, std::int64_t total_inputs) {
+    convergent::Study s = study();
+    std::int64_t whole = 1;
+    for (const NetState& n : nets_) whole = std::lcm(whole, n.height * n.width);
+    const std::int64_t inputs = nets_.front().rows / whole;
+    if (total_inputs == 0) total_inputs = inputs;
+    if (first_input < 0 || first_input + inputs > total_inputs)
+      throw Error("save_stats: these batches hold " + std::to_string(inputs) + " inputs, which do not fit at input " +
+                  std::to_string(first_input) + " of a study of " + std::to_string(total_inputs));
+    for (std::size_t net = 0; net < nets_.size(); ++net)
+      s.nets[net].shape[0] = total_inputs * whole / (nets_[net].height * nets_[net].width);
+    s.inputs = total_inputs;
+    s.rows_per_input = whole;
+    s.range = {first_input, first_input + inputs};
+    StudyOptions options;
+    options.layout = layout_;
+    options.skip_nonfinite_rows = accumulate_.skip_nonfinite_rows;
+    options.precision = accumulate_.precision;
+    py::gil_scoped_release release;
+    write_stats_file(path, stats_of(s, options), version);
+  }
+
   // With `replay` (see ReplaySource), mutual information too, as align computes it.
   void save(const std::string& dir, const AlignSettings& given, bool report, const std::string& title,
             std::int64_t max_image_side, const py::object& replay) {
@@ -576,6 +601,7 @@ PYBIND11_MODULE(_core, m) {
       .def("add_dlpack", &Study::add_dlpack, py::arg("name"), py::arg("capsule"))
       .def("pending", &Study::pending)
       .def("moments", &Study::moments)
+      .def("save_stats", &Study::save_stats, py::arg("path"), py::arg("first_input"), py::arg("total_inputs"))
       .def("save", &Study::save, py::arg("dir"), py::arg("settings"), py::arg("report"), py::arg("title"),
            py::arg("max_image_side"), py::arg("replay"));
 

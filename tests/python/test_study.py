@@ -513,3 +513,33 @@ def test_match_finds_the_best_assignment_and_equals_the_cli(cli, tmp_path):
         convergent.match(corr)
     with pytest.raises(convergent.Error, match="expected a 2-D correlation matrix"):
         convergent.match(corr[0])
+
+
+def test_stats_shards_from_python_merge_with_the_cli(cli, tmp_path):
+    rng = np.random.default_rng(18)
+    a = rng.standard_normal((30, 4, 2, 2)).astype(np.float32)
+    b = (a[:, :3] ** 2 + rng.standard_normal((30, 3, 2, 2))).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    for first, end in [(0, 12), (12, 30)]:  # two Python processes' shards, saved in another order
+        study = convergent.Study(["a", "b"])
+        add_in_batches(study, {"a": a[first:end], "b": b[first:end]}, batch=5)
+        study.save_stats(tmp_path / f"s{first}.npz", first_input=first, total_inputs=30)
+    run_cli(cli, ["merge", str(tmp_path / "s12.npz"), str(tmp_path / "s0.npz"), "--out", str(tmp_path / "py.npz")])
+    run_cli(cli, ["stats", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--out", str(tmp_path / "cli.npz")])
+    py, whole = np.load(tmp_path / "py.npz"), np.load(tmp_path / "cli.npz")
+    py_header, cli_header = json.loads(py["header.json"]), json.loads(whole["header.json"])
+    for net in py_header["study"]["nets"] + cli_header["study"]["nets"]:
+        net.pop("path")  # '(python)' and the file
+    assert py_header["study"] == cli_header["study"] and py_header["inputs"] == cli_header["inputs"] == [0, 30]
+    assert py_header["samples"] == 30 * 4
+    # Other batches, the same statistics: means are float64 sums (MEAN_RTOL of their scale).
+    np.testing.assert_allclose(py["mean"], whole["mean"], rtol=0, atol=MEAN_RTOL * np.abs(whole["mean"]).max())
+    run_cli(cli, ["align", "--from-stats", str(tmp_path / "py.npz"), "--out", str(tmp_path / "out"), "--no-report",
+                  "--clusters", "none", "--analyses", "linear_cka"])
+    corr = np.load(tmp_path / "out" / "corr_a_b.npy")
+    np.testing.assert_allclose(corr, reference(np.moveaxis(a, 1, -1).reshape(-1, 4),
+                                               np.moveaxis(b, 1, -1).reshape(-1, 3))[3][:4, 4:], atol=COV_RTOL)
+    with pytest.raises(convergent.Error, match="hold 18 inputs, which do not fit at input 20 of a study of 30"):
+        study.save_stats(tmp_path / "bad.npz", first_input=20, total_inputs=30)
+    assert not (tmp_path / "bad.npz").exists()
