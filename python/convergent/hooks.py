@@ -72,12 +72,47 @@ def run_models(models, layers, loader, studies=None, progress=None, sample_key=b
     once per forward pass, a non-tensor output, loaders that end at different batches or give different
     inputs, and whatever ``Study.add`` raises.
     """
-    import torch
-
     names = list(models)
     plan = _layer_names(models, layers)
     if studies is None:
         studies = {s: Study(names, layout=layout, **study_options) for s in plan}
+    for model_name, outs in _forward(models, plan, loader, progress, sample_key):
+        for study_name, out in outs.items():
+            study = studies[study_name]
+            on_host = out.is_cuda and out.device.index != study.device
+            study.add(model_name, out.cpu() if on_host else out)
+    return studies
+
+
+def replay(models, layers, loader, study, sample_key=batch_hash):
+    """For ``Study.save(replay=...)`` (mutual information's further passes) of a study that ``run_models``
+    fed: a function that runs ``loader`` through the models again, as ``run_models`` did (same arguments),
+    and yields {model name: output} of study ``study``'s layer batch by batch, on the host."""
+    plan = _layer_names(models, layers)
+    if study not in plan:
+        raise Error(f"no study named '{study}'; the studies are {', '.join(plan)}")
+    plan = {study: plan[study]}
+
+    def batches():
+        batch = {}
+        for model_name, outs in _forward(models, plan, loader, False, sample_key):
+            if study not in outs:
+                continue
+            batch[model_name] = outs[study].cpu()
+            if len(batch) == len(plan[study]):
+                yield batch
+                batch = {}
+
+    return batches
+
+
+def _forward(models, plan, loader, progress, sample_key):
+    """Runs ``loader`` through the models in lockstep (see ``run_models``) and yields, after each model's
+    forward pass, (model name, {study name: the hooked layer's output}); hooks and training modes are
+    restored when it ends or is closed."""
+    import torch
+
+    names = list(models)
     loaders = loader if isinstance(loader, dict) else None
     if loaders is not None and set(loaders) != set(names):
         raise Error(f"loaders for {sorted(loaders)}, but the models are {sorted(names)}")
@@ -146,6 +181,7 @@ def run_models(models, layers, loader, studies=None, progress=None, sample_key=b
                         x = x.to(parameter.device)
                     outputs.clear()
                     model(x)
+                    got_outputs = {}
                     for study_name, per_model in plan.items():
                         if model_name not in per_model:
                             continue
@@ -153,10 +189,9 @@ def run_models(models, layers, loader, studies=None, progress=None, sample_key=b
                         if len(seen) != 1:
                             raise Error(f"layer '{per_model[model_name]}' of model '{model_name}' ran {len(seen)} "
                                         "times in one forward pass; hook a layer that runs once")
-                        out = seen[0]
-                        study = studies[study_name]
-                        on_host = out.is_cuda and out.device.index != study.device
-                        study.add(model_name, out.cpu() if on_host else out)
+                        got_outputs[study_name] = seen[0]
+                    outputs.clear()
+                    yield model_name, got_outputs
                 outputs.clear()
                 index += 1
                 bar.update(1)
@@ -166,4 +201,3 @@ def run_models(models, layers, loader, studies=None, progress=None, sample_key=b
             h.remove()
         for model_name, training in modes.items():
             models[model_name].train(training)
-    return studies

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import convergent
-from convergent.hooks import run_models
+from convergent.hooks import replay, run_models
 
 COV_RTOL = 1e-6  # float32 batch products (see test_study.py)
 
@@ -85,6 +85,27 @@ def test_hooks_equal_the_cli_on_the_saved_activations(cli, tmp_path):
                                np.load(tmp_path / "cli" / "corr_net1_net2.npy"), rtol=0, atol=COV_RTOL)
     assert (tmp_path / "hooks" / "matching_net1_net2.csv").read_text().splitlines()[1].split(",")[:2] == \
         (tmp_path / "cli" / "matching_net1_net2.csv").read_text().splitlines()[1].split(",")[:2]
+
+
+def test_mutual_information_through_hooks_replayed_equals_the_cli(cli, tmp_path):
+    models = {"net1": Small(5), "net2": Small(6)}
+    loader = DataLoader(data(seed=2), batch_size=20)
+    study = run_models(models, ["conv", "fc"], loader)["conv"]
+    again = replay(models, ["conv", "fc"], loader, "conv")
+    study.save(tmp_path / "hooks", clusters="none", analyses="mutual_information", report=False, replay=again)
+    # The CLI on the replayed activations themselves, saved (a forward pass gives the same values again).
+    for name in models:
+        np.save(tmp_path / f"{name}.npy", np.concatenate([b[name].numpy() for b in again()]))
+    done = subprocess.run([cli, "align", str(tmp_path / "net1.npy"), str(tmp_path / "net2.npy"), "--out",
+                           str(tmp_path / "cli"), "--clusters", "none", "--analyses", "mutual_information",
+                           "--no-report", "--backend", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ["mi_mm_net1_net2.npy", "nmi_net1.npy"]:
+        np.testing.assert_array_equal(np.load(tmp_path / "hooks" / name), np.load(tmp_path / "cli" / name))
+    assert (tmp_path / "hooks" / "mi_matching_net1_net2.csv").read_text() == \
+        (tmp_path / "cli" / "mi_matching_net1_net2.csv").read_text()
+    with pytest.raises(convergent.Error, match="no study named 'conv2'"):
+        replay(models, ["conv", "fc"], loader, "conv2")
 
 
 def test_separate_loaders_in_the_same_order_are_accepted():
