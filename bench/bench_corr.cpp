@@ -41,11 +41,14 @@ using namespace convergent;
 struct Config {
   std::string backend = "cpu";
   std::int64_t samples = 100000;
+  std::vector<std::int64_t> sample_counts = {100000};  // --samples N[,N...]: several with --generated only
+  bool generated = false;                                // batches generated in memory, no file
+  double max_peak_growth_mib = NAN;                      // --generated: fail above this growth of the peak
   bool samples_given = false;  // --backend cuda sizes the workload itself unless told
   std::int64_t file_mib = 0;   // > 0: samples chosen per unit count so that the file has this size
   std::vector<std::int64_t> units = {1024};
   bool units_given = false;
-  std::int64_t batch_rows = 0;
+  std::vector<std::int64_t> batch_rows = {0};  // 0: the automatic batch (automatic_batch_rows)
   int threads = 0;
   std::uint64_t seed = 1;
   std::string precision = "fp32";
@@ -57,11 +60,17 @@ struct Config {
 
 [[noreturn]] void usage() {
   std::fprintf(stderr,
-               "usage: bench_corr [--backend cpu|cuda] [--samples N] [--units U[,U...]] [--batch-rows B]\n"
+               "usage: bench_corr [--backend cpu|cuda] [--samples N[,N...]] [--units U[,U...]] [--batch-rows B[,B...]]\n"
                "                  [--threads T] [--seed S] [--precision fp32|tf32|bf16] [--no-numpy]\n"
                "                  [--python PYTHON] [--work-dir DIR] [--repeat R] [--file-mib M]\n"
+               "                  [--generated [--max-peak-growth-mib M]]\n"
                "  --file-mib M: for each unit count, as many samples as make an M MiB float32 file\n"
-               "  --no-numpy also leaves out torch.corrcoef with --backend cuda\n");
+               "  --batch-rows: 0 is the automatic batch; several (CPU): a table of time and peak memory per\n"
+               "    batch for each unit count, rounds alternating over the batches (no numpy)\n"
+               "  --no-numpy also leaves out torch.corrcoef with --backend cuda\n"
+               "  --generated: no file; batches of ReLU units are generated in memory and streamed through the\n"
+               "    accumulator align uses, for each --samples N[,N...]; prints time and peak memory of each.\n"
+               "    --max-peak-growth-mib M: exit 1 when the last count's peak exceeds the first's by more\n");
   std::exit(2);
 }
 
@@ -73,17 +82,25 @@ Config parse(int argc, char** argv) {
       if (i + 1 >= argc) usage();
       return argv[++i];
     };
+    auto list = [&]() {
+      std::vector<std::int64_t> items;
+      std::stringstream text(value());
+      // Through double, so that 1e8 reads as it is written.
+      for (std::string item; std::getline(text, item, ',');) items.push_back(static_cast<std::int64_t>(std::stod(item)));
+      return items;
+    };
     if (a == "--backend") c.backend = value();
     else if (a == "--samples") {
-      c.samples = std::stoll(value());
+      c.sample_counts = list();
+      c.samples = c.sample_counts.front();
       c.samples_given = true;
     }
+    else if (a == "--generated") c.generated = true;
+    else if (a == "--max-peak-growth-mib") c.max_peak_growth_mib = std::stod(value());
     else if (a == "--units") {
-      c.units.clear();
+      c.units = list();
       c.units_given = true;
-      std::stringstream list(value());
-      for (std::string item; std::getline(list, item, ',');) c.units.push_back(std::stoll(item));
-    } else if (a == "--batch-rows") c.batch_rows = std::stoll(value());
+    } else if (a == "--batch-rows") c.batch_rows = list();
     else if (a == "--threads") c.threads = std::stoi(value());
     else if (a == "--seed") c.seed = std::stoull(value());
     else if (a == "--precision") c.precision = value();
@@ -134,10 +151,13 @@ struct StreamResult {
   Matrix corr;
 };
 
-StreamResult stream(Backend& backend, const std::string& path, const Config& c) {
+// Rows per batch: the one asked for, or the automatic one `convergent align` would take.
+std::int64_t batch_for(std::int64_t asked, std::int64_t units) { return asked > 0 ? asked : automatic_batch_rows(units); }
+
+StreamResult stream(Backend& backend, const std::string& path, const Config& c, std::int64_t asked_batch) {
   const MappedNpy npy(path);
   const std::int64_t samples = npy.header().shape[0], units = npy.header().shape[1];
-  const std::int64_t batch = c.batch_rows > 0 ? c.batch_rows : std::clamp<std::int64_t>((1 << 24) / units, 256, 65536);
+  const std::int64_t batch = batch_for(asked_batch, units);
   StreamResult result;
   detail::reset_peak_resident();
   const double rss_before = detail::status_mib("VmRSS");
@@ -256,7 +276,7 @@ void bench_cpu(const Config& c, const std::string& dir) {
     std::string numpy_note;
     CpuCeiling ceiling;
     for (int round = 0; round < c.repeat; ++round) {
-      StreamResult r = stream(*backend, data, c);
+      StreamResult r = stream(*backend, data, c, c.batch_rows.front());
       if (round == 0 || r.seconds < best.seconds) best = std::move(r);
       ceiling.fma_gflops = std::fmax(ceiling.fma_gflops, fma_peak_gflops(thread_count(c.threads)));
       ceiling.product_seconds = std::fmin(ceiling.product_seconds, product_seconds(c.samples, units));
@@ -304,6 +324,140 @@ void bench_cpu(const Config& c, const std::string& dir) {
   }
 }
 
+// For each unit count, every batch of --batch-rows in turn, round by round (so that a slow spell of the shared
+// machine does not land on one batch only): the best time of each and the largest peak it reached, as a
+// Markdown table. The anchor is the fastest batch of the same unit count and run.
+void bench_batches(const Config& c, const std::string& dir) {
+  auto backend = make_backend(BackendChoice::cpu, {c.threads, 0});
+  std::printf("backend: %s, %s; best of %d rounds, rounds alternate over the batches\n",
+              backend->description().c_str(), bench::cpu_model().c_str(), c.repeat);
+  std::printf("\n| U | samples | batch rows | batch MiB | s | samples/s | GFLOP/s | time / fastest | peak MiB |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const std::int64_t units : c.units) {
+    const std::string data = dir + "/bench_corr_data.npy";
+    generate(data, c.samples, units, c.seed);
+    stream(*backend, data, c, c.batch_rows.front());  // warm-up: the file into the page cache
+    std::vector<StreamResult> best(c.batch_rows.size());
+    for (int round = 0; round < c.repeat; ++round)
+      for (std::size_t b = 0; b < c.batch_rows.size(); ++b) {
+        StreamResult r = stream(*backend, data, c, c.batch_rows[b]);
+        const double peak = std::fmax(r.peak_mib, best[b].peak_mib);
+        if (round == 0 || r.seconds < best[b].seconds) best[b] = std::move(r);
+        best[b].peak_mib = peak;
+      }
+    double fastest = INFINITY;
+    for (const StreamResult& r : best) fastest = std::fmin(fastest, r.seconds);
+    const double flops = static_cast<double>(c.samples) * units * (units + 1);
+    for (std::size_t b = 0; b < c.batch_rows.size(); ++b) {
+      const std::int64_t rows = batch_for(c.batch_rows[b], units);
+      std::printf("| %lld | %lld | %lld%s | %.1f | %.3f | %.3g | %.1f | %.2f | %.0f |\n", static_cast<long long>(units),
+                  static_cast<long long>(c.samples), static_cast<long long>(rows), c.batch_rows[b] > 0 ? "" : " (auto)",
+                  4.0 * rows * units / (1 << 20), best[b].seconds, c.samples / best[b].seconds,
+                  flops / best[b].seconds / 1e9, best[b].seconds / fastest, best[b].peak_mib);
+    }
+    std::fflush(stdout);
+    std::remove(data.c_str());
+  }
+  std::printf("\npeak MiB: resident memory added by the pass (VmHWM after clear_refs, the mapped input included), the\n"
+              "largest of the rounds; s: the best round.\n");
+}
+
+// Activations made batch by batch in memory, never stored: two nets of units / 2 ReLU units each, driven
+// by 16 shared factors per sample with per-unit offsets and weights (as generate() writes them) plus noise
+// read from a fixed table at a random start per row, cheap enough that the products, not the generator,
+// set the pace. Row r depends only on (seed, r), so any batch size and thread count give the same data.
+class GeneratedNets {
+ public:
+  GeneratedNets(std::int64_t units, std::uint64_t seed, std::int64_t max_rows, int threads)
+      : units_{units / 2, units - units / 2}, seed_(seed), threads_(threads) {
+    bench::Gaussian gaussian(seed);
+    for (std::int64_t u = 0; u < units; ++u) {
+      offset_.push_back(static_cast<float>(4.0 * (0.5 + 0.5 * std::erf(gaussian())) - 1.0));
+      weight_.push_back(static_cast<float>(0.5 + std::fabs(gaussian())));
+    }
+    noise_.resize(std::size_t{1} << 20);
+    for (float& v : noise_) v = static_cast<float>(0.7 * gaussian());
+    for (const std::int64_t n : units_) batches_.emplace_back(static_cast<std::size_t>(max_rows * n));
+  }
+
+  // Rows [first, first + rows) of every net, one row-major block per net, valid until the next call.
+  std::vector<ActivationBlock> batch(std::int64_t first, std::int64_t rows) {
+    const std::int64_t units = units_[0] + units_[1];
+    parallel_for(rows, threads_, [&](std::int64_t r) {
+      detail::SplitMix64 bits(seed_ ^ (static_cast<std::uint64_t>(first + r) * 0x9E3779B97F4A7C15ULL));
+      float factors[16];
+      for (float& f : factors) f = static_cast<float>(static_cast<double>(bits.next() >> 11) * 0x1.0p-52 - 1.0);
+      const float* noise = noise_.data() + bits.below(static_cast<std::int64_t>(noise_.size()) - units);
+      for (std::int64_t net = 0, u0 = 0; net < 2; u0 += units_[net], ++net) {
+        float* row = batches_[net].data() + r * units_[net];
+        for (std::int64_t j = 0; j < units_[net]; ++j) {
+          const std::int64_t u = u0 + j;
+          row[j] = std::max(0.0f, offset_[u] + weight_[u] * factors[u & 15] + noise[u]);
+        }
+      }
+    });
+    return {row_major_block(batches_[0].data(), DType::float32, rows, units_[0]),
+            row_major_block(batches_[1].data(), DType::float32, rows, units_[1])};
+  }
+  const std::vector<std::int64_t>& units() const { return units_; }
+
+ private:
+  std::vector<std::int64_t> units_;
+  std::uint64_t seed_;
+  int threads_;
+  std::vector<float> offset_, weight_, noise_;
+  std::vector<std::vector<float>> batches_;
+};
+
+// For each unit count and each --samples count: generated batches (the automatic batch unless
+// --batch-rows) through the accumulator `convergent align` streams its files into, then the correlation.
+// Prints time, throughput and the resident memory the pass added at its peak; with
+// --max-peak-growth-mib, fails when the peak of the last count exceeds the first's by more than that.
+// Returns the exit status.
+int bench_generated(const Config& c) {
+  auto backend = make_backend(c.backend == "cuda" ? BackendChoice::cuda : BackendChoice::cpu, {c.threads, 0});
+  std::printf("backend: %s, %s; generated data (two nets of U/2 units), nothing stored\n",
+              backend->description().c_str(), bench::cpu_model().c_str());
+  std::printf("\n| U | samples | batch rows | s | samples/s | GFLOP/s | peak MiB |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+  int status = 0;
+  for (const std::int64_t units : c.units) {
+    std::vector<double> peaks;
+    for (const std::int64_t samples : c.sample_counts) {
+      const std::int64_t batch = batch_for(c.batch_rows.front(), units);
+      detail::reset_peak_resident();
+      const double rss_before = detail::status_mib("VmRSS");
+      const double start = now();
+      GeneratedNets nets(units, c.seed, batch, thread_count(c.threads));
+      AccumulateOptions options;
+      options.max_batch_rows = batch;
+      options.precision = parse_precision(c.precision);
+      auto accumulator = backend->accumulator(nets.units(), options);
+      for (std::int64_t r = 0; r < samples; r += batch) accumulator->add(nets.batch(r, std::min(batch, samples - r)));
+      const Moments moments = accumulator->moments();
+      const Matrix corr = backend->correlation(moments, dead_units(moments, 1e-6));
+      const double seconds = now() - start;
+      peaks.push_back(detail::status_mib("VmHWM") - rss_before);
+      const double flops = static_cast<double>(samples) * units * (units + 1);
+      std::printf("| %lld | %lld | %lld | %.1f | %.3g | %.1f | %.1f |\n", static_cast<long long>(units),
+                  static_cast<long long>(samples), static_cast<long long>(batch), seconds, samples / seconds,
+                  flops / seconds / 1e9, peaks.back());
+      std::fflush(stdout);
+    }
+    const double growth = peaks.back() - peaks.front();
+    std::printf("U = %lld: peak at %lld samples minus peak at %lld: %+.1f MiB", static_cast<long long>(units),
+                static_cast<long long>(c.sample_counts.back()), static_cast<long long>(c.sample_counts.front()), growth);
+    if (!std::isnan(c.max_peak_growth_mib)) {
+      const bool ok = growth <= c.max_peak_growth_mib;
+      std::printf(" (limit %.1f MiB: %s)", c.max_peak_growth_mib, ok ? "ok" : "FAILED");
+      if (!ok) status = 1;
+    }
+    std::printf("\n");
+  }
+  std::printf("\npeak MiB: resident memory the pass added (VmHWM after clear_refs), the generator's batches included;\n"
+              "GFLOP/s count samples*U*(U+1) flops.\n");
+  return status;
+}
+
 // "key=value" text after `key=` up to the next space.
 std::string text_field(const std::string& text, const std::string& key) {
   const auto at = text.find(key + "=");
@@ -334,12 +488,12 @@ void bench_cuda(const Config& c, const std::string& dir) {
                                                  (std::int64_t{1} << 30) / units);
     const std::string data = dir + "/bench_corr_data.npy", ours = dir + "/bench_corr_ours.npy";
     generate(data, samples, units, c.seed);
-    const std::int64_t batch = c.batch_rows > 0 ? c.batch_rows : std::clamp<std::int64_t>((1 << 24) / units, 256, 65536);
+    const std::int64_t batch = batch_for(c.batch_rows.front(), units);
     const detail::CudaCeiling ceiling = detail::measure_cuda_ceiling(batch, units, parse_precision(c.precision));
-    stream(*backend, data, c);  // warm-up: page cache, device allocations, cuBLAS heuristics
+    stream(*backend, data, c, batch);  // warm-up: page cache, device allocations, cuBLAS heuristics
     StreamResult best;
     for (int round = 0; round < c.repeat; ++round) {
-      StreamResult r = stream(*backend, data, c);
+      StreamResult r = stream(*backend, data, c, batch);
       if (round == 0 || r.seconds < best.seconds) best = std::move(r);
     }
     const double flops = static_cast<double>(samples) * units * (units + 1);
@@ -389,12 +543,16 @@ int main(int argc, char** argv) {
   Config c = parse(argc, argv);
   const std::string dir = c.work_dir.empty() ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp") : c.work_dir;
   try {
-    if (c.backend == "cuda") {
+    if (c.generated) {
+      return bench_generated(c);
+    } else if (c.backend == "cuda") {
       if (!c.units_given) c.units = {256, 1024, 4096, 8192};
       bench_cuda(c, dir);
     } else if (c.file_mib > 0) {
       std::fprintf(stderr, "bench_corr: --file-mib is for --backend cuda; use --samples\n");
       return 2;
+    } else if (c.batch_rows.size() > 1) {
+      bench_batches(c, dir);
     } else {
       bench_cpu(c, dir);
     }

@@ -7,6 +7,7 @@
 #include "convergent/error.hpp"
 #include "convergent/study.hpp"
 #include "analysis/image_cka.hpp"
+#include "cpu/reference_backend.hpp"
 #include "io/activation_file.hpp"
 
 namespace convergent {
@@ -28,15 +29,6 @@ void check_finite(const Study& study) {
         throw InternalError("the correlation of units " + std::to_string(i) + " and " + std::to_string(j) + " is " +
                             std::to_string(c(i, j)));
 }
-
-}  // namespace
-
-std::int64_t automatic_batch_rows(std::int64_t units) {
-  // About 64 MiB of float32 per batch: large enough that the product dominates the per-batch merge.
-  return std::clamp<std::int64_t>((std::int64_t{1} << 24) / std::max<std::int64_t>(units, 1), 256, 65536);
-}
-
-namespace {
 
 // The files of a study, opened and checked against each other (headers only), the nets they hold and the
 // rows per batch.
@@ -88,6 +80,18 @@ OpenedStudy open_study(const std::vector<NetSource>& sources, const StudyOptions
 }
 
 }  // namespace
+
+std::int64_t automatic_batch_rows(std::int64_t units) {
+  // A batch costs about 12 bytes a row and unit at the peak (its float32 copy and the mapped pages of
+  // two float32 batches), while the time hardly depends on it: the CPU backend multiplies and merges
+  // 2048-row chunks whatever the batch, and the rest of a batch's cost is well under a millisecond
+  // (bench/RESULTS.md, "Automatic batch size"). So about 16 MiB of float32 per batch, in whole chunks,
+  // at least one, at most 65536 rows: 2 x 512 units take 4096 rows (align's streaming peak 80 MB, where
+  // the earlier 64 MiB batches peaked at 228 MB). Never from the thread count: outputs do not depend on it.
+  constexpr std::int64_t budget_values = std::int64_t{1} << 22, chunk = detail::cpu_product_rows;
+  const std::int64_t rows = budget_values / std::max<std::int64_t>(1, units) / chunk * chunk;
+  return std::clamp<std::int64_t>(rows, chunk, 65536);
+}
 
 StudyInputs inspect_study(const std::vector<NetSource>& sources, const StudyOptions& options) {
   return open_study(sources, options).inputs;

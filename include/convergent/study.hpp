@@ -128,8 +128,9 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& nets, con
 // correlation matrix. Throws Error naming the first net's file when fewer than 2 samples were kept.
 void finish_study(Backend& backend, Study& study, double dead_threshold);
 
-// Sample rows per batch when StudyOptions::batch_rows is 0: about 64 MiB of float32 over `units`
-// concatenated units, within [256, 65536].
+// Sample rows per batch when StudyOptions::batch_rows is 0, for `units` concatenated units: about 16 MiB
+// of float32, 2^22 / units rows in whole 2048-row product chunks, within [2048, 65536] (units < 1 counts
+// as 1). Chosen by measurement (bench/RESULTS.md, "Automatic batch size").
 std::int64_t automatic_batch_rows(std::int64_t units);
 
 // The dead-unit rule of StudyOptions::dead_threshold, per concatenated unit.
