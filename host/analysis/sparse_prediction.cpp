@@ -13,6 +13,7 @@
 #include "analysis/live_units.hpp"
 #include "convergent/error.hpp"
 #include "cpu/parallel.hpp"
+#include "cpu/target_clones.hpp"
 
 namespace convergent {
 namespace detail {
@@ -22,7 +23,7 @@ namespace detail {
 // sign (zero counting as a sign of its own). The update of g is most of a sweep's time; the AVX-512 and
 // AVX2 clones do it 8 or 4 doubles at a time (which clone runs, and with it the roundings, depends on
 // the machine, never on the thread count).
-__attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_sweep(
+CONVERGENT_TARGET_CLONES("avx512f", "avx2", "default") std::int64_t lasso_sweep(
     const double* __restrict__ r, std::int64_t stride, double* __restrict__ w, double* __restrict__ g, std::int64_t k,
     double alpha) {
   std::int64_t sign_changes = 0;
@@ -45,7 +46,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_
 // gram rows `stride` apart), updating only a scratch copy of g within the block (the rest, and the block
 // itself, gets every delta at once by the caller's matrix product). Writes the weight changes to delta
 // and returns how many weights changed sign.
-__attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_block_sweep(
+CONVERGENT_TARGET_CLONES("avx512f", "avx2", "default") std::int64_t lasso_block_sweep(
     const double* __restrict__ r, std::int64_t stride, double* __restrict__ w, const double* __restrict__ g,
     double* __restrict__ delta, std::int64_t width, double alpha, double* __restrict__ scratch) {
   for (std::int64_t a = 0; a < width; ++a) scratch[a] = g[a];
@@ -66,7 +67,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) std::int64_t lasso_
 
 // out += sum over r of coef[r] x row rows[r] of m (cols wide): the gradient refreshes and the Schur
 // products of the active-set solves, as contiguous row updates the clones vectorise.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void add_rows(
+CONVERGENT_TARGET_CLONES("avx512f", "avx2", "default") void add_rows(
     const double* __restrict__ m, std::int64_t cols, const std::int64_t* rows, const double* coef, std::int64_t count,
     double* __restrict__ out) {
   for (std::int64_t r = 0; r < count; ++r) {
@@ -78,7 +79,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void add_rows(
 }
 
 // The dot product of two n-vectors, in 8 interleaved partial sums the clones keep in vector lanes.
-__attribute__((target_clones("avx512f", "avx2", "default"))) double dot(const double* __restrict__ a,
+CONVERGENT_TARGET_CLONES("avx512f", "avx2", "default") double dot(const double* __restrict__ a,
                                                                          const double* __restrict__ b, std::int64_t n) {
   double partial[8] = {};
   std::int64_t i = 0;

@@ -17,6 +17,7 @@
 #include "analysis/splitmix64.hpp"
 #include "convergent/error.hpp"
 #include "cpu/parallel.hpp"
+#include "cpu/target_clones.hpp"
 
 namespace convergent {
 namespace {
@@ -81,7 +82,7 @@ struct KMeansRun {
 // library is never built with -march). Each vectorises across centres or points, never inside a sum,
 // and no clone contracts a multiply and an add (ISO C++ mode: -ffp-contract=off), so every clone makes
 // the same roundings and labels do not depend on the machine.
-#define CONVERGENT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CONVERGENT_CLONES CONVERGENT_TARGET_CLONES("avx512f", "avx2", "default")
 
 // out = x R for one row x (rows values) and a rows x cols matrix R, row-major: the inner loop runs over
 // columns, one running sum per column.

@@ -1,8 +1,9 @@
 // See batch_kernels.hpp. Plain loops the compiler vectorises (the arrays never overlap: __restrict__ lets
 // it know); each clone computes the same sums in the same order, so results do not depend on which runs.
 #include "cpu/batch_kernels.hpp"
+#include "cpu/target_clones.hpp"
 
-#define CONVERGENT_CLONES __attribute__((target_clones("avx2", "default")))
+#define CONVERGENT_CLONES CONVERGENT_TARGET_CLONES("avx2", "default")
 
 namespace convergent {
 namespace {
