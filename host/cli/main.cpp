@@ -8,11 +8,15 @@
 #include <csignal>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <regex>
+#include <semaphore.h>
+#include <thread>
 #include <tuple>
 
 #include "cli/command_line.hpp"
@@ -22,6 +26,7 @@
 #include "report/vega_bundle.hpp"
 #include "cpu/parallel.hpp"
 #include "backend/cuda_backend.hpp"
+#include "io/mapped_files.hpp"
 #include "io/outputs.hpp"
 #include "mpi/world.hpp"
 #include "io/resident_memory.hpp"
@@ -34,13 +39,85 @@ using namespace convergent;
 
 constexpr const char* version = CONVERGENT_VERSION;
 
-// Ctrl-C, SIGTERM or SIGHUP (a closed terminal) during the pass: the next batch boundary throws, so that the staged outputs are
-// removed on the way out instead of being left as .partial files.
+// Ctrl-C, SIGTERM or SIGHUP (a closed terminal): the job checks `interrupted` at every batch of a pass, every
+// phase, every output file and every row of a large matrix, and throws Interrupted, so that the staged
+// outputs are removed on the way out and nothing is put in place. A step that runs long without checking
+// (one LAP, one eigensolve, one batch product of a huge layer) is cut short by the watchdog instead: it
+// removes the staged outputs and ends the process interruption_grace_seconds after the signal.
 std::atomic<bool> interrupted{false};
-extern "C" void on_interrupt(int) { interrupted = true; }
+sem_t interruption_signalled;  // posted once, by the first signal (sem_post is async-signal-safe)
+constexpr int interruption_grace_seconds = 2;
+extern "C" void on_interrupt(int) {
+  if (!interrupted.exchange(true)) sem_post(&interruption_signalled);
+}
+// A mapped input that shrinks while it is read (truncated, or rewritten in place by another program)
+// raises SIGBUS on its vanished pages. Nothing can continue from there: the handler names the file,
+// removes the (still empty: outputs are written after every read) staging directory, and exits 1.
+void write_stderr(const char* text) {
+  std::size_t n = 0;
+  while (text[n] != '\0') ++n;
+  while (n > 0) {
+    const ssize_t written = ::write(STDERR_FILENO, text, n);
+    if (written <= 0) return;
+    text += written;
+    n -= static_cast<std::size_t>(written);
+  }
+}
+extern "C" void on_bus_error(int, siginfo_t* info, void*) {
+  const char* path = mapping_path_at(info->si_addr);
+  if (path == nullptr) {  // not an input's page: a fault of another kind, which crashes as it always did
+    ::signal(SIGBUS, SIG_DFL);
+    return;
+  }
+  write_stderr("\nconvergent: error: ");
+  write_stderr(path);
+  write_stderr(": the file shrank or vanished while it was read (truncated or rewritten by another program); "
+               "nothing was written\n");
+  if (const char* staging = OutputDir::staging_for_signal_handler(); staging[0] != '\0') ::rmdir(staging);
+  ::_exit(1);
+}
+
+// Tests hold the process at a named point (CONVERGENT_TEST_STOP_AT=pass: after the first batch; write:
+// before the outputs are written; commit: before they are put in place): it stops itself there once
+// (SIGSTOP) and the test injects its fault before SIGCONT (tests/test_faults.cpp). With
+// CONVERGENT_TEST_STOP_AT=stall-pass it stops there too and then never returns from that batch, as a step
+// that never checks for an interruption, to show that the watchdog ends it. Unset in normal use.
+void stop_for_test(const std::string& point) {
+  static const char* wanted = std::getenv("CONVERGENT_TEST_STOP_AT");
+  static bool stopped = false;
+  if (wanted == nullptr || stopped) return;
+  const bool stall = "stall-" + point == wanted;
+  if (point != wanted && !stall) return;
+  stopped = true;
+  std::raise(SIGSTOP);
+  if (stall) std::this_thread::sleep_for(std::chrono::minutes(10));  // resumes sleeping after a signal
+}
+
 struct Interrupted : Error {
   Interrupted() : Error("interrupted; nothing was written") {}
 };
+
+void throw_if_interrupted() {
+  if (interrupted) throw Interrupted();
+}
+
+// The watchdog: a thread that waits for the first interruption, gives the job interruption_grace_seconds
+// to stop by itself, and then removes its staged outputs and ends the process (exit 130), unless the
+// outputs were already put in place (the job is then finishing).
+void start_interruption_watchdog() {
+  sem_init(&interruption_signalled, 0, 0);
+  std::thread([] {
+    while (sem_wait(&interruption_signalled) != 0) {
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(interruption_grace_seconds));
+    if (!abandon_outputs_in_progress()) return;
+    const std::string message = "\nconvergent: interrupted; nothing was written (the job was stopped " +
+                                std::to_string(interruption_grace_seconds) +
+                                " s after the signal, inside a step that does not check for one)\n";
+    write_stderr(message.c_str());
+    ::_exit(130);
+  }).detach();
+}
 
 // "NAME=PATH" names a net; a bare PATH is named by its file stem. Text before the first '=' is a name
 // only when it holds no '/', so paths that contain '=' still work.
@@ -116,7 +193,9 @@ struct CommonOptions {
 // never reset, so that the process's own peak (getrusage) stays whole.
 class PhaseLog {
  public:
+  // Throws Interrupted after a signal: every phase begins with that check.
   void start(const std::string& name) {
+    throw_if_interrupted();
     finish();
     name_ = name;
     start_ = std::chrono::steady_clock::now();
@@ -158,7 +237,6 @@ InputRange parse_input_range(const std::string& text) {
   return {std::stoll(m[1]), std::stoll(m[2])};
 }
 
-// Writes a stats file whole or not at all.
 // `convergent stats`: the Moments of a range of inputs, saved for merge and align --from-stats.
 int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions& common, StudyOptions options,
               const std::string& backend_name, const std::string& precision, const std::string& rows,
@@ -171,10 +249,12 @@ int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions
   auto backend = make_backend(backend_choice(backend_name), {common.threads, 0});
   ProgressBar progress;
   options.progress = [&](std::int64_t done, std::int64_t total) {
-    if (interrupted) throw Interrupted();
+    throw_if_interrupted();
+    stop_for_test("pass");
     progress.update(done, total);
   };
   const Study study = accumulate_study(*backend, nets, options);
+  throw_if_interrupted();
   write_stats_file(out_path, stats_of(study, options), version);
   std::cout << "wrote " << out_path << " (inputs " << study.range.begin << ":" << study.range.end << " of "
             << study.inputs << ", " << study.moments.samples << " samples, " << study.backend << ")\n";
@@ -186,6 +266,7 @@ int run_merge(const std::vector<std::string>& paths, const std::string& out_path
   std::vector<StatsFile> shards;
   for (const std::string& path : paths) shards.push_back(read_stats_file(path));
   const StatsFile merged = merge_stats(std::move(shards), paths);
+  throw_if_interrupted();
   write_stats_file(out_path, merged, version);
   std::cout << "wrote " << out_path << " (inputs " << merged.range.begin << ":" << merged.range.end << " of "
             << merged.study.inputs << ", " << merged.moments.samples << " samples from " << paths.size()
@@ -303,11 +384,15 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     } else if (plan_only) {
       throw Error("--plan works on .npy files, not --from-stats");
     }
-    if (world.rank() == 0) out.emplace(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
+    if (world.rank() == 0) {
+      out.emplace(common.out_dir);  // fails now, not after the long pass, if DIR is unwritable
+      out->set_stop_check(throw_if_interrupted);
+    }
     phases.start("streaming");
     options.progress = [&](std::int64_t done, std::int64_t total) {
-      if (interrupted) throw Interrupted();
+      throw_if_interrupted();
       if (world.stop_requested()) throw StoppedByOtherRank();
+      stop_for_test("pass");
       progress.update(done, total);
     };
     if (!from_stats.empty()) {
@@ -338,7 +423,7 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     phases.start("mutual information");
     ProgressBar mi_progress;
     mi.progress = [&](const std::string&, std::int64_t done, std::int64_t total) {
-      if (interrupted) throw Interrupted();
+      throw_if_interrupted();
       mi_progress.update(done, total);
     };
     mi_report = align_all_pairs_by_mi(*backend, study, pairs, mutual_information(*backend, study, options, mi),
@@ -363,8 +448,10 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     report_options->title = report_arguments.title.empty() ? "convergent report: " + layer : report_arguments.title;
     report_options->max_image_side = report_arguments.max_image_side;
   }
+  stop_for_test("write");
   stage_align_outputs(*out, study, settings, results, mi_report, skipped, run, layer, report_options, phase);
-  out->commit();
+  stop_for_test("commit");
+  out->commit();  // throws Interrupted after a signal while the outputs were written: none is put in place
   phases.finish();
   for (const PairReport& pair : pairs)
     std::cout << study.nets[pair.a].name << " vs " << study.nets[pair.b].name
@@ -407,10 +494,7 @@ int run_report(const std::vector<std::string>& inputs, std::string out_path, con
   if (!arguments.title.empty()) options.title = arguments.title;
   options.max_image_side = arguments.max_image_side;
   const report::HtmlReport html = report::html_report(layers, options);
-  const std::filesystem::path target(out_path);
-  OutputDir out(target.has_parent_path() ? target.parent_path().string() : ".");
-  write_text_file(out.stage(target.filename().string()), html.html);
-  out.commit();
+  write_file_atomically(out_path, html.html);
   std::cout << report::format_study_table(report::study_table(layers)) << "\nreport: " << out_path << " ("
             << (html.html.size() + 512) / 1024 << " KiB, " << html.figures << " figures, " << layers.size()
             << (layers.size() == 1 ? " layer" : " layers") << ")\n";
@@ -425,6 +509,7 @@ int run_match(const std::string& corr_path, const CommonOptions& common, const s
   if (common.check_only) return 0;
   const auto start = std::chrono::steady_clock::now();
   OutputDir out(common.out_dir);
+  out.set_stop_check(throw_if_interrupted);
   const Matrix corr = read_correlation_npy(corr_path);
   auto backend = make_backend(BackendChoice::cpu, {common.threads, 0});
   const PairAlignment alignment = align_pair(*backend, corr.view(), std::max(1, common.threads));
@@ -591,6 +676,12 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
     std::signal(SIGHUP, on_interrupt);
+    struct sigaction bus_error {};
+    bus_error.sa_sigaction = on_bus_error;
+    bus_error.sa_flags = SA_SIGINFO;
+    sigaction(SIGBUS, &bus_error, nullptr);
+    static const bool watchdog = (start_interruption_watchdog(), true);
+    (void)watchdog;
   }
   std::optional<mpi::World> world;  // under mpirun only rank 0 reports errors: every rank has the same one
   try {

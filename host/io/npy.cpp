@@ -1,6 +1,7 @@
 // .npy reading (memory-mapped; a strict parser for the header dictionary, every field checked against the
 // file) and writing.
 #include "io/npy.hpp"
+#include "io/mapped_files.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -363,6 +364,7 @@ MappedNpy::MappedNpy(std::string path) : path_(std::move(path)) {
     throw;
   }
   ::madvise(base_, static_cast<std::size_t>(size_), MADV_SEQUENTIAL);
+  register_mapping(base_, static_cast<std::size_t>(size_), path_);  // named if its pages vanish (SIGBUS)
 }
 
 MappedNpy::MappedNpy(MappedNpy&& other) noexcept
@@ -372,7 +374,10 @@ MappedNpy::MappedNpy(MappedNpy&& other) noexcept
 }
 
 MappedNpy::~MappedNpy() {
-  if (base_) ::munmap(base_, static_cast<std::size_t>(size_));
+  if (base_) {
+    unregister_mapping(base_);
+    ::munmap(base_, static_cast<std::size_t>(size_));
+  }
 }
 
 void MappedNpy::release(std::int64_t begin, std::int64_t end) const {

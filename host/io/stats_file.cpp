@@ -124,10 +124,7 @@ StatsFile stats_of(const Study& study, const StudyOptions& options) {
 }
 
 void write_stats_file(const std::string& path, const StatsFile& stats, const std::string& version) {
-  const std::filesystem::path target(path);
-  OutputDir out(target.has_parent_path() ? target.parent_path().string() : ".");
-  write_text_file(out.stage(target.filename().string()), stats_bytes(stats, version));
-  out.commit();
+  write_file_atomically(path, stats_bytes(stats, version));
 }
 
 std::string stats_bytes(const StatsFile& stats, const std::string& version) {

@@ -65,6 +65,7 @@ void stage_matrix_npy(OutputDir& out, const MatrixOutputs& options, const std::s
   std::vector<double> values(static_cast<std::size_t>(cols));
   std::vector<float> narrow(options.float32 ? values.size() : 0);
   for (std::int64_t r = 0; r < rows && file; ++r) {
+    out.check_stop();  // a large matrix takes a while: an interruption stops it between rows
     row(r, values.data());
     if (options.float32) {
       std::copy(values.begin(), values.end(), narrow.begin());
