@@ -203,6 +203,45 @@ TEST(SparsePrediction, ActiveSetSolvesAcceptedOrRefusedEndAtTheOracle) {
   EXPECT_GE(refused, 1);
 }
 
+// More targets than one chunk (70 targets in chunks of 32: batched descent, lock-step solves near the dense
+// end, and the last chunk partly filled): targets from every chunk held to the oracle as above, and the
+// same bits whatever the thread count (chunks are handed out to threads as they come free).
+TEST(SparsePrediction, ChunksOfTargetsMatchTheOracleWhateverTheThreads) {
+  const std::int64_t rows = 600;
+  const Data factors = testing::gaussian_data(rows, 12, 50);
+  Data a = testing::mix(factors, testing::gaussian_data(12, 80, 51).v, 80);
+  Data b = testing::mix(factors, testing::gaussian_data(12, 70, 52).v, 70);
+  const Data na = testing::gaussian_data(rows, 80, 53), nb = testing::gaussian_data(rows, 70, 54);
+  for (std::size_t i = 0; i < a.v.size(); ++i) a.v[i] += 2.0 * na.v[i];
+  for (std::size_t i = 0; i < b.v.size(); ++i) b.v[i] += nb.v[i];
+  const std::vector<Data> nets = {a, b};
+  LassoOptions options;
+  options.alphas = {0.002, 0.02};
+  options.tolerance = 1e-12;
+  options.threads = 1;
+  const SparsePrediction one = sparse_prediction(testing::study_of(nets), 0, 1, options);
+  options.threads = 3;
+  const SparsePrediction three = sparse_prediction(testing::study_of(nets), 0, 1, options);
+  ASSERT_EQ(one.targets.size(), 70u);
+  const Data x = testing::centred(a, true), z = testing::centred(b, true);
+  for (std::size_t k = 0; k < 2; ++k) {
+    for (std::size_t t = 0; t < 70; ++t) {
+      EXPECT_EQ(one.path[k].fits[t].weights, three.path[k].fits[t].weights);
+      EXPECT_EQ(one.path[k].fits[t].predictors, three.path[k].fits[t].predictors);
+      EXPECT_TRUE(one.path[k].fits[t].converged);
+    }
+    for (const std::int64_t t : {0, 31, 32, 64, 69}) {
+      std::vector<double> y(static_cast<std::size_t>(rows));
+      for (std::int64_t r = 0; r < rows; ++r) y[r] = z(r, t);
+      double loss = 0.0;
+      const double objective = oracle_objective(x, y, oracle_lasso(x, y, options.alphas[k]), options.alphas[k], &loss);
+      const LassoFit& fit = one.path[k].fits[static_cast<std::size_t>(t)];
+      EXPECT_LE(std::abs(fit.objective - objective), 1e-9 * objective) << "alpha " << options.alphas[k] << ", target " << t;
+    }
+  }
+  EXPECT_GT(one.path[0].mean_nonzeros, 64.0);  // dense at the small penalty: the lock-step solves' side
+}
+
 // Two identical predictors: the gram is singular, so is every block holding both (no inverse gram, and a
 // Cholesky that fails is refused); coordinate descent still reaches the optimum (the objective is unique
 // even though the weights are not).

@@ -6,6 +6,7 @@
 #include <lapacke.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -139,20 +140,163 @@ constexpr std::int64_t settled_fraction = 64, min_sweeps_before_solve = 3;
 // Per fit: at most this many active-set phases (each of at most LassoOptions::active_set_solves solves).
 constexpr int max_active_set_phases = 3;
 
-// The weights and gradients of every target along the path (targets x predictors), carried from one
+// x <- (L L^T)^-1 x for the lower factor L (column-major, leading dimension ld): two triangular solves,
+// level 2 (LAPACK's dpotrs goes through dtrsm, which packs the triangle anew for a single right-hand side).
+void triangular_solves(const double* l, lapack_int ld, double* x, lapack_int n) {
+  if (n == 0) return;
+  cblas_dtrsv(CblasColMajor, CblasLower, CblasNoTrans, CblasNonUnit, n, l, ld, x, 1);
+  cblas_dtrsv(CblasColMajor, CblasLower, CblasTrans, CblasNonUnit, n, l, ld, x, 1);
+}
+
+// x <- m^-1 x for a symmetric positive definite n x n m (overwritten by its factor); false when the
+// Cholesky fails.
+bool cholesky_solve(double* m, double* x, std::int64_t n) {
+  if (n == 0) return true;
+  const auto size = static_cast<lapack_int>(n);
+  if (LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', size, m, size) != 0) return false;  // symmetric: either order
+  triangular_solves(m, size, x, size);
+  return true;
+}
+
+// The Schur-complement solve of TargetSolver::solve_on is the cheaper of two exact ways for a support of k
+// predictors out of p (d = p - k outside): a d x d Cholesky and products with H = R^-1, against a k x k one.
+bool schur_is_cheaper(std::int64_t k, std::int64_t p) {
+  const std::int64_t d = p - k;
+  const double direct = static_cast<double>(k) * k * k / 3.0;
+  const double schur = static_cast<double>(d) * d * d / 3.0 + static_cast<double>(p) * d;
+  return schur < direct;
+}
+
+// The weights and gradients of a chunk of targets along the path (targets x predictors), carried from one
 // alpha to the next, and what the batched descent (batch_descent) left for each target's own solver.
 struct PathState {
+  // The start of the path for targets with correlations `corr`: alpha_max = max |c_j|, where w = 0.
+  explicit PathState(MatrixView<const double> corr)
+      : w(corr.rows, corr.cols), g(corr.rows, corr.cols), previous_alpha(static_cast<std::size_t>(corr.rows), 0.0),
+        sweeps(previous_alpha.size()), settled(previous_alpha.size()), solves(previous_alpha.size()),
+        solved(previous_alpha.size()) {
+    for (std::int64_t b = 0; b < corr.rows; ++b)
+      for (std::int64_t j = 0; j < corr.cols; ++j) {
+        g(b, j) = corr(b, j);
+        previous_alpha[b] = std::max(previous_alpha[b], std::abs(corr(b, j)));
+      }
+  }
   Matrix w, g;
   std::vector<double> previous_alpha;
-  std::vector<std::int64_t> sweeps;  // batched sweeps made at the current alpha
+  std::vector<std::int64_t> sweeps;  // batched sweeps and solves made at the current alpha
   std::vector<char> settled;         // the batched descent ended by the gap or settled signs
+  std::vector<std::int64_t> solves;  // lock-step active-set solves at the current alpha (among the sweeps)
+  std::vector<char> solved;          // the point is a lock-step solve the full duality gap accepted
 };
 
-// Targets swept together by batch_descent: fixed chunks of this many (never split by thread, so the bits
-// do not depend on the thread count), coordinates in blocks of this many, at most this many sweeps.
+// Targets solved together (batch_descent, then each on its own): fixed chunks of this many (never split by
+// thread, so the bits do not depend on the thread count), coordinates in blocks of this many, at most this
+// many batched sweeps.
 constexpr std::int64_t chunk_targets = 32, block_predictors = 64, max_batch_sweeps = 100;
+// Lock-step solves per target and alpha (dense_active_set): most fits are accepted by the third or fourth;
+// the few that cycle go on in their own solver, which sweeps between its solves.
+constexpr int max_lock_step_solves = 4;
 
-// Coordinate descent over every predictor for a chunk of targets [first, first + count) at once, for the
+// Lock-step active-set solves for the settled targets of a chunk near the dense end of the path, where
+// the Schur complement of H = R^-1 is the cheaper exact solve (see TargetSolver::solve_on). Each round takes
+// every open target's guess A = {|w + g| > alpha} with signs s from its last iterate, forms y = H b for all
+// of them in one product (b = c - alpha s on A, 0 outside), corrects each by its small outside block D,
+// w_A = y_A - H_AD H_DD^-1 y_D, w_D = 0, and recomputes every gradient exactly, G = C - W R (one product),
+// so the gram and H are read once per round for the chunk instead of once per target and solve. A target
+// is accepted by the full duality gap (state.solved); one whose guess repeats, whose support is too small
+// for the Schur side, or whose block is not positive definite leaves, and so does every target after
+// max_lock_step_solves rounds; each keeps in state its point of lowest objective (with its exact
+// gradient), from which its own solver goes on.
+void dense_active_set(MatrixView<const double> gram, const Matrix& inverse, MatrixView<const double> target_corr,
+                      double alpha, const LassoOptions& options, const std::vector<std::int64_t>& targets,
+                      PathState& state) {
+  const std::int64_t p = gram.rows;
+  const auto slots = static_cast<std::int64_t>(targets.size());
+  std::vector<double> w(static_cast<std::size_t>(slots * p)), g(w.size()), best(static_cast<std::size_t>(slots));
+  std::vector<char> in_a(w.size(), 0);
+  std::vector<std::int64_t> open;
+  for (std::int64_t i = 0; i < slots; ++i) {
+    const std::int64_t t = targets[i];
+    std::copy(state.w.data() + t * p, state.w.data() + (t + 1) * p, w.data() + i * p);
+    std::copy(state.g.data() + t * p, state.g.data() + (t + 1) * p, g.data() + i * p);
+    const Gap start = dense_gap(target_corr.row(t), w.data() + i * p, g.data() + i * p, p, alpha);
+    best[i] = start.objective;
+    if (start.gap > options.tolerance * start.objective) open.push_back(i);
+  }
+  std::vector<double> b(static_cast<std::size_t>(slots * p)), y(b.size()), block, z;
+  std::vector<std::int64_t> round, outside;
+  for (int solve = 0; solve < std::min(max_lock_step_solves, options.active_set_solves) && !open.empty(); ++solve) {
+    round.clear();
+    for (const std::int64_t i : open) {  // the guesses; b row by row for this round's targets
+      const std::int64_t t = targets[i];
+      const double* c = target_corr.row(t);
+      double* row = b.data() + static_cast<std::int64_t>(round.size()) * p;
+      char* mask = in_a.data() + i * p;
+      std::int64_t k = 0;
+      bool same = solve > 0;
+      for (std::int64_t j = 0; j < p; ++j) {
+        const double u = w[i * p + j] + g[i * p + j];
+        const char sign = std::abs(u) > alpha ? (u > 0.0 ? 1 : 2) : 0;  // 0: outside A
+        row[j] = sign == 0 ? 0.0 : c[j] - (sign == 1 ? alpha : -alpha);
+        same = same && sign == mask[j];
+        mask[j] = sign;
+        k += sign != 0;
+      }
+      if (same || !schur_is_cheaper(k, p) || state.sweeps[t] >= options.max_sweeps - 1) continue;  // leaves
+      round.push_back(i);
+    }
+    const auto m = static_cast<std::int64_t>(round.size());
+    if (m == 0) break;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(p), static_cast<int>(p),
+                1.0, b.data(), static_cast<int>(p), inverse.data(), static_cast<int>(p), 0.0, y.data(),
+                static_cast<int>(p));  // H symmetric: B H = B H^T
+    open.clear();
+    std::int64_t solved_rows = 0;  // rows of b (reused for w) and y (reused for g) that hold a solve
+    for (std::int64_t r = 0; r < m; ++r) {
+      const std::int64_t i = round[r], t = targets[i];
+      const char* mask = in_a.data() + i * p;
+      double* cand = y.data() + r * p;
+      outside.clear();
+      for (std::int64_t j = 0; j < p; ++j)
+        if (!mask[j]) outside.push_back(j);
+      const auto d = static_cast<std::int64_t>(outside.size());
+      block.resize(static_cast<std::size_t>(d * d));
+      z.resize(static_cast<std::size_t>(d));
+      for (std::int64_t a = 0; a < d; ++a) {
+        z[a] = -cand[outside[a]];
+        const double* h = inverse.data() + outside[a] * p;
+        for (std::int64_t e = 0; e < d; ++e) block[a * d + e] = h[outside[e]];
+      }
+      ++state.solves[t], ++state.sweeps[t];
+      if (!cholesky_solve(block.data(), z.data(), d)) continue;  // leaves
+      detail::add_rows(inverse.data(), p, outside.data(), z.data(), d, cand);
+      for (const std::int64_t j : outside) cand[j] = 0.0;
+      std::copy(cand, cand + p, b.data() + solved_rows * p);
+      round[solved_rows++] = i;
+    }
+    for (std::int64_t r = 0; r < solved_rows; ++r)
+      std::copy(target_corr.row(targets[round[r]]), target_corr.row(targets[round[r]]) + p, y.data() + r * p);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(solved_rows), static_cast<int>(p),
+                static_cast<int>(p), -1.0, b.data(), static_cast<int>(p), gram.data, static_cast<int>(gram.stride), 1.0,
+                y.data(), static_cast<int>(p));  // G = C - W R
+    for (std::int64_t r = 0; r < solved_rows; ++r) {
+      const std::int64_t i = round[r], t = targets[i];
+      std::copy(b.data() + r * p, b.data() + (r + 1) * p, w.data() + i * p);
+      std::copy(y.data() + r * p, y.data() + (r + 1) * p, g.data() + i * p);
+      const Gap gap = dense_gap(target_corr.row(t), w.data() + i * p, g.data() + i * p, p, alpha);
+      const bool accepted = gap.gap <= options.tolerance * gap.objective;
+      if (accepted || gap.objective < best[i]) {
+        best[i] = gap.objective;
+        std::copy(w.data() + i * p, w.data() + (i + 1) * p, state.w.data() + t * p);
+        std::copy(g.data() + i * p, g.data() + (i + 1) * p, state.g.data() + t * p);
+      }
+      if (accepted) state.solved[t] = 1;
+      else open.push_back(i);
+    }
+  }
+}
+
+// Coordinate descent over every predictor for a chunk of targets (the rows of target_corr) at once, for the
 // targets whose strong-rule working set is at least half the predictors (near the dense end of the path
 // it is all of them, and one target's sweep streams the whole gram). The same cyclic sweep as
 // TargetSolver's, blocked: within a block of 64 predictors each target updates its weights in order
@@ -160,14 +304,15 @@ constexpr std::int64_t chunk_targets = 32, block_predictors = 64, max_batch_swee
 // product, -= delta (targets x 64) R (64 x p), so the gram is read once per block for the whole chunk
 // and the work runs at level-3 BLAS speed. A target leaves once its duality gap (from this drifting
 // gradient) is below half the tolerance, or its signs settle as TargetSolver::sweep_working_set judges
-// them; its own solver then goes on from there (active-set phases, the full gap), with the gradient
-// recomputed exactly here, g = c - W R, for every member, again as one product.
-void batch_descent(MatrixView<const double> gram, MatrixView<const double> target_corr, double alpha,
-                   const LassoOptions& options, std::int64_t first, std::int64_t count, PathState& state) {
+// them; its gradient is then recomputed exactly, g = c - W R, for every member, again as one product, the
+// settled targets whose supports are near dense take their first active-set solves in lock step
+// (dense_active_set), and each target's own solver goes on from there (active-set phases, the full gap).
+void batch_descent(MatrixView<const double> gram, const Matrix& inverse, MatrixView<const double> target_corr,
+                   double alpha, const LassoOptions& options, PathState& state) {
   const std::int64_t p = gram.rows;
   std::vector<std::int64_t> members;
-  for (std::int64_t t = first; t < first + count; ++t) {
-    state.sweeps[t] = 0, state.settled[t] = 0;
+  for (std::int64_t t = 0; t < target_corr.rows; ++t) {
+    state.sweeps[t] = 0, state.settled[t] = 0, state.solves[t] = 0, state.solved[t] = 0;
     const double strong = 2.0 * alpha - state.previous_alpha[t];
     const double* w = state.w.data() + t * p;
     const double* g = state.g.data() + t * p;
@@ -225,6 +370,10 @@ void batch_descent(MatrixView<const double> gram, MatrixView<const double> targe
               static_cast<int>(p));  // R symmetric: W R = W R^T
   for (std::int64_t i = 0; i < n; ++i)
     std::copy(g.data() + i * p, g.data() + (i + 1) * p, state.g.data() + members[i] * p);
+  if (inverse.rows() == 0 || options.active_set_solves == 0) return;
+  members.erase(std::remove_if(members.begin(), members.end(), [&](std::int64_t t) { return !state.settled[t]; }),
+                members.end());
+  dense_active_set(gram, inverse, target_corr, alpha, options, members, state);
 }
 
 // One target's path. Dense w and g = c - R w over all predictors. Coordinate descent runs on the gram
@@ -249,6 +398,8 @@ class TargetSolver {
     std::copy(w, w + p_, w_.begin());
     std::copy(g, g + p_, g_.begin());
     LassoFit result = fit(alpha, state.previous_alpha[target], state.sweeps[target], state.settled[target] != 0);
+    result.solves += state.solves[target];
+    result.from_solve = result.from_solve || state.solved[target] != 0;
     std::copy(w_.begin(), w_.end(), w);
     std::copy(g_.begin(), g_.end(), g);
     return result;
@@ -433,9 +584,7 @@ class TargetSolver {
       if (t < k && active_[t] == j) b_[j] = c_[j] - alpha * sign_[t], ++t;
       else outside_.push_back(j);
     cand_w_.assign(static_cast<std::size_t>(p_), 0.0);
-    const double direct = static_cast<double>(k) * k * k / 3.0;
-    const double schur = static_cast<double>(d) * d * d / 3.0 + static_cast<double>(p_) * d;
-    if (inverse_.rows() > 0 && schur < direct) {
+    if (inverse_.rows() > 0 && schur_is_cheaper(k, p_)) {
       changed_.clear(), delta_.clear();
       if (!y_valid_) {
         y_.assign(static_cast<std::size_t>(p_), 0.0);
@@ -465,8 +614,7 @@ class TargetSolver {
       const auto n = static_cast<lapack_int>(k), ld = static_cast<lapack_int>(p_);
       rhs_.resize(static_cast<std::size_t>(k));
       for (std::int64_t t = 0; t < k; ++t) rhs_[t] = b_[factor_order_[t]];
-      if (k > 0 && LAPACKE_dpotrs_work(LAPACK_COL_MAJOR, 'L', n, 1, factor_.data(), ld, rhs_.data(), n) != 0)
-        return false;
+      triangular_solves(factor_.data(), ld, rhs_.data(), n);
       for (std::int64_t t = 0; t < k; ++t) cand_w_[factor_order_[t]] = rhs_[t];
     }
     // g_D = c_D - R_DA w_A: by rows of the gram outside A (w is zero outside A), or, when A is the
@@ -558,14 +706,6 @@ class TargetSolver {
     u[n * p_ + n] = std::sqrt(pivot);
     factor_order_.push_back(j);
     return true;
-  }
-
-  // x <- m^-1 x for a symmetric positive definite n x n m (overwritten by its factor); false when the
-  // Cholesky fails.
-  static bool cholesky_solve(double* m, double* x, std::int64_t n) {
-    if (n == 0) return true;
-    const auto size = static_cast<lapack_int>(n);
-    return LAPACKE_dposv_work(LAPACK_COL_MAJOR, 'U', size, 1, m, size, x, size) == 0;  // symmetric: either order
   }
 
   // w from the packed copy; g = c - R w recomputed from the gram, which also clears the rounding that
@@ -663,27 +803,27 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
   const OneOpenBlasThread one_openblas_thread;
   const Matrix inverse = gram_inverse(gram);
   const std::int64_t p = gram.rows;
-  PathState state{Matrix(targets, p), Matrix(targets, p), std::vector<double>(static_cast<std::size_t>(targets), 0.0),
-                  std::vector<std::int64_t>(static_cast<std::size_t>(targets)), std::vector<char>(static_cast<std::size_t>(targets))};
-  for (std::int64_t b = 0; b < targets; ++b) {  // the path starts at alpha_max = max |c_j|, where w = 0
-    std::copy(target_corr.row(b), target_corr.row(b) + p, state.g.data() + b * p);
-    for (std::int64_t j = 0; j < p; ++j) state.previous_alpha[b] = std::max(state.previous_alpha[b], std::abs(target_corr(b, j)));
-  }
+  // Each chunk of targets runs its whole path at once (batched descent, then each target's own solver, alpha
+  // by alpha): chunks are independent, so they are handed out to the workers as they come free, and a
+  // worker held up by the machine's other load holds up no barrier.
   const std::int64_t chunks = (targets + chunk_targets - 1) / chunk_targets;
-  for (const std::size_t k : order) {
-    const double alpha = options.alphas[k];
-    parallel_for(chunks, threads, [&](std::int64_t chunk) {
+  std::atomic<std::int64_t> next_chunk{0};
+  parallel_for(threads, threads, [&](std::int64_t) {
+    TargetSolver solver(gram, inverse, options);  // one per worker, with its buffers
+    for (std::int64_t chunk = next_chunk++; chunk < chunks; chunk = next_chunk++) {
       const std::int64_t first = chunk * chunk_targets;
-      batch_descent(gram, target_corr, alpha, options, first, std::min(chunk_targets, targets - first), state);
-    });
-    // One solver (and its buffers) per worker; worker t takes targets t, t + threads, ...
-    parallel_for(threads, threads, [&](std::int64_t worker) {
-      TargetSolver solver(gram, inverse, options);
-      for (std::int64_t b = worker; b < targets; b += threads)
-        fits[k][static_cast<std::size_t>(b)] = solver.solve(target_corr.row(b), alpha, b, state);
-    });
-    std::fill(state.previous_alpha.begin(), state.previous_alpha.end(), alpha);
-  }
+      const MatrixView<const double> corr{target_corr.row(first), std::min(chunk_targets, targets - first), p,
+                                          target_corr.stride};
+      PathState state(corr);
+      for (const std::size_t k : order) {
+        const double alpha = options.alphas[k];
+        batch_descent(gram, inverse, corr, alpha, options, state);
+        for (std::int64_t b = 0; b < corr.rows; ++b)
+          fits[k][static_cast<std::size_t>(first + b)] = solver.solve(corr.row(b), alpha, b, state);
+        std::fill(state.previous_alpha.begin(), state.previous_alpha.end(), alpha);
+      }
+    }
+  });
   return fits;
 }
 

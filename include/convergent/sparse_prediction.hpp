@@ -55,9 +55,10 @@ struct LassoFit {
 // active set, Ito and Kunisch 2008) guesses the support and signs from w + g and solves the optimality
 // conditions R_AA w_A = c_A - alpha s_A exactly, up to options.active_set_solves times: by a Cholesky
 // of R_AA (updated, not refactored, when the guess changes a little) or, for dense supports, by the
-// Schur complement of the inverse gram. A solve is kept only when the full problem's duality gap, from
+// Schur complement of the inverse gram (those first solves in lock step for the 32 targets of a chunk,
+// with the products of all of them at once). A solve is kept only when the full problem's duality gap, from
 // the gradient recomputed over the whole gram, accepts it; otherwise descent goes on from the best
-// point seen. Targets are independent and run in parallel; OpenBLAS runs single-threaded meanwhile
+// point seen. Chunks of targets are independent and run in parallel; OpenBLAS runs single-threaded meanwhile
 // (its thread count is restored after), and the result does not depend on the thread count.
 //   gram        p x p correlation matrix R of the predictors (symmetric, unit diagonal, finite)
 //   target_corr m x p: row b holds c_b, the correlations of target b with every predictor
