@@ -194,6 +194,33 @@ TEST_F(Faults, ADirectoryOfOtherFilesIsRefusedBeforeAnyWork) {
   EXPECT_TRUE(leftovers(dir_.path()).empty());
 }
 
+// DIR as a symbolic link to a directory elsewhere: the outputs replace that directory (staged beside it,
+// where the rename stays on one file system) and the link stays a link.
+TEST_F(Faults, ALinkToAnEarlierOutputIsFollowed) {
+  fs::create_symlink(out(), dir_.file("link"));
+  const auto r = run_cli(align_all().substr(0, align_all().size() - out().size()) + dir_.file("link"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::is_symlink(dir_.file("link")));
+  EXPECT_TRUE(contents(out()).count("corr_n3.npy"));
+  EXPECT_TRUE(leftovers(results()).empty());
+  EXPECT_TRUE(leftovers(dir_.path()).empty());
+}
+
+// A mount point cannot be replaced by a rename: refused before any work, its content untouched.
+TEST_F(Faults, AMountPointIsRefusedBeforeAnyWork) {
+  if (!private_mount_namespace()) GTEST_SKIP() << "mounting needs root";
+  const std::string mounted = dir_.file("results/mounted");
+  fs::create_directories(mounted);
+  Mount tmpfs;
+  ASSERT_EQ(::mount("tmpfs", mounted.c_str(), "tmpfs", 0, "size=1m"), 0) << std::strerror(errno);
+  tmpfs.path = mounted;
+  const auto r = run_cli(align_all().substr(0, align_all().size() - out().size()) + mounted);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("mounted: the output directory is a mount point"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::is_empty(mounted));
+  EXPECT_TRUE(leftovers(results()).empty());
+}
+
 TEST_F(Faults, BadInputLeavesTheEarlierOutputUntouched) {
   testing::write_random(dir_.file("short.npy"), 3999, 32, 9);
   const auto r = run_cli("align " + nets_ + " " + dir_.file("short.npy") + options_ + out());
