@@ -233,10 +233,10 @@ void bench_indices(const Settings& s) {
       convergent::SimilarityOptions options;
       options.svcca = options.pwcca = options.procrustes = false;
       start = std::chrono::steady_clock::now();
-      result = convergent::similarity_indices(study, options)[0];
+      result = convergent::similarity_indices(*backend, study, options)[0];
       two = std::min(two, seconds_since(start));
       start = std::chrono::steady_clock::now();
-      convergent::similarity_indices(study);
+      convergent::similarity_indices(*backend, study);
       five = std::min(five, seconds_since(start));
     }
     const auto words = run_python(shell_quote(s.python) + " " + shell_quote(s.script) + " indices " + shell_quote(a_path) +

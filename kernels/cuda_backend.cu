@@ -603,6 +603,16 @@ class CudaBackend final : public Backend {
     return do_smallest_eigenpairs(MatrixView<const double>(wide.view()), k, options);
   }
 
+  Eigenpairs do_symmetric_eigenpairs(MatrixView<const double> a) override {
+    DeviceGuard guard(device_);
+    return symmetric_eigenpairs_on_device(cusolver_.get(), stream_.ref(), a);
+  }
+
+  SingularValueDecomposition do_singular_value_decomposition(MatrixView<const double> m, bool vectors) override {
+    DeviceGuard guard(device_);
+    return singular_value_decomposition_on_device(cusolver_.get(), stream_.ref(), m, vectors);
+  }
+
  private:
   DeviceScope scope_;  // first: the members below are made and released with the device current
   int device_;

@@ -19,6 +19,12 @@ namespace {
 
 using testing::Data;
 
+// The CPU reference; tests/test_conformance.cpp holds the CUDA backend's indices against it.
+Backend& cpu() {
+  static const std::unique_ptr<Backend> backend = make_backend(BackendChoice::cpu);
+  return *backend;
+}
+
 // Orthonormal basis of the columns of x (modified Gram-Schmidt; x must have full column rank).
 Data orthonormal_columns(Data q) {
   for (std::int64_t j = 0; j < q.cols; ++j) {
@@ -212,15 +218,15 @@ TEST(SimilarityIndices, MatchFloat64OraclesOnTheRawSamples) {
   const Oracle o = oracle(nets[0], nets[1]);
   SimilarityOptions exact;
   exact.ridge = 0.0;  // the oracle has no ridge: agreement to float64 rounding of the moments
-  const auto pairs = similarity_indices(study, exact);
+  const auto pairs = similarity_indices(cpu(), study, exact);
   ASSERT_EQ(pairs.size(), 1u);
   EXPECT_EQ(pairs[0].live_a, 8);
   EXPECT_EQ(pairs[0].pwcca->weighted_net, 1);  // B has fewer units
   expect_matches_oracle(pairs[0], o, 1e-9);
   // The default ridge (1e-6 of the mean variance) moves canonical correlations by about 1e-6 / lambda_min.
-  expect_matches_oracle(similarity_indices(study)[0], o, 1e-4);
+  expect_matches_oracle(similarity_indices(cpu(), study)[0], o, 1e-4);
   // The order of the nets: CKA, CCA and Procrustes are symmetric.
-  const auto swapped = similarity_indices(testing::study_of({nets[1], nets[0]}), exact)[0];
+  const auto swapped = similarity_indices(cpu(), testing::study_of({nets[1], nets[0]}), exact)[0];
   EXPECT_NEAR(*swapped.linear_cka, o.cka, 1e-9);
   EXPECT_NEAR(swapped.cca->mean, mean(o.cca), 1e-9);
   EXPECT_NEAR(swapped.procrustes->similarity, o.procrustes_nu, 1e-9);
@@ -237,10 +243,10 @@ TEST(SimilarityIndices, DebiasedCkaMatchesSongsEstimatorOnTheRawSamples) {
   EXPECT_NEAR(oracle_debiased_cka(shifted(nets[0], 10.0), shifted(nets[1], -10.0)), raw, 1e-7);
   EXPECT_GT(std::abs(raw - oracle(nets[0], nets[1]).cka), 1e-3);  // debiasing matters at n = 120
   // From the moments (exact float64 norm sums): agreement to float64 rounding.
-  const PairSimilarity s = similarity_indices(testing::study_of(nets))[0];
+  const PairSimilarity s = similarity_indices(cpu(), testing::study_of(nets))[0];
   ASSERT_TRUE(s.debiased_linear_cka);
   EXPECT_NEAR(*s.debiased_linear_cka, raw, 1e-10);
-  EXPECT_NEAR(*similarity_indices(testing::study_of({nets[1], nets[0]}))[0].debiased_linear_cka, raw, 1e-10);
+  EXPECT_NEAR(*similarity_indices(cpu(), testing::study_of({nets[1], nets[0]}))[0].debiased_linear_cka, raw, 1e-10);
   // Streamed through the CPU accumulator (float32 products, norm sums about its origin, moved to the mean
   // at the end), in batches of 32 rows: float32 rounding, 1e-5.
   testing::ScratchDir dir;
@@ -250,10 +256,10 @@ TEST(SimilarityIndices, DebiasedCkaMatchesSongsEstimatorOnTheRawSamples) {
   StudyOptions options;
   options.batch_rows = 32;
   const Study streamed = run_study(*backend, {{"a", dir.file("n0.npy")}, {"b", dir.file("n1.npy")}}, options);
-  EXPECT_NEAR(*similarity_indices(streamed)[0].debiased_linear_cka, raw, 1e-5);
+  EXPECT_NEAR(*similarity_indices(cpu(), streamed)[0].debiased_linear_cka, raw, 1e-5);
   // Below 4 samples the estimator is not defined.
   const PairSimilarity tiny =
-      similarity_indices(testing::study_of({testing::gaussian_data(3, 2, 1), testing::gaussian_data(3, 2, 2)}))[0];
+      similarity_indices(cpu(), testing::study_of({testing::gaussian_data(3, 2, 1), testing::gaussian_data(3, 2, 2)}))[0];
   EXPECT_TRUE(tiny.linear_cka);
   EXPECT_FALSE(tiny.debiased_linear_cka);
 }
@@ -264,7 +270,7 @@ TEST(SimilarityIndices, ANetWithItselfAndWithARotationOfItself) {
   SimilarityOptions exact;
   exact.ridge = 0.0;
   for (const Data& other : {a, rotated}) {
-    const PairSimilarity s = similarity_indices(testing::study_of({a, other}), exact)[0];
+    const PairSimilarity s = similarity_indices(cpu(), testing::study_of({a, other}), exact)[0];
     EXPECT_NEAR(*s.linear_cka, 1.0, 1e-12);
     EXPECT_NEAR(*s.debiased_linear_cka, 1.0, 1e-12);
     for (const double r : s.cca->correlations) EXPECT_NEAR(r, 1.0, 1e-9);
@@ -276,8 +282,8 @@ TEST(SimilarityIndices, ANetWithItselfAndWithARotationOfItself) {
   }
   // Every index is invariant to an orthogonal map of one net: (A, B) and (A Q, B) agree.
   const Data b = related_nets(4)[1];
-  const PairSimilarity plain = similarity_indices(testing::study_of({a, b}), exact)[0];
-  const PairSimilarity turned = similarity_indices(testing::study_of({rotated, b}), exact)[0];
+  const PairSimilarity plain = similarity_indices(cpu(), testing::study_of({a, b}), exact)[0];
+  const PairSimilarity turned = similarity_indices(cpu(), testing::study_of({rotated, b}), exact)[0];
   EXPECT_NEAR(*plain.linear_cka, *turned.linear_cka, 1e-12);
   EXPECT_NEAR(*plain.debiased_linear_cka, *turned.debiased_linear_cka, 1e-12);
   EXPECT_NEAR(plain.cca->mean, turned.cca->mean, 1e-9);
@@ -289,7 +295,7 @@ TEST(SimilarityIndices, ANetWithItselfAndWithARotationOfItself) {
 TEST(SimilarityIndices, IndependentNetsSitNearTheNull) {
   // 10 + 10 independent Gaussian units, 4000 samples. Null sizes: CKA about sqrt(p q) / n = 0.0025;
   // canonical correlations about sqrt(p / n) = 0.05; nu about the same, so distance near sqrt(2).
-  const PairSimilarity s = similarity_indices(
+  const PairSimilarity s = similarity_indices(cpu(), 
       testing::study_of({testing::gaussian_data(4000, 10, 1), testing::gaussian_data(4000, 10, 2)}))[0];
   EXPECT_LT(*s.linear_cka, 0.01);
   // Debiased CKA is centred on 0 for independent nets: its standard error for isotropic units is about
@@ -306,9 +312,9 @@ TEST(SimilarityIndices, IndependentNetsSitNearTheNull) {
 
 TEST(SimilarityIndices, UnitScaleMovesCkaButNotCca) {
   std::vector<Data> nets = related_nets(8);
-  const PairSimilarity before = similarity_indices(testing::study_of(nets))[0];
+  const PairSimilarity before = similarity_indices(cpu(), testing::study_of(nets))[0];
   for (std::int64_t r = 0; r < nets[1].rows; ++r) nets[1](r, 0) *= 100.0;
-  const PairSimilarity after = similarity_indices(testing::study_of(nets))[0];
+  const PairSimilarity after = similarity_indices(cpu(), testing::study_of(nets))[0];
   EXPECT_NEAR(before.cca->mean, after.cca->mean, 1e-9);  // CCA works on correlations
   EXPECT_GT(std::abs(*before.linear_cka - *after.linear_cka), 1e-3);
 }
@@ -321,8 +327,8 @@ TEST(SimilarityIndices, DeadUnitsAreLeftOutAndRankDeficiencyStaysFinite) {
     with_dead(r, 3) = 0.25;                   // a dead unit in the middle
     duplicated(r, 8) = 2.0 * nets[0](r, 1);  // a copy of unit 1: the correlation matrix is singular
   }
-  const PairSimilarity reference = similarity_indices(testing::study_of(nets))[0];
-  const PairSimilarity dead = similarity_indices(testing::study_of({with_dead, nets[1]}))[0];
+  const PairSimilarity reference = similarity_indices(cpu(), testing::study_of(nets))[0];
+  const PairSimilarity dead = similarity_indices(cpu(), testing::study_of({with_dead, nets[1]}))[0];
   EXPECT_EQ(dead.live_a, 8);
   EXPECT_EQ(dead.dead_a, 1);
   EXPECT_NEAR(*dead.linear_cka, *reference.linear_cka, 1e-12);
@@ -331,7 +337,7 @@ TEST(SimilarityIndices, DeadUnitsAreLeftOutAndRankDeficiencyStaysFinite) {
   for (const double ridge : {1e-6, 0.0}) {
     SimilarityOptions options;
     options.ridge = ridge;
-    const PairSimilarity s = similarity_indices(testing::study_of({duplicated, nets[1]}), options)[0];
+    const PairSimilarity s = similarity_indices(cpu(), testing::study_of({duplicated, nets[1]}), options)[0];
     for (const double r : s.cca->correlations) EXPECT_TRUE(std::isfinite(r) && r >= 0.0 && r <= 1.0) << ridge;
     EXPECT_TRUE(std::isfinite(s.pwcca->value));
     EXPECT_TRUE(std::isfinite(s.svcca->cca.mean));
@@ -352,8 +358,8 @@ TEST(SimilarityIndices, InputMagnitudeDoesNotMatter) {
   }
   auto backend = make_backend(BackendChoice::cpu);
   const Study streamed = run_study(*backend, {{"a", dir.file("n0.npy")}, {"b", dir.file("n1.npy")}}, {});
-  const PairSimilarity s = similarity_indices(streamed)[0];
-  const PairSimilarity reference = similarity_indices(testing::study_of(nets))[0];
+  const PairSimilarity s = similarity_indices(cpu(), streamed)[0];
+  const PairSimilarity reference = similarity_indices(cpu(), testing::study_of(nets))[0];
   EXPECT_NEAR(*s.linear_cka, *reference.linear_cka, 1e-5);
   EXPECT_NEAR(s.cca->mean, reference.cca->mean, 1e-5);
   EXPECT_NEAR(s.svcca->cca.mean, reference.svcca->cca.mean, 1e-5);
@@ -397,7 +403,7 @@ TEST(ImageCka, ExactFromTheMomentsOfTheFlattenedFeatures) {
   EXPECT_EQ(study.image_cka->estimator, ImageCka::Estimator::exact);
   EXPECT_EQ(study.image_cka->features, (std::vector<std::int64_t>{12, 18}));
   EXPECT_EQ(study.image_cka->moments.samples, 60);
-  const PairSimilarity s = image_cka_indices(*study.image_cka)[0];
+  const PairSimilarity s = image_cka_indices(cpu(), *study.image_cka)[0];
   // Against the oracles on the flattened raw data; float32 batch products: 1e-5.
   EXPECT_NEAR(*s.linear_cka, oracle(nets.flat[0], nets.flat[1]).cka, 1e-5);
   EXPECT_NEAR(*s.debiased_linear_cka, oracle_debiased_cka(nets.flat[0], nets.flat[1]), 1e-5);
@@ -406,7 +412,7 @@ TEST(ImageCka, ExactFromTheMomentsOfTheFlattenedFeatures) {
   EXPECT_EQ(study.nets[1].units, 3);
   // A net with itself.
   const Study self = run_study(*backend, {nets.sources[1], {"c", nets.sources[1].path}}, options);
-  const PairSimilarity one = image_cka_indices(*self.image_cka)[0];
+  const PairSimilarity one = image_cka_indices(cpu(), *self.image_cka)[0];
   EXPECT_NEAR(*one.linear_cka, 1.0, 1e-6);
   EXPECT_NEAR(*one.debiased_linear_cka, 1.0, 1e-6);
 }
@@ -436,17 +442,17 @@ TEST(ImageCka, MinibatchEstimatorOfNguyenEtAl) {
     bb += oracle_unbiased_hsic(y, y);
   }
   EXPECT_NEAR(image.hsic(0, 1), ab / 6, 1e-9 * std::sqrt(aa * bb) / 6);  // float64 throughout
-  const PairSimilarity s = image_cka_indices(image)[0];
+  const PairSimilarity s = image_cka_indices(cpu(), image)[0];
   EXPECT_FALSE(s.linear_cka);
   EXPECT_NEAR(*s.debiased_linear_cka, ab / std::sqrt(aa * bb), 1e-9);
   // Sanity: a net with itself is 1; an independent net sits near 0. For independent Gaussian features
   // HSIC_1 of one minibatch has variance about 2 ||Cov(A)||_F^2 ||Cov(B)||_F^2 / m^2, so the ratio's
   // standard error over k minibatches is about sqrt(2 / k) / m = 0.07 here (k = 6, m = 8); 0.35 is 5 of them.
   const Study self = run_study(*backend, {nets.sources[0], {"c", nets.sources[0].path}}, options);
-  EXPECT_NEAR(*image_cka_indices(*self.image_cka)[0].debiased_linear_cka, 1.0, 1e-12);
+  EXPECT_NEAR(*image_cka_indices(cpu(), *self.image_cka)[0].debiased_linear_cka, 1.0, 1e-12);
   testing::write_array(nets.dir.file("independent.npy"), testing::gaussian_data(44, 12, 99).v, {44, 2, 3, 2});
   const Study independent = run_study(*backend, {nets.sources[0], {"i", nets.dir.file("independent.npy")}}, options);
-  const double null_value = *image_cka_indices(*independent.image_cka)[0].debiased_linear_cka;
+  const double null_value = *image_cka_indices(cpu(), *independent.image_cka)[0].debiased_linear_cka;
   EXPECT_LT(std::abs(null_value), 0.35) << null_value;
 }
 
@@ -470,14 +476,14 @@ TEST(SimilarityIndices, OptionsSelectAndAreChecked) {
   const Study study = testing::study_of(related_nets(2));
   SimilarityOptions options;
   options.cca = options.svcca = options.procrustes = false;
-  const PairSimilarity s = similarity_indices(study, options)[0];
+  const PairSimilarity s = similarity_indices(cpu(), study, options)[0];
   EXPECT_TRUE(s.linear_cka && s.pwcca);
   EXPECT_FALSE(s.cca || s.svcca || s.procrustes);
   options.ridge = -1.0;
-  EXPECT_THROW(similarity_indices(study, options), Error);
+  EXPECT_THROW(similarity_indices(cpu(), study, options), Error);
   options.ridge = 0.0;
   options.svcca_variance = 1.5;
-  EXPECT_THROW(similarity_indices(study, options), Error);
+  EXPECT_THROW(similarity_indices(cpu(), study, options), Error);
 }
 
 }  // namespace

@@ -122,7 +122,7 @@ AlignResults align_study(Backend& backend, const Study& study, const AlignSettin
   start("analyses");
   std::vector<PairAlignment> matchings;
   for (const PairReport& pair : results.pairs) matchings.push_back(pair.alignment);
-  results.analyses = run_analyses(study, matchings, analysis_options(settings));
+  results.analyses = run_analyses(backend, study, matchings, analysis_options(settings));
   return results;
 }
 

@@ -263,7 +263,7 @@ std::vector<double> parse_alphas(const std::string& list) {
   return alphas;
 }
 
-AnalysisResults run_analyses(const Study& study, const std::vector<PairAlignment>& matchings,
+AnalysisResults run_analyses(Backend& backend, const Study& study, const std::vector<PairAlignment>& matchings,
                              const AnalysisOptions& options) {
   const AnalysisSelection& sel = options.selection;
   AnalysisResults results;
@@ -284,8 +284,8 @@ AnalysisResults run_analyses(const Study& study, const std::vector<PairAlignment
   similarity.pwcca = sel.pwcca;
   similarity.procrustes = sel.procrustes;
   if (sel.linear_cka || sel.cca || sel.svcca || sel.pwcca || sel.procrustes)
-    results.similarity = similarity_indices(study, similarity);
-  if (sel.linear_cka && study.image_cka) results.image_cka = image_cka_indices(*study.image_cka);
+    results.similarity = similarity_indices(backend, study, similarity);
+  if (sel.linear_cka && study.image_cka) results.image_cka = image_cka_indices(backend, *study.image_cka);
   return results;
 }
 

@@ -53,8 +53,8 @@ struct AnalysisResults {
 };
 
 // Runs the selected analyses. `matchings` are the pairs' one-to-one alignments in pair order (a < b), as
-// reliability() takes them.
-AnalysisResults run_analyses(const Study& study, const std::vector<PairAlignment>& matchings,
+// reliability() takes them; the similarity indices' decompositions run on `backend`.
+AnalysisResults run_analyses(Backend& backend, const Study& study, const std::vector<PairAlignment>& matchings,
                              const AnalysisOptions& options);
 
 // Stages sparse_<a>_<b>.csv (A predicts B) for both directions of every pair and units_<net>.csv for

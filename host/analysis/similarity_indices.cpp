@@ -5,7 +5,6 @@
 #include "convergent/similarity_indices.hpp"
 
 #include <cblas.h>
-#include <lapacke.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,21 +25,17 @@ struct Eigen {
   Matrix vectors;
 };
 
-Eigen symmetric_eigen(const Matrix& m) {
+Eigen symmetric_eigen(Backend& backend, const Matrix& m) {
   const std::int64_t n = m.rows();
   Eigen e;
   e.values.assign(static_cast<std::size_t>(n), 0.0);
   e.vectors = Matrix(n, n);
   if (n == 0) return e;
-  Matrix work = m;
-  std::vector<double> ascending(static_cast<std::size_t>(n));
-  const lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', static_cast<lapack_int>(n), work.data(),
-                                         static_cast<lapack_int>(n), ascending.data());
-  if (info != 0) throw Error("similarity indices: LAPACK dsyevd failed (info " + std::to_string(info) + ")");
+  const Eigenpairs ascending = backend.symmetric_eigenpairs(m.view());
   for (std::int64_t k = 0; k < n; ++k) {
     const std::int64_t from = n - 1 - k;
-    e.values[static_cast<std::size_t>(k)] = std::max(0.0, ascending[static_cast<std::size_t>(from)]);
-    for (std::int64_t i = 0; i < n; ++i) e.vectors(i, k) = work(i, from);
+    e.values[static_cast<std::size_t>(k)] = std::max(0.0, ascending.values[static_cast<std::size_t>(from)]);
+    for (std::int64_t i = 0; i < n; ++i) e.vectors(i, k) = ascending.vectors(i, from);
   }
   return e;
 }
@@ -72,7 +67,7 @@ struct NetBasis {
   std::vector<double> covariance_f;   // svcca_dims
 };
 
-NetBasis net_basis(const Study& study, const detail::ScaledCovariance& scaled, int net, const SimilarityOptions& o) {
+NetBasis net_basis(Backend& backend, const Study& study, const detail::ScaledCovariance& scaled, int net, const SimilarityOptions& o) {
   NetBasis n;
   n.live = detail::live_units(study, net);
   n.dead = study.nets[static_cast<std::size_t>(net)].units - static_cast<std::int64_t>(n.live.size());
@@ -88,11 +83,11 @@ NetBasis net_basis(const Study& study, const detail::ScaledCovariance& scaled, i
     n.scale = scaled.net_scale(net, n.live);
   }
   if (o.cca || o.pwcca) {
-    n.correlation_eigen = symmetric_eigen(detail::correlation_block(study, net, n.live, net, n.live));
+    n.correlation_eigen = symmetric_eigen(backend, detail::correlation_block(study, net, n.live, net, n.live));
     n.correlation_f = inverse_sqrt(n.correlation_eigen.values, o.ridge, p);  // mean variance 1
   }
   if (o.svcca && p > 0) {
-    n.covariance_eigen = symmetric_eigen(n.covariance);
+    n.covariance_eigen = symmetric_eigen(backend, n.covariance);
     double total = 0.0, kept = 0.0;
     for (const double v : n.covariance_eigen.values) total += v;
     n.svcca_dims = 0;
@@ -119,28 +114,6 @@ Matrix whitened_cross(const Matrix& va, const std::vector<double>& fa, const Mat
   for (std::int64_t i = 0; i < ka; ++i)
     for (std::int64_t j = 0; j < kb; ++j) t(i, j) *= fa[static_cast<std::size_t>(i)] * fb[static_cast<std::size_t>(j)];
   return t;
-}
-
-// Singular values (descending) and, when asked, the left (ka x r) and right (r x kb, as rows) vectors.
-struct Svd {
-  std::vector<double> values;
-  Matrix u, vt;
-};
-Svd svd(Matrix m, bool vectors) {
-  const std::int64_t rows = m.rows(), cols = m.cols(), r = std::min(rows, cols);
-  Svd s;
-  s.values.assign(static_cast<std::size_t>(r), 0.0);
-  if (r == 0) return s;
-  if (vectors) {
-    s.u = Matrix(rows, r);
-    s.vt = Matrix(r, cols);
-  }
-  const lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, vectors ? 'S' : 'N', static_cast<lapack_int>(rows),
-                                         static_cast<lapack_int>(cols), m.data(), static_cast<lapack_int>(cols),
-                                         s.values.data(), vectors ? s.u.data() : nullptr, static_cast<lapack_int>(r),
-                                         vectors ? s.vt.data() : nullptr, static_cast<lapack_int>(cols));
-  if (info != 0) throw Error("similarity indices: LAPACK dgesdd failed (info " + std::to_string(info) + ")");
-  return s;
 }
 
 CanonicalCorrelations canonical(const std::vector<double>& singular_values) {
@@ -203,7 +176,7 @@ std::optional<double> debiased_cka(const Study& study, int a, int b, const NetBa
   return std::clamp(ab / std::sqrt(aa * bb), -1.0, 1.0);
 }
 
-PairSimilarity pair_similarity(const Study& study, const detail::ScaledCovariance& scaled, int a, int b,
+PairSimilarity pair_similarity(Backend& backend, const Study& study, const detail::ScaledCovariance& scaled, int a, int b,
                                const NetBasis& na, const NetBasis& nb, const SimilarityOptions& o) {
   PairSimilarity s;
   s.a = a;
@@ -225,15 +198,17 @@ PairSimilarity pair_similarity(const Study& study, const detail::ScaledCovarianc
     }
     if (o.svcca) {
       const std::vector<double> rho =
-          svd(whitened_cross(na.covariance_eigen.vectors, na.covariance_f, cross, nb.covariance_eigen.vectors,
-                             nb.covariance_f),
-              false)
+          backend
+              .singular_value_decomposition(whitened_cross(na.covariance_eigen.vectors, na.covariance_f, cross,
+                                                           nb.covariance_eigen.vectors, nb.covariance_f)
+                                                .view(),
+                                            false)
               .values;
       s.svcca = SvccaResult{na.svcca_dims, nb.svcca_dims, canonical(rho)};
     }
     if (o.procrustes) {
       double nuclear = 0.0;
-      for (const double v : svd(cross, false).values) nuclear += v;
+      for (const double v : backend.singular_value_decomposition(cross.view(), false).values) nuclear += v;
       const double denominator = std::sqrt(na.trace * nb.trace);
       const double nu = denominator > 0.0 ? std::clamp(nuclear / denominator, 0.0, 1.0) : 0.0;
       s.procrustes = ProcrustesResult{nu, std::sqrt(std::max(0.0, 2.0 - 2.0 * nu)), std::acos(nu)};
@@ -241,9 +216,11 @@ PairSimilarity pair_similarity(const Study& study, const detail::ScaledCovarianc
   }
   if (o.cca || o.pwcca) {
     const Matrix corr = detail::correlation_block(study, a, na.live, b, nb.live);
-    const Svd t = svd(whitened_cross(na.correlation_eigen.vectors, na.correlation_f, corr,
-                                     nb.correlation_eigen.vectors, nb.correlation_f),
-                      o.pwcca);
+    const SingularValueDecomposition t = backend.singular_value_decomposition(
+        whitened_cross(na.correlation_eigen.vectors, na.correlation_f, corr, nb.correlation_eigen.vectors,
+                       nb.correlation_f)
+            .view(),
+        o.pwcca);
     const CanonicalCorrelations c = canonical(t.values);
     if (o.pwcca) {
       const bool weigh_a = s.live_a <= s.live_b;
@@ -260,7 +237,7 @@ PairSimilarity pair_similarity(const Study& study, const detail::ScaledCovarianc
 
 }  // namespace
 
-std::vector<PairSimilarity> similarity_indices(const Study& study, const SimilarityOptions& options) {
+std::vector<PairSimilarity> similarity_indices(Backend& backend, const Study& study, const SimilarityOptions& options) {
   if (study.nets.size() < 2) throw Error("similarity indices need at least two nets");
   if (!(std::isfinite(options.ridge) && options.ridge >= 0.0))
     throw Error("similarity indices: the ridge must be finite and >= 0, not " + std::to_string(options.ridge));
@@ -270,16 +247,16 @@ std::vector<PairSimilarity> similarity_indices(const Study& study, const Similar
   const OneOpenBlasThread one;  // dsyevd, dgesdd and dgemm give the same bits on any thread count
   const detail::ScaledCovariance scaled(study);
   std::vector<NetBasis> bases;
-  for (int net = 0; net < static_cast<int>(study.nets.size()); ++net) bases.push_back(net_basis(study, scaled, net, options));
+  for (int net = 0; net < static_cast<int>(study.nets.size()); ++net) bases.push_back(net_basis(backend, study, scaled, net, options));
   std::vector<PairSimilarity> pairs;
   for (int a = 0; a < static_cast<int>(study.nets.size()); ++a)
     for (int b = a + 1; b < static_cast<int>(study.nets.size()); ++b)
-      pairs.push_back(pair_similarity(study, scaled, a, b, bases[static_cast<std::size_t>(a)],
+      pairs.push_back(pair_similarity(backend, study, scaled, a, b, bases[static_cast<std::size_t>(a)],
                                       bases[static_cast<std::size_t>(b)], options));
   return pairs;
 }
 
-std::vector<PairSimilarity> image_cka_indices(const ImageCka& image_cka) {
+std::vector<PairSimilarity> image_cka_indices(Backend& backend, const ImageCka& image_cka) {
   const auto nets = static_cast<int>(image_cka.features.size());
   if (nets < 2) throw Error("image-level CKA needs at least two nets");
   if (image_cka.estimator == ImageCka::Estimator::exact) {
@@ -297,7 +274,7 @@ std::vector<PairSimilarity> image_cka_indices(const ImageCka& image_cka) {
     features.dead = image_cka.dead;
     SimilarityOptions cka_only;
     cka_only.cca = cka_only.svcca = cka_only.pwcca = cka_only.procrustes = false;
-    return similarity_indices(features, cka_only);
+    return similarity_indices(backend, features, cka_only);
   }
   std::vector<PairSimilarity> pairs;
   const Matrix& h = image_cka.hsic;

@@ -74,6 +74,19 @@ void check_view(const char* op, MatrixView<const T> m) {
   if (m.data == nullptr && m.rows > 0 && m.cols > 0) throw Error(std::string(op) + ": the matrix has no data");
 }
 
+// A view that holds no NaN or infinity (the first one in row-major order is named), square when asked.
+template <class T>
+void check_finite_matrix(const char* op, MatrixView<const T> a, bool square) {
+  check_view(op, a);
+  if (square && a.cols != a.rows) throw Error(std::string(op) + ": the matrix is " + shape_of(a) + ", not square");
+  for (std::int64_t i = 0; i < a.rows; ++i) {
+    const std::int64_t j = first_non_finite(a.row(i), a.cols);
+    if (j < a.cols)
+      throw Error(std::string(op) + ": the matrix holds " + std::string(std::isnan(a(i, j)) ? "NaN" : "an infinity") +
+                  " at (" + std::to_string(i) + ", " + std::to_string(j) + ")");
+  }
+}
+
 template <class T>
 void check_eigen_arguments(MatrixView<const T> a, std::int64_t k, const EigenOptions& options) {
   check_view("smallest_eigenpairs", a);
@@ -83,12 +96,7 @@ void check_eigen_arguments(MatrixView<const T> a, std::int64_t k, const EigenOpt
   if (!(options.relative_residual > 0.0))
     throw Error("smallest_eigenpairs: the residual tolerance must be positive, not " +
                 number(options.relative_residual));
-  for (std::int64_t i = 0; i < a.rows; ++i) {
-    const std::int64_t j = first_non_finite(a.row(i), a.cols);
-    if (j < a.cols)
-      throw Error("smallest_eigenpairs: the matrix holds " + std::string(std::isnan(a(i, j)) ? "NaN" : "an infinity") +
-                  " at (" + std::to_string(i) + ", " + std::to_string(j) + ")");
-  }
+  check_finite_matrix("smallest_eigenpairs", a, true);
 }
 
 }  // namespace
@@ -231,6 +239,22 @@ Eigenpairs Backend::smallest_eigenpairs(MatrixView<const float> a, std::int64_t 
     throw Error("smallest_eigenpairs: a float32 matrix supports residuals of 1e-5 and looser, not " +
                 number(options.relative_residual));
   return do_smallest_eigenpairs(a, k, options);
+}
+
+Eigenpairs Backend::symmetric_eigenpairs(MatrixView<const double> a) {
+  check_finite_matrix("symmetric_eigenpairs", a, true);
+  if (a.rows == 0) return {};
+  return do_symmetric_eigenpairs(a);
+}
+
+SingularValueDecomposition Backend::singular_value_decomposition(MatrixView<const double> m, bool vectors) {
+  check_finite_matrix("singular_value_decomposition", m, false);
+  if (m.rows == 0 || m.cols == 0) {
+    SingularValueDecomposition none;
+    if (vectors) none.u = Matrix(m.rows, 0), none.vt = Matrix(0, m.cols);
+    return none;
+  }
+  return do_singular_value_decomposition(m, vectors);
 }
 
 std::unique_ptr<Backend> make_backend(BackendChoice choice, const BackendOptions& options) {

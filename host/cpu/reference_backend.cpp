@@ -668,6 +668,42 @@ class ReferenceBackend final : public Backend {
     return result ? std::move(*result) : dense_smallest<double>(a, k);
   }
 
+  // LAPACK dsyevd (divide and conquer) on a row-major copy, its upper triangle read (LAPACKE transposes,
+  // so the routine sees the lower triangle of the column-major matrix): values ascending, vectors as columns.
+  // On one OpenBLAS thread, so the bits do not depend on the thread count.
+  Eigenpairs do_symmetric_eigenpairs(MatrixView<const double> a) override {
+    const OneOpenBlasThread one;
+    const std::int64_t n = a.rows;
+    Eigenpairs e;
+    e.values.resize(static_cast<std::size_t>(n));
+    e.vectors = Matrix(n, n);
+    for (std::int64_t i = 0; i < n; ++i) std::copy(a.row(i), a.row(i) + n, e.vectors.data() + i * n);
+    const lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', static_cast<lapack_int>(n), e.vectors.data(),
+                                           static_cast<lapack_int>(n), e.values.data());
+    if (info != 0) throw Error("symmetric_eigenpairs: LAPACK dsyevd failed (info " + std::to_string(info) + ")");
+    return e;
+  }
+
+  // LAPACK dgesdd (divide and conquer) on a row-major copy, thin vectors ('S') or none ('N'); one thread.
+  SingularValueDecomposition do_singular_value_decomposition(MatrixView<const double> m, bool vectors) override {
+    const OneOpenBlasThread one;
+    const std::int64_t rows = m.rows, cols = m.cols, r = std::min(rows, cols);
+    Matrix work(rows, cols);
+    for (std::int64_t i = 0; i < rows; ++i) std::copy(m.row(i), m.row(i) + cols, work.data() + i * cols);
+    SingularValueDecomposition s;
+    s.values.resize(static_cast<std::size_t>(r));
+    if (vectors) {
+      s.u = Matrix(rows, r);
+      s.vt = Matrix(r, cols);
+    }
+    const lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, vectors ? 'S' : 'N', static_cast<lapack_int>(rows),
+                                           static_cast<lapack_int>(cols), work.data(), static_cast<lapack_int>(cols),
+                                           s.values.data(), vectors ? s.u.data() : nullptr, static_cast<lapack_int>(r),
+                                           vectors ? s.vt.data() : nullptr, static_cast<lapack_int>(cols));
+    if (info != 0) throw Error("singular_value_decomposition: LAPACK dgesdd failed (info " + std::to_string(info) + ")");
+    return s;
+  }
+
  private:
   int threads_;
 };

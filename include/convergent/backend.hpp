@@ -146,6 +146,13 @@ struct Eigenpairs {
   Matrix vectors;              // n x k, column j belongs to values[j]
 };
 
+// A thin singular value decomposition M = U diag(values) Vt of an m x n matrix, r = min(m, n).
+struct SingularValueDecomposition {
+  std::vector<double> values;  // r, descending, >= 0
+  Matrix u;                    // m x r, orthonormal columns (empty when vectors were not asked for)
+  Matrix vt;                   // r x n, orthonormal rows (empty when vectors were not asked for)
+};
+
 // Every public operation is a non-virtual function that checks its arguments, then calls the backend's
 // protected do_ implementation: both backends refuse the same inputs with the same words (an Error whose
 // text names the operation and the argument), and implementations trust what reaches them.
@@ -186,6 +193,17 @@ class Backend {
   // The same for a float32 matrix, for tolerances of 1e-5 and looser (Error otherwise): half the memory
   // of a float64 one, which is what makes spectral clustering of large layers fast on the CPU.
   Eigenpairs smallest_eigenpairs(MatrixView<const float> symmetric, std::int64_t k, const EigenOptions& options);
+  // Every eigenpair of a symmetric n x n matrix, to working precision (backward stable: residuals and
+  // orthogonality within a small multiple of n x machine epsilon x ||A||): values ascending, vectors n x n
+  // with column j for values[j]. Each vector's sign is the backend's own (either backend may return it
+  // negated); for repeated eigenvalues any orthonormal basis of their space. The CPU's is LAPACK dsyevd,
+  // CUDA's cuSOLVER Dn syevd (divide and conquer both). Pass an exactly symmetric matrix: a backend may
+  // read either triangle. Throws Error when the matrix is not square or holds a NaN or infinity.
+  Eigenpairs symmetric_eigenpairs(MatrixView<const double> symmetric);
+  // The thin SVD of an m x n matrix (u and vt only when `vectors`), to working precision; singular vector
+  // pairs (u_k, vt_k) are determined up to a common sign (and up to a rotation for repeated values).
+  // CPU: LAPACK dgesdd; CUDA: cuSOLVER Dn gesvd. Throws Error when the matrix holds a NaN or infinity.
+  SingularValueDecomposition singular_value_decomposition(MatrixView<const double> m, bool vectors);
 
  protected:
   // The implementations: called only with arguments that passed the checks above.
@@ -200,6 +218,9 @@ class Backend {
                                             const EigenOptions& options) = 0;
   virtual Eigenpairs do_smallest_eigenpairs(MatrixView<const float> symmetric, std::int64_t k,
                                             const EigenOptions& options) = 0;
+  // Called with n >= 1, or m, n >= 1.
+  virtual Eigenpairs do_symmetric_eigenpairs(MatrixView<const double> symmetric) = 0;
+  virtual SingularValueDecomposition do_singular_value_decomposition(MatrixView<const double> m, bool vectors) = 0;
 
   // The one Error for a NaN met by do_row_argmax at (row, col), the first in row-major order.
   [[noreturn]] static void row_argmax_nan(std::int64_t row, std::int64_t col);

@@ -7,6 +7,7 @@
 #include <optional>
 #include <vector>
 
+#include "convergent/backend.hpp"
 #include "convergent/study.hpp"
 
 namespace convergent {
@@ -94,16 +95,20 @@ struct PairSimilarity {
 // Every pair of nets (a < b, in the order (0, 1), (0, 2), ..., (1, 2), ...). Reads the study's moments
 // (comoment, exponents, sample count), dead units and correlation. Per net one symmetric
 // eigendecomposition of its correlation (CCA, PWCCA) and one of its covariance (SVCCA), O(units^3); per
-// pair a few products and SVDs of live_a x live_b matrices (LAPACK and BLAS on the CPU). Throws Error
-// when ridge or svcca_variance is out of range, or the study has fewer than two nets.
-std::vector<PairSimilarity> similarity_indices(const Study& study, const SimilarityOptions& options = {});
+// pair a few products (BLAS, on the CPU) and SVDs of live_a x live_b matrices. The eigendecompositions and
+// SVDs run on `backend` (Backend::symmetric_eigenpairs, singular_value_decomposition: LAPACK on the CPU,
+// cuSOLVER on CUDA; the indices do not depend on the vectors' signs). Throws Error when ridge or
+// svcca_variance is out of range, or the study has fewer than two nets.
+std::vector<PairSimilarity> similarity_indices(Backend& backend, const Study& study,
+                                               const SimilarityOptions& options = {});
 
 // Image-level CKA of every pair (a < b, in similarity_indices' order) from the pass's ImageCka
 // (StudyOptions::samples == images). exact: linear_cka and debiased_linear_cka of the flattened features'
 // Moments as similarity_indices computes them, dead features left out and counted (live_a/dead_a count
 // features); minibatch: debiased_linear_cka alone, Nguyen et al.'s (2021, eq. 3) mean HSIC_1(A, B) /
 // sqrt(mean HSIC_1(A, A) mean HSIC_1(B, B)), absent when no minibatch was complete or a self-term is not
-// positive (live/dead counts are then the features, all counted live). Throws Error for fewer than two nets.
-std::vector<PairSimilarity> image_cka_indices(const ImageCka& image_cka);
+// positive (live/dead counts are then the features, all counted live). `backend` as for similarity_indices
+// (linear CKA needs no decomposition). Throws Error for fewer than two nets.
+std::vector<PairSimilarity> image_cka_indices(Backend& backend, const ImageCka& image_cka);
 
 }  // namespace convergent
