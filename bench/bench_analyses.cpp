@@ -3,15 +3,19 @@
 //            Lasso(precompute=Gram, warm_start=True) on the same z-scored samples, p = m = U units; the
 //            objective of every fit is recomputed from the weights by one formula for both, and held
 //            against scikit-learn run again at a tight tolerance.
-//   indices  run_study + similarity_indices (linear CKA and CCA; then all five indices) against a numpy
-//            CKA/CCA from the raw samples (float64 covariance, eigh whitening, SVD) on the same .npy files.
+//   indices  run_study + similarity_indices, one index at a time (linear and debiased CKA, CCA, SVCCA, PWCCA,
+//            Procrustes), against numpy implementations of each from the raw samples' float64 covariance on
+//            the same .npy files: seconds and values.
+//   images   image-level CKA (--samples images): exact and minibatch estimators against numpy on the same
+//            conv activations (inputs x positions x channels).
 // Data: the ReLU factor model of bench_spectral: two nets of U units, X = ReLU(z W + noise) with shared
 // Gaussian factors z (samples x factors) and per-net loadings W ~ N(0, 1 / factors).
 //
-//   bench_analyses [--parts lasso,indices] [--sizes 256,1024] [--alphas 0.1,0.01,0.001] [--lasso-samples 4096]
+//   bench_analyses [--parts lasso,indices,images] [--sizes 256,1024] [--alphas 0.1,0.01,0.001] [--lasso-samples 4096]
 //                  [--index-samples 20000] [--factors 48] [--tol 1e-7] [--tight-tol 1e-12]
 //                  [--tight-max-units 256] [--repeats 3] [--python python3] [--script bench/bench_analyses.py]
-//                  [--tmp /tmp]
+//                  [--tmp /tmp] [--image-channels 8,16] [--image-inputs 4096] [--image-positions 64]
+//                  [--image-minibatch 256]
 #include <cblas.h>
 
 #include <algorithm>
@@ -122,6 +126,8 @@ struct Settings {
   std::vector<std::int64_t> sizes = {256, 1024};
   std::vector<double> alphas = {0.1, 0.01, 0.001};
   std::int64_t lasso_samples = 4096, index_samples = 20000, factors = 48, tight_max_units = 256;
+  std::vector<std::int64_t> image_channels = {8, 16};
+  std::int64_t image_inputs = 4096, image_positions = 64, image_minibatch = 256;
   double tol = 1e-7, tight_tol = 1e-12;
   int repeats = 3;
   std::string python = "python3", script = std::string(CONVERGENT_BENCH_DIR) + "/bench_analyses.py", tmp = "/tmp";
@@ -212,52 +218,142 @@ void bench_lasso(const Settings& s) {
   std::cout << "\n";
 }
 
+// One line of the indices table: ours against numpy, seconds and values.
+void index_row(std::int64_t units, const char* name, double ours_s, double numpy_s, double ours, double numpy) {
+  char line[512];
+  std::snprintf(line, sizeof line, "| %lld | %s | %.3f | %.3f | %.1fx | %.9f | %.9f | %.1e |\n",
+                static_cast<long long>(units), name, ours_s, numpy_s, numpy_s / ours_s, ours, numpy,
+                std::abs(ours - numpy));
+  std::cout << line << std::flush;
+}
+
+std::string anchor(const Settings& s, const std::string& mode, const std::string& a_path, const std::string& b_path,
+                   const std::string& arguments) {
+  return shell_quote(s.python) + " " + shell_quote(s.script) + " " + mode + " " + shell_quote(a_path) + " " +
+         shell_quote(b_path) + " " + arguments + " " + std::to_string(s.repeats);
+}
+
 void bench_indices(const Settings& s) {
-  std::cout << "## indices: " << s.index_samples << " samples, two nets of U units (float32 .npy); ours: run_study "
-            << "(the pass) + similarity_indices, best of " << s.repeats << "; numpy: float64 covariance + CKA + CCA "
-            << "(eigh whitening, ridge 1e-6), best of " << s.repeats << "\n\n"
-            << "| U | ours pass s | ours CKA+CCA s | ours all five s | numpy CKA+CCA s | ratio (pass + CKA+CCA) | |CKA diff| | |mean CCA diff| |\n"
-            << "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  std::cout << "## indices: " << s.index_samples << " samples, two nets of U units (float32 .npy), best of "
+            << s.repeats << " each; ours: run_study (the pass, reading the files) and similarity_indices with one index "
+            << "asked for at a time (linear CKA brings the debiased one); numpy (bench_analyses.py): float64 "
+            << "centring and covariance of [A | B] (files loaded, untimed), then each index from it alone "
+            << "(ridge 1e-6, SVCCA 0.99 of the variance)\n\n"
+            << "| U | step | ours s | numpy s | numpy / ours | ours | numpy | abs. diff |\n"
+            << "|---:|---|---:|---:|---:|---:|---:|---:|\n";
   auto backend = convergent::make_backend(convergent::BackendChoice::cpu);
   for (const std::int64_t units : s.sizes) {
     const auto [a, b] = relu_nets(s.index_samples, units, s.factors, 29 + static_cast<std::uint64_t>(units));
     const std::string a_path = s.tmp + "/bench_analyses_a.npy", b_path = s.tmp + "/bench_analyses_b.npy";
     convergent::write_npy(a_path, std::vector<float>(a.begin(), a.end()).data(), {s.index_samples, units});
     convergent::write_npy(b_path, std::vector<float>(b.begin(), b.end()).data(), {s.index_samples, units});
-    double pass = 1e300, two = 1e300, five = 1e300;
-    convergent::PairSimilarity result;
+    double pass = 1e300;
+    convergent::Study study;
     for (int r = 0; r < s.repeats; ++r) {
-      auto start = std::chrono::steady_clock::now();
-      const convergent::Study study = convergent::run_study(*backend, {{"a", a_path}, {"b", b_path}}, {});
+      const auto start = std::chrono::steady_clock::now();
+      study = convergent::run_study(*backend, {{"a", a_path}, {"b", b_path}}, {});
       pass = std::min(pass, seconds_since(start));
-      convergent::SimilarityOptions options;
-      options.svcca = options.pwcca = options.procrustes = false;
-      start = std::chrono::steady_clock::now();
-      result = convergent::similarity_indices(*backend, study, options)[0];
-      two = std::min(two, seconds_since(start));
-      start = std::chrono::steady_clock::now();
-      convergent::similarity_indices(*backend, study);
-      five = std::min(five, seconds_since(start));
     }
-    const auto words = run_python(shell_quote(s.python) + " " + shell_quote(s.script) + " indices " + shell_quote(a_path) +
-                                  " " + shell_quote(b_path) + " 1e-6 " + std::to_string(s.repeats));
-    const double numpy = std::stod(words.at("numpy_seconds"));
-    char line[512];
-    std::snprintf(line, sizeof line, "| %lld | %.3f | %.3f | %.3f | %.3f | %.1fx | %.1e | %.1e |\n",
-                  static_cast<long long>(units), pass, two, five, numpy, numpy / (pass + two),
-                  std::abs(*result.linear_cka - std::stod(words.at("cka"))),
-                  std::abs(result.cca->mean - std::stod(words.at("cca_mean"))));
-    std::cout << line << std::flush;
+    // Each index alone, best of the repeats.
+    enum Index { cka, cca, svcca, pwcca, procrustes };
+    auto alone = [&](Index index, double& seconds) {
+      convergent::SimilarityOptions o;
+      o.linear_cka = index == cka;
+      o.cca = index == cca;
+      o.svcca = index == svcca;
+      o.pwcca = index == pwcca;
+      o.procrustes = index == procrustes;
+      convergent::PairSimilarity result;
+      seconds = 1e300;
+      for (int r = 0; r < s.repeats; ++r) {
+        const auto start = std::chrono::steady_clock::now();
+        result = convergent::similarity_indices(*backend, study, o)[0];
+        seconds = std::min(seconds, seconds_since(start));
+      }
+      return result;
+    };
+    double t_cka, t_cca, t_svcca, t_pwcca, t_procrustes;
+    const convergent::PairSimilarity r_cka = alone(cka, t_cka), r_cca = alone(cca, t_cca),
+                                     r_svcca = alone(svcca, t_svcca), r_pwcca = alone(pwcca, t_pwcca),
+                                     r_procrustes = alone(procrustes, t_procrustes);
+    const auto words = run_python(anchor(s, "indices", a_path, b_path, "1e-6 0.99"));
+    auto numpy = [&](const std::string& key) { return std::stod(words.at(key)); };
+    index_row(units, "pass / covariance", pass, numpy("time_covariance"), 0.0, 0.0);
+    index_row(units, "linear CKA", t_cka, numpy("time_linear_cka"), *r_cka.linear_cka, numpy("value_linear_cka"));
+    index_row(units, "debiased linear CKA", t_cka, numpy("time_debiased_cka"), *r_cka.debiased_linear_cka,
+              numpy("value_debiased_cka"));
+    index_row(units, "mean CCA", t_cca, numpy("time_cca"), r_cca.cca->mean, numpy("value_cca"));
+    index_row(units, "SVCCA", t_svcca, numpy("time_svcca"), r_svcca.svcca->cca.mean, numpy("value_svcca"));
+    index_row(units, "PWCCA", t_pwcca, numpy("time_pwcca"), r_pwcca.pwcca->value, numpy("value_pwcca"));
+    index_row(units, "Procrustes nu", t_procrustes, numpy("time_procrustes"), r_procrustes.procrustes->similarity,
+              numpy("value_procrustes"));
     std::remove(a_path.c_str());
     std::remove(b_path.c_str());
   }
+  std::cout << "\n";
+}
+
+// Image-level CKA (--samples images): the same nets as conv activations (inputs x positions x channels,
+// channels-last), every input one sample of its positions x channels features.
+void bench_images(const Settings& s) {
+  std::cout << "## images: " << s.image_inputs << " inputs x " << s.image_positions
+            << " positions, two nets of U channels (float32 .npy, channels-last), best of " << s.repeats
+            << "; ours: run_study --samples images (the pass over positions and images, reading the files) + "
+            << "image_cka_indices, exact (features <= " << convergent::StudyOptions{}.image_exact_features
+            << ") and minibatch (forced, minibatches of " << s.image_minibatch
+            << " inputs); numpy: flattened features, exact from the float64 covariance and the feature-space "
+            << "unbiased HSIC, minibatch from each minibatch's Gram matrices\n\n"
+            << "| U | features per net | step | ours s | numpy s | numpy / ours | ours | numpy | abs. diff |\n"
+            << "|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
+  auto backend = convergent::make_backend(convergent::BackendChoice::cpu);
+  for (const std::int64_t units : s.image_channels) {
+    const std::int64_t rows = s.image_inputs * s.image_positions, features = units * s.image_positions;
+    const auto [a, b] = relu_nets(rows, units, s.factors, 31 + static_cast<std::uint64_t>(units));
+    const std::string a_path = s.tmp + "/bench_analyses_image_a.npy", b_path = s.tmp + "/bench_analyses_image_b.npy";
+    convergent::write_npy(a_path, std::vector<float>(a.begin(), a.end()).data(), {s.image_inputs, s.image_positions, units});
+    convergent::write_npy(b_path, std::vector<float>(b.begin(), b.end()).data(), {s.image_inputs, s.image_positions, units});
+    auto ours = [&](bool exact, double& seconds) {
+      convergent::StudyOptions o;
+      o.layout = convergent::Layout::channels_last;
+      o.samples = convergent::Samples::images;
+      o.image_minibatch = s.image_minibatch;
+      if (!exact) o.image_exact_features = 0;
+      convergent::PairSimilarity result;
+      seconds = 1e300;
+      for (int r = 0; r < s.repeats; ++r) {
+        const auto start = std::chrono::steady_clock::now();
+        const convergent::Study study = convergent::run_study(*backend, {{"a", a_path}, {"b", b_path}}, o);
+        result = convergent::image_cka_indices(*backend, *study.image_cka)[0];
+        seconds = std::min(seconds, seconds_since(start));
+      }
+      return result;
+    };
+    double t_exact, t_minibatch;
+    const convergent::PairSimilarity exact = ours(true, t_exact), minibatch = ours(false, t_minibatch);
+    const auto words = run_python(anchor(s, "images", a_path, b_path, std::to_string(s.image_minibatch)));
+    auto numpy = [&](const std::string& key) { return std::stod(words.at(key)); };
+    auto row = [&](const char* name, double ours_s, double numpy_s, double v_ours, double v_numpy) {
+      char line[512];
+      std::snprintf(line, sizeof line, "| %lld | %lld | %s | %.3f | %.3f | %.1fx | %.9f | %.9f | %.1e |\n",
+                    static_cast<long long>(units), static_cast<long long>(features), name, ours_s, numpy_s,
+                    numpy_s / ours_s, v_ours, v_numpy, std::abs(v_ours - v_numpy));
+      std::cout << line << std::flush;
+    };
+    row("exact linear CKA", t_exact, numpy("time_exact"), *exact.linear_cka, numpy("value_linear_cka"));
+    row("exact debiased CKA", t_exact, numpy("time_exact"), *exact.debiased_linear_cka, numpy("value_debiased_cka"));
+    row("minibatch debiased CKA", t_minibatch, numpy("time_minibatch"), *minibatch.debiased_linear_cka,
+        numpy("value_minibatch_cka"));
+    std::remove(a_path.c_str());
+    std::remove(b_path.c_str());
+  }
+  std::cout << "\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Settings s;
-  std::vector<std::string> parts = {"lasso", "indices"};
+  std::vector<std::string> parts = {"lasso", "indices", "images"};
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string arg = argv[i];
@@ -270,6 +366,10 @@ int main(int argc, char** argv) {
       else if (arg == "--alphas") { s.alphas.clear(); for (const auto& v : split(value())) s.alphas.push_back(std::stod(v)); }
       else if (arg == "--lasso-samples") s.lasso_samples = std::stoll(value());
       else if (arg == "--index-samples") s.index_samples = std::stoll(value());
+      else if (arg == "--image-channels") { s.image_channels.clear(); for (const auto& v : split(value())) s.image_channels.push_back(std::stoll(v)); }
+      else if (arg == "--image-inputs") s.image_inputs = std::stoll(value());
+      else if (arg == "--image-positions") s.image_positions = std::stoll(value());
+      else if (arg == "--image-minibatch") s.image_minibatch = std::stoll(value());
       else if (arg == "--factors") s.factors = std::stoll(value());
       else if (arg == "--tol") s.tol = std::stod(value());
       else if (arg == "--tight-tol") s.tight_tol = std::stod(value());
@@ -286,7 +386,8 @@ int main(int argc, char** argv) {
     for (const std::string& part : parts) {
       if (part == "lasso") bench_lasso(s);
       else if (part == "indices") bench_indices(s);
-      else throw convergent::Error("unknown part " + part + ": expected lasso or indices");
+      else if (part == "images") bench_images(s);
+      else throw convergent::Error("unknown part " + part + ": expected lasso, indices or images");
     }
   } catch (const std::exception& e) {
     std::cerr << "bench_analyses: " << e.what() << "\n";
