@@ -552,20 +552,19 @@ class CudaBackend final : public Backend {
     return make_cuda_joint_counter(device_, row_units, col_units, options);
   }
 
-  Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) override {
+  // Host memory in place (the comoment's buffer gets the correlation back); the device holds both.
+  void do_correlation(MatrixView<double> host, const std::vector<bool>& dead) override {
     DeviceGuard guard(device_);
-    const std::int64_t u = moments.units();
-    Matrix corr(u, u);
-    if (u == 0) return corr;
+    const std::int64_t u = host.rows;
+    if (u == 0) return;
     const std::vector<unsigned char> dead_bytes(dead.begin(), dead.end());
     DeviceBuffer<double> m2(u * u), out(u * u), scale(u);
     DeviceBuffer<unsigned char> dead_device(u);
-    copy_async(m2.data(), moments.comoment.data(), u * u, cudaMemcpyHostToDevice, stream_.ref());
+    copy_async(m2.data(), host.data, u * u, cudaMemcpyHostToDevice, stream_.ref());
     copy_async(dead_device.data(), dead_bytes.data(), u, cudaMemcpyHostToDevice, stream_.ref());
     launch_correlation(m2.data(), dead_device.data(), u, scale.data(), out.data(), stream_.ref());
-    copy_async(corr.data(), out.data(), u * u, cudaMemcpyDeviceToHost, stream_.ref());
+    copy_async(host.data, out.data(), u * u, cudaMemcpyDeviceToHost, stream_.ref());
     stream_.synchronize();
-    return corr;
   }
 
   std::vector<std::int64_t> do_row_argmax(MatrixView<const double> m) override {

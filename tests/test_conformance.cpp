@@ -490,6 +490,20 @@ TEST_P(Conformance, CorrelationIsSymmetricWithUnitDiagonalAndMatchesTheReference
       EXPECT_NEAR(corr(i, j), oracle_corr(oracle, i, j), 1e-6) << i << "," << j;
     }
   }
+  // Formed in the comoment's storage (take_correlation, what finish_study does): the same bits, the
+  // comoment handed over (0 x 0), its diagonal kept, so that stddev() is unchanged.
+  Moments taken = m;
+  const std::vector<double> sd = m.stddev();
+  const double* storage = taken.comoment.data();
+  const Matrix in_place = backend_->take_correlation(taken, dead);
+  EXPECT_EQ(in_place.data(), storage);  // no second U x U matrix
+  EXPECT_EQ(taken.comoment.rows(), 0);
+  EXPECT_EQ(taken.stddev(), sd);
+  EXPECT_THROW(taken.covariance(0, 1), Error);
+  EXPECT_DOUBLE_EQ(taken.covariance(0, 0), m.covariance(0, 0));
+  EXPECT_THROW(backend_->take_correlation(taken, dead), Error);  // handed over already
+  for (std::int64_t i = 0; i < u; ++i)
+    for (std::int64_t j = 0; j < u; ++j) ASSERT_EQ(in_place(i, j), corr(i, j)) << i << "," << j;
   // Correlations beyond [-1, 1] from round-off are clamped.
   Moments tight(std::vector<std::int64_t>{2});
   tight.samples = 3;

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "convergent/backend.hpp"
 #include "convergent/error.hpp"
 
 namespace convergent {
@@ -28,13 +29,16 @@ std::int64_t square(std::int64_t x) { return x * x; }
 
 // Eigensolver working set for n units and k pairs (host/cpu/reference_backend.cpp). Block Lanczos keeps an
 // n x 8p float64 basis and a few n x p blocks; when it gives up on a crowded spectrum (and for small
-// problems) dsyevr takes a float64 copy of the matrix, which LAPACKE's row-major wrapper transposes into a
-// second one. The plan takes the larger: a job whose spectrum has a gap peaks lower.
+// problems) ssyevr, then dsyevr, work on a copy of the matrix (column-major, so LAPACKE copies nothing
+// more): the float64 one, 8 n^2, is the larger. The plan takes the larger of the two; above
+// max_dense_eigen_rows no dense solver runs and Lanczos alone is counted.
 std::int64_t eigensolver_bytes(std::int64_t n, std::int64_t k) {
   const std::int64_t p = k + std::max<std::int64_t>(8, k / 4), cols = 8 * p;
-  const std::int64_t dense = 2 * 8 * square(n) + 2 * 8 * n * k;
-  if (n < 1024 || 16 * p > n) return dense;
-  return std::max(dense, 3 * 8 * n * cols);
+  const std::int64_t lanczos = 3 * 8 * n * cols;
+  if (n > max_dense_eigen_rows) return lanczos;
+  const std::int64_t dense = 8 * square(n) + 4 * 8 * n * k;
+  if (n < 1024 || 32 * p > n) return dense;
+  return std::max(dense, lanczos);
 }
 
 }  // namespace
@@ -90,8 +94,11 @@ MemoryPlan plan_memory(const MemoryJob& job) {
                         {"batch (float32)", 4 * rows * u + 6 * 8 * chunks * u},
                         {"mapped input", mapped}});
   }
-  const MemoryPart comoment{"comoment", matrix}, correlation{"correlation", matrix};
-  phase("correlation", {comoment, correlation});
+  // The correlation is formed in the comoment's storage (Backend::take_correlation): one U x U float64
+  // from the end of the pass on. The CUDA backend turns it on the device (the comoment and its result).
+  const MemoryPart correlation{"correlation (in the comoment's storage)", matrix};
+  phase("correlation", {correlation});
+  if (job.cuda) plan.device.push_back({"correlation", {{"comoment", matrix}, {"correlation", matrix}}});
 
   // Matching works on the between-net block in place; only a taller-than-wide block is transposed.
   std::int64_t transposed = 0;
@@ -99,11 +106,11 @@ MemoryPlan plan_memory(const MemoryJob& job) {
     for (std::size_t b = a + 1; b < job.units_per_net.size(); ++b)
       if (job.units_per_net[a] > job.units_per_net[b])
         transposed = std::max(transposed, 8 * job.units_per_net[a] * job.units_per_net[b]);
-  phase("matching", {comoment, correlation, {"assignment (transposed block, duals, candidate edges)", transposed + 1024 * u}});
+  phase("matching", {correlation, {"assignment (transposed block, duals, candidate edges)", transposed + 1024 * u}});
 
   if (job.clustering) {
     const std::int64_t k = std::min(job.eigenpairs, u);
-    phase("clustering", {comoment, correlation, {"Laplacian (float32)", 4 * square(u)},
+    phase("clustering", {correlation, {"Laplacian (float32)", 4 * square(u)},
                          {"eigensolver", eigensolver_bytes(u, k)}});
     if (job.cuda)
       plan.device.push_back({"clustering", {{"Laplacian (float32)", 4 * square(u)}, {"eigensolver", eigensolver_bytes(u, k)}}});
@@ -123,7 +130,7 @@ MemoryPlan plan_memory(const MemoryJob& job) {
     if (indices > analyses) analyses_name = "similarity indices (bases, eigendecompositions, SVDs)";
     analyses = std::max(analyses, indices);
   }
-  if (analyses > 0) phase("analyses", {comoment, correlation, {analyses_name, analyses}});
+  if (analyses > 0) phase("analyses", {correlation, {analyses_name, analyses}});
 
   // Mutual information: a second pass (two with quantile bins) in float64 batches of about 32 MiB, the
   // per-pair terms (n log n and occupied cells), the counts within --mi-memory, then three U x U results.
@@ -140,28 +147,25 @@ MemoryPlan plan_memory(const MemoryJob& job) {
     }
     const std::int64_t groups = (u + g - 1) / g, side = (u + groups - 1) / groups;
     plan.data_passes += groups * (groups + 1) / 2 + (job.mi_quantile ? 1 : 0);
-    phase("mutual information", {comoment, correlation, {"pair terms", 12 * square(u)},
+    phase("mutual information", {correlation, {"pair terms", 12 * square(u)},
                                  {"joint counts and their copy (--mi-memory)", 2 * 8 * square(side * s)},
                                  {"batches (float64 values, bin slots, transposed codes)",
                                   27 * mi_rows * u + std::min(2 * mi_rows, job.samples) * job.input_row_bytes}});
-    phase("mutual information results", {comoment, correlation, {"pair terms", 12 * square(u)}, mi_results});
+    phase("mutual information results", {correlation, {"pair terms", 12 * square(u)}, mi_results});
   }
 
   // Writing: matrices go out row by row from the held ones (corr_clustered.npy permuted on the fly).
-  std::vector<MemoryPart> held = {comoment, correlation};
+  std::vector<MemoryPart> held = {correlation};
   if (job.mutual_information) held.push_back(mi_results);
   std::vector<MemoryPart> writing = held;
   writing.push_back({"row buffers", 16 * u});
   phase("writing", writing);
 
-  // report.html reads back the largest matrix it draws (corr_clustered.npy, else a between-net block):
-  // a float64 copy of the file and the values it draws from.
+  // report.html draws the written matrices row by row from their files (NpyMatrixRows: a row and its
+  // permuted copy, the pages of each row dropped once read).
   if (job.report) {
-    std::int64_t drawn = 0;
-    if (job.save_matrices == SaveMatrices::all && job.clustering) drawn = square(u);
-    else if (job.save_matrices != SaveMatrices::none) drawn = largest_pair;
     std::vector<MemoryPart> report = held;
-    report.push_back({"matrix read back", 16 * drawn});
+    report.push_back({"rows read back", 3 * 8 * u});
     phase("report", report);
   }
 

@@ -194,7 +194,10 @@ std::unique_ptr<MomentAccumulator> Backend::accumulator(const std::vector<std::i
   return do_accumulator(units_per_net, options);
 }
 
-Matrix Backend::correlation(const Moments& moments, const std::vector<bool>& dead) {
+namespace {
+
+// The arguments of Backend::correlation and take_correlation, checked alike.
+void check_correlation_arguments(const Moments& moments, const std::vector<bool>& dead) {
   const std::int64_t u = moments.units();
   if (moments.comoment.rows() != u || moments.comoment.cols() != u)
     throw Error("correlation: the comoment is " + std::to_string(moments.comoment.rows()) + " x " +
@@ -212,7 +215,22 @@ Matrix Backend::correlation(const Moments& moments, const std::vector<bool>& dea
       throw Error("correlation: unit " + std::to_string(i) + " has variance " + number(m2(i, i)) +
                   " but is not flagged dead; flag it (dead_units) or its correlations would be NaN");
   }
-  return do_correlation(moments, dead);
+}
+
+}  // namespace
+
+Matrix Backend::correlation(const Moments& moments, const std::vector<bool>& dead) {
+  check_correlation_arguments(moments, dead);
+  Matrix corr = moments.comoment;
+  do_correlation(corr.view(), dead);
+  return corr;
+}
+
+Matrix Backend::take_correlation(Moments& moments, const std::vector<bool>& dead) {
+  check_correlation_arguments(moments, dead);
+  Matrix corr = moments.release_comoment();
+  do_correlation(corr.view(), dead);
+  return corr;
 }
 
 std::vector<std::int64_t> Backend::row_argmax(MatrixView<const double> m) {

@@ -31,17 +31,36 @@ std::vector<double> Moments::stddev() const {
   std::vector<double> sd(mean.size(), 0.0);
   if (samples < 2) return sd;
   for (std::int64_t i = 0; i < units(); ++i)
-    sd[i] = std::ldexp(std::sqrt(std::max(0.0, comoment(i, i)) / static_cast<double>(samples)), -exponent[i]);
+    sd[i] = std::ldexp(std::sqrt(std::max(0.0, comoment_diagonal(i)) / static_cast<double>(samples)), -exponent[i]);
   return sd;
+}
+
+double Moments::comoment_diagonal(std::int64_t i) const {
+  return released_diagonal.empty() ? comoment(i, i) : released_diagonal[static_cast<std::size_t>(i)];
+}
+
+Matrix Moments::release_comoment() {
+  if (!released_diagonal.empty() || comoment.rows() != units())
+    throw Error("release_comoment: the comoment was handed over already");
+  released_diagonal.resize(mean.size());
+  for (std::int64_t i = 0; i < units(); ++i) released_diagonal[static_cast<std::size_t>(i)] = comoment(i, i);
+  Matrix handed = std::move(comoment);
+  comoment = Matrix();  // a moved-from Matrix keeps its shape; this one reads 0 x 0
+  return handed;
 }
 
 double Moments::covariance(std::int64_t i, std::int64_t j) const {
   if (samples == 0) return 0.0;
-  return std::ldexp(comoment(i, j) / static_cast<double>(samples), -exponent[i] - exponent[j]);
+  if (i != j && !released_diagonal.empty())
+    throw Error("Moments::covariance: the comoment was handed over to the correlation (release_comoment)");
+  return std::ldexp((i == j ? comoment_diagonal(i) : comoment(i, j)) / static_cast<double>(samples),
+                    -exponent[i] - exponent[j]);
 }
 
 void merge(Moments& into, const Moments& other) {
   if (into.net_units != other.net_units) throw Error("cannot merge Moments of different nets or unit counts");
+  if (!into.released_diagonal.empty() || !other.released_diagonal.empty())
+    throw Error("cannot merge Moments whose comoment was handed over to a correlation");
   detail::RunningMoments running(into);
   std::vector<double> half_mean(other.mean.size());
   for (std::size_t i = 0; i < half_mean.size(); ++i) half_mean[i] = 0.5 * other.mean[i];

@@ -327,7 +327,19 @@ std::int64_t lanczos_block(std::int64_t k) { return k + std::max<std::int64_t>(8
 // orthogonalisation and Rayleigh-Ritz (1.2 ms at n = 2048, p = 80, where ssyevr takes 0.40 s: about
 // 4 p columns). Measured: n = 2048, k = 64 (p = 80) needs 720 columns with planted gaps and does not
 // converge in 720 on the ReLU factor model; k = 16 and 32 converge in 170-720 columns on either.
-bool dense_is_better(std::int64_t n, std::int64_t k) { return n < 1024 || 32 * lanczos_block(k) > n; }
+bool dense_is_better(std::int64_t n, std::int64_t k) {
+  return n <= max_dense_eigen_rows && (n < 1024 || 32 * lanczos_block(k) > n);
+}
+
+// What a caller learns when block Lanczos gave up and no dense solver may take over (n above
+// max_dense_eigen_rows).
+[[noreturn]] void lanczos_failed(std::int64_t n, std::int64_t k) {
+  throw Error("smallest_eigenpairs: block Lanczos did not reach the residual for the " + std::to_string(k) +
+              " smallest eigenpairs of a " + std::to_string(n) + " x " + std::to_string(n) +
+              " matrix within its budget (no gap among them), and above " + std::to_string(max_dense_eigen_rows) +
+              " rows no dense solver is used (an n x n copy and hours of O(n^3) work); ask for fewer units or "
+              "fewer pairs");
+}
 
 // out = A in for the n x n matrix A and n x p blocks, in fixed panels of 256 rows of A, one OpenBLAS call
 // each (on one OpenBLAS thread: callers hold a OneOpenBlasThread), spread over `threads`: every panel has the same
@@ -435,6 +447,9 @@ std::optional<Eigenpairs> float32_dense(MatrixView<const float> a, std::int64_t 
 // spectrum): the caller then uses a dense solver.
 template <class Product>
 std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double tolerance, const Product& product) {
+  // Without a dense solver to hand over to, Lanczos is all there is: three times the budget, and no
+  // early stop on a slow rate.
+  const bool dense_fallback = n <= max_dense_eigen_rows;
   const std::int64_t p = lanczos_block(k);
   const std::int64_t max_cols = 8 * p;  // basis size before a thick restart
   const int ni = static_cast<int>(n), pi = static_cast<int>(p), ld = static_cast<int>(max_cols);
@@ -483,7 +498,7 @@ std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double t
   // the spectrum is too crowded for Krylov to pay off (a random matrix, say) and a dense solver takes
   // over. The largest residual at the first check, and the product columns by then, tell how fast the
   // Ritz pairs converge.
-  const double budget_columns = static_cast<double>(n) / 3.0;
+  const double budget_columns = static_cast<double>(n) / (dense_fallback ? 3.0 : 1.0);
   std::int64_t product_columns = 0, first_columns = 0;
   double first_worst = 0.0;
   while (static_cast<double>(product_columns) < budget_columns) {
@@ -553,7 +568,8 @@ std::optional<Eigenpairs> block_lanczos(std::int64_t n, std::int64_t k, double t
     } else if (!converged) {
       const double columns_needed = static_cast<double>(product_columns - first_columns) *
                                     std::log(worst / tolerance) / std::log(first_worst / worst);
-      if (!(worst < first_worst) || static_cast<double>(product_columns) + columns_needed > 2.0 * budget_columns)
+      if (dense_fallback &&
+          (!(worst < first_worst) || static_cast<double>(product_columns) + columns_needed > 2.0 * budget_columns))
         return std::nullopt;
     }
     const bool full = m + p > max_cols;
@@ -607,19 +623,18 @@ class ReferenceBackend final : public Backend {
 
   // The upper triangle is computed and mirrored, so the result is exactly symmetric whatever the
   // rounding of the products; the CUDA backend computes the same triangle with the same operations.
-  Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) override {
-    const std::int64_t u = moments.units();
+  void do_correlation(MatrixView<double> m2, const std::vector<bool>& dead) override {
+    // The upper triangle is read and overwritten, then mirrored: in place, no second U x U matrix.
+    const std::int64_t u = m2.rows;
     std::vector<double> scale(static_cast<std::size_t>(u));
-    for (std::int64_t i = 0; i < u; ++i) scale[i] = dead[i] ? 0.0 : 1.0 / std::sqrt(moments.comoment(i, i));
-    Matrix corr(u, u);
+    for (std::int64_t i = 0; i < u; ++i) scale[i] = dead[i] ? 0.0 : 1.0 / std::sqrt(m2(i, i));
     for (std::int64_t i = 0; i < u; ++i) {
-      for (std::int64_t j = i + 1; j < u; ++j)
-        corr(i, j) = std::clamp(moments.comoment(i, j) * scale[i] * scale[j], -1.0, 1.0);
-      corr(i, i) = dead[i] ? 0.0 : 1.0;
+      double* row = m2.row(i);
+      for (std::int64_t j = i + 1; j < u; ++j) row[j] = std::clamp(row[j] * scale[i] * scale[j], -1.0, 1.0);
+      row[i] = dead[i] ? 0.0 : 1.0;
     }
     for (std::int64_t i = 0; i < u; ++i)
-      for (std::int64_t j = 0; j < i; ++j) corr(i, j) = corr(j, i);
-    return corr;
+      for (std::int64_t j = 0; j < i; ++j) m2(i, j) = m2(j, i);
   }
 
   std::vector<std::int64_t> do_row_argmax(MatrixView<const double> m) override {
@@ -656,6 +671,7 @@ class ReferenceBackend final : public Backend {
       result = block_lanczos(n, k, options.relative_residual, [&](const double* in, double* out, std::int64_t p) {
         panel_product(a, in, out, p, threads_);
       });
+    if (!result && n > max_dense_eigen_rows) lanczos_failed(n, k);
     return result ? std::move(*result) : dense_smallest<double>(a, k);
   }
 
@@ -664,6 +680,7 @@ class ReferenceBackend final : public Backend {
     std::optional<Eigenpairs> result;
     if (!dense_is_better(a.rows, k))
       result = block_lanczos(a.rows, k, options.relative_residual, Float32Product(a, threads_));
+    if (!result && a.rows > max_dense_eigen_rows) lanczos_failed(a.rows, k);
     if (!result) result = float32_dense(a, k, options.relative_residual);
     return result ? std::move(*result) : dense_smallest<double>(a, k);
   }

@@ -1,6 +1,7 @@
 // Output writers for align and match.
 #include "io/study_outputs.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cerrno>
 #include <cstdio>
@@ -287,25 +288,41 @@ json run_section(const std::string& version, const std::string& backend, int thr
           {"settings", std::move(settings)}};
 }
 
-Matrix read_matrix_npy(const std::string& path) {
-  const MappedNpy npy(path);
-  const auto& shape = npy.header().shape;
+NpyMatrixRows::NpyMatrixRows(const std::string& path) : npy_(path) {
+  const auto& shape = npy_.header().shape;
   if (shape.size() != 2)
     throw Error(path + ": shape " + shape_text(shape) + " is not a 2-D matrix (rows = units of net A, columns = net B)");
   if (shape[0] == 0 || shape[1] == 0) throw Error(path + ": shape " + shape_text(shape) + " has no entries");
-  ActivationBlock block = row_major_block(npy.data(), npy.header().dtype, shape[0], shape[1]);
-  block.big_endian = npy.header().big_endian;
-  if (npy.header().fortran_order) {
-    block.image_stride = 1;
-    block.unit_stride = shape[0];
+  rows_ = shape[0];
+  cols_ = shape[1];
+  row_bytes_ = cols_ * static_cast<std::int64_t>(dtype_size(npy_.header().dtype));
+}
+
+void NpyMatrixRows::row(std::int64_t r, double* out) {
+  const NpyHeader& header = npy_.header();
+  const std::int64_t element = static_cast<std::int64_t>(dtype_size(header.dtype));
+  ActivationBlock block = row_major_block(npy_.data() + (header.fortran_order ? r * element : r * row_bytes_),
+                                          header.dtype, 1, cols_);
+  block.big_endian = header.big_endian;
+  if (header.fortran_order) block.unit_stride = rows_;
+  pack_block(block, MatrixView<double>(out, 1, cols_), 0);
+  for (std::int64_t c = 0; c < cols_; ++c)
+    if (!std::isfinite(out[c]))
+      throw Error(npy_.path() + ": " + (std::isnan(out[c]) ? "NaN" : "an infinity") + " at row " + std::to_string(r) +
+                  ", column " + std::to_string(c) + "; the matrix must be finite (set dead units' correlations to 0)");
+  // Drop the row's pages (with a margin for the pages it shares with its neighbours: a read-only mapping
+  // faults them back in when asked again), so that reading every row, in any order, does not leave the
+  // file resident. A Fortran-order row touches every page; align writes C order.
+  if (!header.fortran_order) {
+    constexpr std::int64_t margin = 65536;
+    npy_.release(std::max<std::int64_t>(0, r * row_bytes_ - margin), std::min(rows_ * row_bytes_, (r + 1) * row_bytes_ + margin));
   }
-  Matrix m(shape[0], shape[1]);
-  pack_block(block, m.view(), 0);
-  for (std::int64_t r = 0; r < m.rows(); ++r)
-    for (std::int64_t c = 0; c < m.cols(); ++c)
-      if (!std::isfinite(m(r, c)))
-        throw Error(path + ": " + (std::isnan(m(r, c)) ? "NaN" : "an infinity") + " at row " + std::to_string(r) +
-                    ", column " + std::to_string(c) + "; the matrix must be finite (set dead units' correlations to 0)");
+}
+
+Matrix read_matrix_npy(const std::string& path) {
+  NpyMatrixRows rows(path);
+  Matrix m(rows.rows(), rows.cols());
+  for (std::int64_t r = 0; r < m.rows(); ++r) rows.row(r, m.data() + r * m.cols());
   return m;
 }
 

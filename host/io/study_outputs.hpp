@@ -12,6 +12,7 @@
 #include "convergent/spectral.hpp"
 #include "analysis/analyses.hpp"
 #include "convergent/study.hpp"
+#include "io/npy.hpp"
 #include "io/outputs.hpp"
 
 namespace convergent {
@@ -86,6 +87,24 @@ nlohmann::json run_section(const std::string& version, const std::string& backen
 // summary.json's mutual_information section.
 nlohmann::json stage_mi_outputs(OutputDir& out, const Study& study, const std::vector<PairReport>& pairs,
                                 const MiReport& report, const MatrixOutputs& matrices = {});
+
+// A 2-D .npy matrix (float16/32/64, either byte order, C or Fortran order) read one row at a time from
+// its mapping, so that a reader need not hold it (corr_clustered.npy of 32768 units is 8 GiB): the report
+// draws its pictures from it. Throws Error naming the file when it is not a non-empty 2-D matrix, and
+// from row() for a NaN or infinity (with its row and column).
+class NpyMatrixRows {
+ public:
+  explicit NpyMatrixRows(const std::string& path);
+  std::int64_t rows() const { return rows_; }
+  std::int64_t cols() const { return cols_; }
+  // Row r (cols() values) into `out` as float64, in any order; its pages leave this process's resident
+  // set once read, so that reading the whole file does not keep it resident.
+  void row(std::int64_t r, double* out);
+
+ private:
+  MappedNpy npy_;
+  std::int64_t rows_ = 0, cols_ = 0, row_bytes_ = 0;
+};
 
 // Reads a 2-D correlation matrix (float16/32/64, C or Fortran order) whole; NaN is an error naming the file.
 Matrix read_matrix_npy(const std::string& path);

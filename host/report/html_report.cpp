@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "convergent/error.hpp"
+#include "io/study_outputs.hpp"
 
 #include "report/png.hpp"
 #include "report/study_table.hpp"
@@ -311,9 +312,10 @@ std::string png_url(const IndexedImage& image) { return "data:image/png;base64,"
 // B's units in the order of their partners, then B's unmatched units: the assigned pairs lie on the
 // diagonal, brightest at the top left.
 std::optional<MatrixPicture> permuted_pair_matrix(const LayerResults& layer, const PairResult& pair, std::int64_t max_side) {
-  std::vector<double> corr;
-  std::int64_t rows = 0, cols = 0;
-  if (pair.match_a.empty() || !load_matrix(layer, "corr_" + pair.a + "_" + pair.b + ".npy", corr, rows, cols)) return std::nullopt;
+  const std::unique_ptr<NpyMatrixRows> corr =
+      pair.match_a.empty() ? nullptr : open_matrix(layer, "corr_" + pair.a + "_" + pair.b + ".npy");
+  if (!corr) return std::nullopt;
+  const std::int64_t rows = corr->rows(), cols = corr->cols();
   std::vector<std::size_t> by_corr(pair.match_a.size());
   std::iota(by_corr.begin(), by_corr.end(), 0);
   std::stable_sort(by_corr.begin(), by_corr.end(), [&](std::size_t i, std::size_t j) { return pair.match_corr[i] > pair.match_corr[j]; });
@@ -329,13 +331,14 @@ std::optional<MatrixPicture> permuted_pair_matrix(const LayerResults& layer, con
     if (!row_used[static_cast<std::size_t>(r)]) row_order.push_back(r);
   for (std::int64_t c = 0; c < cols; ++c)
     if (!col_used[static_cast<std::size_t>(c)]) col_order.push_back(c);
-  std::vector<double> permuted(static_cast<std::size_t>(rows * cols));
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c)
-      permuted[static_cast<std::size_t>(r * cols + c)] =
-          corr[static_cast<std::size_t>(row_order[static_cast<std::size_t>(r)] * cols + col_order[static_cast<std::size_t>(c)])];
+  // The permuted matrix, one row at a time from the file.
+  std::vector<double> source(static_cast<std::size_t>(cols));
+  const MatrixRowSource permuted = [&](std::int64_t r, double* values) {
+    corr->row(row_order[static_cast<std::size_t>(r)], source.data());
+    for (std::int64_t c = 0; c < cols; ++c) values[c] = source[static_cast<std::size_t>(col_order[static_cast<std::size_t>(c)])];
+  };
   MatrixPicture m;
-  m.data_url = png_url(correlation_image(permuted, rows, cols, max_side));
+  m.data_url = png_url(correlation_image(rows, cols, permuted, max_side));
   m.rows = rows;
   m.cols = cols;
   m.x_title = pair.b + " unit, permuted by the matching";
@@ -344,11 +347,12 @@ std::optional<MatrixPicture> permuted_pair_matrix(const LayerResults& layer, con
 }
 
 std::optional<MatrixPicture> clustered_matrix(const LayerResults& layer, std::int64_t max_side) {
-  std::vector<double> corr;
-  std::int64_t rows = 0, cols = 0;
-  if (!load_matrix(layer, "corr_clustered.npy", corr, rows, cols)) return std::nullopt;
+  const std::unique_ptr<NpyMatrixRows> corr = open_matrix(layer, "corr_clustered.npy");
+  if (!corr) return std::nullopt;
+  const std::int64_t rows = corr->rows(), cols = corr->cols();
   MatrixPicture m;
-  m.data_url = png_url(correlation_image(corr, rows, cols, max_side));
+  m.data_url = png_url(correlation_image(
+      rows, cols, [&](std::int64_t r, double* values) { corr->row(r, values); }, max_side));
   m.rows = rows;
   m.cols = cols;
   m.x_title = m.y_title = "unit of any net, in spectral cluster order";

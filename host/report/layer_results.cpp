@@ -87,13 +87,16 @@ void read_matched_mi(const json& summary, const FileLocator& files, PairResult& 
   for (const std::string& file : {"mi_mm_" + pair.a + "_" + pair.b + ".npy", "mi_" + pair.a + "_" + pair.b + ".npy"}) {
     const std::string path = files(file);
     if (path.empty()) continue;
-    const Matrix mi = read_matrix_npy(path);
+    // Row by row (the matrix is 2 GiB at 16384 units a net): only the matched rows are read.
+    NpyMatrixRows mi(path);
+    std::vector<double> row(static_cast<std::size_t>(mi.cols()));
     pair.match_mi.clear();
     for (std::size_t i = 0; i < pair.match_a.size(); ++i) {
       if (pair.match_a[i] >= mi.rows() || pair.match_b[i] >= mi.cols())
         throw Error(path + ": " + std::to_string(mi.rows()) + " x " + std::to_string(mi.cols()) +
                     ", too small for the matching of " + pair.a + " and " + pair.b);
-      pair.match_mi.push_back(mi(pair.match_a[i], pair.match_b[i]));
+      mi.row(pair.match_a[i], row.data());
+      pair.match_mi.push_back(row[static_cast<std::size_t>(pair.match_b[i])]);
     }
     pair.mi_unit = string_or(*section, "base", "bits") + (file.rfind("mi_mm_", 0) == 0 ? ", Miller-Madow" : ", plug-in");
     return;
@@ -184,15 +187,10 @@ LayerResults load_layer(const std::string& name, const FileLocator& files) {
   return layer;
 }
 
-bool load_matrix(const LayerResults& layer, const std::string& file, std::vector<double>& values, std::int64_t& rows,
-                 std::int64_t& cols) {
+std::unique_ptr<NpyMatrixRows> open_matrix(const LayerResults& layer, const std::string& file) {
   const std::string path = layer.files(file);
-  if (path.empty()) return false;
-  const Matrix m = read_matrix_npy(path);
-  rows = m.rows();
-  cols = m.cols();
-  values.assign(m.data(), m.data() + rows * cols);
-  return true;
+  if (path.empty()) return nullptr;
+  return std::make_unique<NpyMatrixRows>(path);
 }
 
 std::vector<ClusterRow> load_clusters(const LayerResults& layer) {

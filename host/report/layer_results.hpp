@@ -6,9 +6,14 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace convergent {
+class NpyMatrixRows;  // host/io/study_outputs.hpp
+}  // namespace convergent
 
 namespace convergent::report {
 
@@ -74,10 +79,10 @@ struct LayerResults {
 // is missing or not the summary of an align run; sections it does not know are skipped.
 LayerResults load_layer(const std::string& name, const FileLocator& files);
 
-// A square or rectangular float64 matrix written by align (corr_<a>_<b>.npy, corr_clustered.npy), read
-// whole. Returns false when the layer has no such file.
-bool load_matrix(const LayerResults& layer, const std::string& file, std::vector<double>& values,
-                 std::int64_t& rows, std::int64_t& cols);
+// A square or rectangular matrix written by align (corr_<a>_<b>.npy, corr_clustered.npy), opened to be
+// read row by row (the report draws from it without holding it: 8 GiB for corr_clustered.npy of 32768
+// units in float64); nothing when the layer has no such file. Errors as NpyMatrixRows.
+std::unique_ptr<NpyMatrixRows> open_matrix(const LayerResults& layer, const std::string& file);
 
 // clusters.csv as (net, unit, cluster) rows in cluster order (dead units last, cluster -1); empty when
 // absent.

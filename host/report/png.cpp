@@ -120,26 +120,43 @@ std::int64_t reduced_extent(std::int64_t n, std::int64_t max_side) { return std:
 
 IndexedImage correlation_image(const std::vector<double>& values, std::int64_t rows, std::int64_t cols,
                                std::int64_t max_side, BlockReduction reduction) {
-  if (rows < 1 || cols < 1) throw Error("correlation_image: the matrix is empty");
   if (static_cast<std::int64_t>(values.size()) != rows * cols) throw Error("correlation_image: size mismatch");
+  return correlation_image(
+      rows, cols, [&](std::int64_t r, double* row) { std::copy_n(values.data() + r * cols, cols, row); }, max_side,
+      reduction);
+}
+
+IndexedImage correlation_image(std::int64_t rows, std::int64_t cols, const MatrixRowSource& row, std::int64_t max_side,
+                               BlockReduction reduction) {
+  if (rows < 1 || cols < 1) throw Error("correlation_image: the matrix is empty");
   IndexedImage image;
   image.height = reduced_extent(rows, max_side);
   image.width = reduced_extent(cols, max_side);
   image.palette = correlation_palette();
   image.pixels.resize(static_cast<std::size_t>(image.width * image.height));
+  std::vector<double> values(static_cast<std::size_t>(cols));
+  std::vector<double> sum(static_cast<std::size_t>(image.width)), largest(sum.size());
   for (std::int64_t py = 0; py < image.height; ++py) {
     const std::int64_t r0 = py * rows / image.height, r1 = (py + 1) * rows / image.height;
+    std::fill(sum.begin(), sum.end(), 0.0);
+    std::fill(largest.begin(), largest.end(), 0.0);
+    // Each pixel sums its block row by row, left to right: the order of a block read whole.
+    for (std::int64_t r = r0; r < r1; ++r) {
+      row(r, values.data());
+      for (std::int64_t px = 0; px < image.width; ++px) {
+        const std::int64_t c0 = px * cols / image.width, c1 = (px + 1) * cols / image.width;
+        for (std::int64_t c = c0; c < c1; ++c) {
+          const double v = values[static_cast<std::size_t>(c)];
+          sum[static_cast<std::size_t>(px)] += v;
+          if (std::abs(v) > std::abs(largest[static_cast<std::size_t>(px)])) largest[static_cast<std::size_t>(px)] = v;
+        }
+      }
+    }
     for (std::int64_t px = 0; px < image.width; ++px) {
       const std::int64_t c0 = px * cols / image.width, c1 = (px + 1) * cols / image.width;
-      double sum = 0, largest = 0;
-      for (std::int64_t r = r0; r < r1; ++r)
-        for (std::int64_t c = c0; c < c1; ++c) {
-          const double v = values[static_cast<std::size_t>(r * cols + c)];
-          sum += v;
-          if (std::abs(v) > std::abs(largest)) largest = v;
-        }
       image.pixels[static_cast<std::size_t>(py * image.width + px)] = correlation_index(
-          reduction == BlockReduction::mean ? sum / static_cast<double>((r1 - r0) * (c1 - c0)) : largest);
+          reduction == BlockReduction::mean ? sum[static_cast<std::size_t>(px)] / static_cast<double>((r1 - r0) * (c1 - c0))
+                                            : largest[static_cast<std::size_t>(px)]);
     }
   }
   return image;

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,11 @@ enum class BlockReduction {
 // reduced as `reduction` says, then mapped through the correlation palette.
 IndexedImage correlation_image(const std::vector<double>& values, std::int64_t rows, std::int64_t cols,
                                std::int64_t max_side, BlockReduction reduction = BlockReduction::largest_magnitude);
+// The same picture from a row source: row(r, values) fills row r (cols values); rows are asked for in
+// order, once each, and only one is held, so a matrix larger than memory is drawn from its file.
+using MatrixRowSource = std::function<void(std::int64_t row, double* values)>;
+IndexedImage correlation_image(std::int64_t rows, std::int64_t cols, const MatrixRowSource& row, std::int64_t max_side,
+                               BlockReduction reduction = BlockReduction::largest_magnitude);
 
 // Reduced size along one axis: n itself when n <= max_side, else max_side.
 std::int64_t reduced_extent(std::int64_t n, std::int64_t max_side);

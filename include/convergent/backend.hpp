@@ -141,6 +141,13 @@ struct EigenOptions {
   double relative_residual = 1e-9;
 };
 
+// Above this many rows the CPU backend never takes a dense eigensolver (ssyevr / dsyevr on an n x n
+// copy): at n = 32768 the copy alone is 4 GiB in float32 and the tridiagonal reduction takes hours on one
+// thread, so block Lanczos is the only solver there, runs to a larger budget, and an Error says so when it
+// does not converge (a spectrum without gap among the smallest pairs). The memory plan counts the dense
+// copy up to this size only.
+inline constexpr std::int64_t max_dense_eigen_rows = 16384;
+
 struct Eigenpairs {
   std::vector<double> values;  // ascending
   Matrix vectors;              // n x k, column j belongs to values[j]
@@ -180,6 +187,12 @@ class Backend {
   // comoment entry is finite, and every unit not flagged dead has a positive variance (dead_units()
   // flags every unit whose variance is 0).
   Matrix correlation(const Moments& moments, const std::vector<bool>& dead);
+  // The same correlation formed in the comoment's own storage: takes moments.comoment over
+  // (Moments::release_comoment keeps its diagonal, so stddev() still works) and returns it turned into
+  // the correlation, bit for bit what correlation() gives, so that one U x U float64 matrix is held
+  // instead of two (8 U^2 bytes less: 8 GiB at U = 32768). Same errors as correlation(), thrown before
+  // anything is taken.
+  Matrix take_correlation(Moments& moments, const std::vector<bool>& dead);
   // Column of the largest entry of each row (rows entries); ties go to the lower column. NaN rule: a
   // NaN anywhere in `m` is an Error naming the first one in row-major order (a NaN compares false both
   // ways, so no answer for its row would mean anything); infinities are ordinary values. Also throws
@@ -211,7 +224,9 @@ class Backend {
                                                             const AccumulateOptions& options) = 0;
   virtual std::unique_ptr<JointCounter> do_joint_counter(std::int64_t row_units, std::optional<std::int64_t> col_units,
                                                          const JointCountOptions& options) = 0;
-  virtual Matrix do_correlation(const Moments& moments, const std::vector<bool>& dead) = 0;
+  // Turns the U x U comoment in `m2` (exactly symmetric; scaled as Moments::comoment) into the
+  // correlation, in place.
+  virtual void do_correlation(MatrixView<double> m2, const std::vector<bool>& dead) = 0;
   // A NaN in `m` is reported through row_argmax_nan() (so that every backend throws the same Error).
   virtual std::vector<std::int64_t> do_row_argmax(MatrixView<const double> m) = 0;
   virtual Eigenpairs do_smallest_eigenpairs(MatrixView<const double> symmetric, std::int64_t k,

@@ -22,7 +22,8 @@ struct Moments {
   std::vector<double> min;              // per unit; +inf before the first sample
   std::vector<double> max;              // per unit; -inf before the first sample
   std::vector<int> exponent;            // per unit, the scale of the comoment (0 before the first sample)
-  Matrix comoment;                      // U x U, scaled as above; both triangles, exactly symmetric
+  Matrix comoment;                      // U x U, scaled as above; both triangles, exactly symmetric; 0 x 0
+                                        // once handed over by release_comoment()
   // Fourth- and third-order sums for the debiased linear CKA (unbiased HSIC, Song et al. 2012), in the
   // input's units and about the means. With d_i the centred sample i (d_iu = x_iu - mean_u) and
   // a_ik = sum over the units u of net k of d_iu^2 (its squared norm in net k):
@@ -35,6 +36,9 @@ struct Moments {
   // debiased CKA of that net is not reported.
   Matrix sqnorm_comoment;
   Matrix unit_sqnorm_comoment;
+  // The comoment's diagonal (scaled as it) once release_comoment() has handed the comoment over; empty
+  // while the comoment is held. stddev() and comoment_diagonal() read it then.
+  std::vector<double> released_diagonal;
 
   Moments() = default;
   explicit Moments(std::vector<std::int64_t> units_per_net);
@@ -44,8 +48,14 @@ struct Moments {
   // Population standard deviation (ddof = 0) of each unit, in the input's units; zero before two samples.
   // Always finite.
   std::vector<double> stddev() const;
+  // Entry (i, i) of the comoment (scaled), whether the comoment is held or was handed over.
+  double comoment_diagonal(std::int64_t i) const;
+  // Hands the U x U comoment over (finish_study forms the correlation in its storage, so that a large
+  // layer holds one U x U float64 matrix, not two) and keeps its diagonal in released_diagonal. Afterwards
+  // covariance(i, j) of i != j and merge() throw Error; stddev() is unchanged.
+  Matrix release_comoment();
   // Population covariance (ddof = 0) of units i and j, in the input's units: infinite only where the true
-  // value lies beyond the float64 range (inputs near 1e154 and up).
+  // value lies beyond the float64 range (inputs near 1e154 and up). Error for i != j after release_comoment().
   double covariance(std::int64_t i, std::int64_t j) const;
 };
 
