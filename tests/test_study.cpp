@@ -41,6 +41,37 @@ PlantedPair make_planted(std::int64_t rows, std::int64_t units, std::uint64_t se
 
 std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
 
+// align's finish_study hands the comoment over (the correlation formed in its storage): the same
+// correlation to the bit, the same standard deviations and similarity indices as with the comoment kept
+// (their covariances are read back from the correlation and the kept diagonal either way), and no second
+// U x U matrix.
+TEST(Study, HandingTheComomentOverChangesNoResult) {
+  ScratchDir dir;
+  const std::int64_t rows = 500, units = 24;
+  const PlantedPair p = make_planted(rows, units, 5);
+  testing::write_array(dir.file("a.npy"), to_float(p.a), {rows, units});
+  testing::write_array(dir.file("b.npy"), to_float(p.b), {rows, units});
+  auto backend = make_backend(BackendChoice::cpu);
+  Study kept = accumulate_study(*backend, {{"a", dir.file("a.npy")}, {"b", dir.file("b.npy")}}, {});
+  Study handed = kept;
+  const double* storage = handed.moments.comoment.data();
+  finish_study(*backend, kept, 0.0);
+  finish_study(*backend, handed, 0.0, ComomentAfterStudy::hand_over);
+  EXPECT_EQ(handed.correlation.data(), storage);
+  EXPECT_EQ(handed.moments.comoment.rows(), 0);
+  EXPECT_EQ(kept.moments.comoment.rows(), 2 * units);
+  EXPECT_EQ(handed.moments.stddev(), kept.moments.stddev());
+  for (std::int64_t i = 0; i < 2 * units; ++i)
+    for (std::int64_t j = 0; j < 2 * units; ++j) ASSERT_EQ(handed.correlation(i, j), kept.correlation(i, j));
+  EXPECT_THROW(handed.moments.covariance(0, 1), Error);
+  const auto a = similarity_indices(kept), b = similarity_indices(handed);
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(*a[0].linear_cka, *b[0].linear_cka);
+  EXPECT_EQ(a[0].cca->correlations, b[0].cca->correlations);
+  EXPECT_EQ(a[0].procrustes->similarity, b[0].procrustes->similarity);
+}
+
 TEST(Study, MatchingRecoversAPlantedPermutation) {
   ScratchDir dir;
   const std::int64_t rows = 3000, units = 40;

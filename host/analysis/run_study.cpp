@@ -152,7 +152,7 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
   }
   study.skipped_rows = accumulator->skipped_rows();
   if (images) study.image_cka = images->result();
-  // The accumulator hands its comoment over and is gone before the correlation is formed (in place).
+  // The accumulator hands its comoment over and is gone before the correlation is formed.
   study.moments = accumulator->take_moments();
   accumulator.reset();
   release(previous_row, previous_count);
@@ -161,7 +161,7 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
   return study;
 }
 
-void finish_study(Backend& backend, Study& study, double dead_threshold) {
+void finish_study(Backend& backend, Study& study, double dead_threshold, ComomentAfterStudy comoment) {
   const std::string& first = study.nets.front().path;
   const std::int64_t rows = study.moments.samples + study.skipped_rows;
   if (study.moments.samples < 2 && study.skipped_rows == 0)
@@ -170,8 +170,8 @@ void finish_study(Backend& backend, Study& study, double dead_threshold) {
     throw Error(first + ": only " + std::to_string(study.moments.samples) + " of " + std::to_string(rows) +
                 " sample rows are free of NaN/infinity; correlations need at least 2");
   study.dead = dead_units(study.moments, dead_threshold);
-  // In the comoment's storage: a large layer holds one U x U float64 matrix from here on, not two.
-  study.correlation = backend.take_correlation(study.moments, study.dead);
+  study.correlation = comoment == ComomentAfterStudy::hand_over ? backend.take_correlation(study.moments, study.dead)
+                                                                 : backend.correlation(study.moments, study.dead);
   check_finite(study);
 }
 

@@ -413,7 +413,8 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     if (world.rank() != 0) return 0;
   }
   phases.start("correlation");
-  finish_study(*backend, study, options.dead_threshold);
+  // The correlation in the comoment's storage: one U x U float64 from here on (the memory plan counts one).
+  finish_study(*backend, study, options.dead_threshold, ComomentAfterStudy::hand_over);
   const auto phase = [&phases](const std::string& name) { phases.start(name); };
   const AlignResults results = align_study(*backend, study, settings, phase);
   const auto& pairs = results.pairs;

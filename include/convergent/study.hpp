@@ -124,9 +124,16 @@ Study run_study(Backend& backend, const std::vector<NetSource>& nets, const Stud
 // hold no sample or one (a shard). Throws Error naming the file for bad input or a range outside it.
 Study accumulate_study(Backend& backend, const std::vector<NetSource>& nets, const StudyOptions& options);
 
+// What finish_study does with the U x U comoment. keep: the correlation is formed beside it (16 U^2 bytes
+// held; Moments::covariance(i, j) stays readable). hand_over: the correlation is formed in its storage
+// (Backend::take_correlation: 8 U^2 bytes, 8 GiB less at 32768 units; stddev() and the analyses are
+// unchanged, Moments::covariance(i, j) of i != j is then an Error). `convergent align` hands it over.
+enum class ComomentAfterStudy { keep, hand_over };
+
 // From the Moments to what every analysis reads: dead units (dead_threshold, as in StudyOptions) and the
 // correlation matrix. Throws Error naming the first net's file when fewer than 2 samples were kept.
-void finish_study(Backend& backend, Study& study, double dead_threshold);
+void finish_study(Backend& backend, Study& study, double dead_threshold,
+                  ComomentAfterStudy comoment = ComomentAfterStudy::keep);
 
 // Sample rows per batch when StudyOptions::batch_rows is 0, for `units` concatenated units: about 16 MiB
 // of float32, 2^22 / units rows in whole 2048-row product chunks, within [2048, 65536] (units < 1 counts
