@@ -43,12 +43,13 @@ inline Matrix correlation_block(const Study& study, int a, const std::vector<std
 }
 
 // Covariances in the input's units up to one power of two per net: every unit of net k is multiplied by
-// 2^scale_k, with scale_k the smallest comoment exponent among its live units. They are read back from
-// the correlation and the comoment's diagonal (cov_ij = corr_ij sqrt(M_ii M_jj) / n, a few float64
-// roundings from the comoment entry), since finish_study forms the correlation in the comoment's storage. Indices that are invariant
+// 2^scale_k, with scale_k the smallest comoment exponent among its live units. Indices that are invariant
 // to a global scale of each net (CKA, CCA, SVCCA, PWCCA, Procrustes after normalisation) read these; the
 // largest-spread unit of each net then has a spread near 1, so no square or sum of squares of these
-// entries overflows, whatever the input's magnitude.
+// entries overflows, whatever the input's magnitude. From the comoment while the Moments hold it; once it
+// was handed over to the correlation (ComomentAfterStudy::hand_over, what align does) they are read back
+// from the correlation and the kept diagonal, cov_ij = corr_ij sqrt(M_ii M_jj) / n (a few float64
+// roundings from the comoment entry).
 class ScaledCovariance {
  public:
   explicit ScaledCovariance(const Study& study) : study_(study) {}
@@ -70,13 +71,25 @@ class ScaledCovariance {
     const std::int64_t cb = study_.nets[static_cast<std::size_t>(b)].offset;
     const int sa = net_scale(a, rows), sb = net_scale(b, cols);
     const double n = static_cast<double>(m.samples);
+    Matrix out(static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(cols.size()));
+    if (m.comoment.rows() == m.units()) {
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const std::int64_t gi = ra + rows[i];
+        const int ei = sa - m.exponent[static_cast<std::size_t>(gi)];
+        for (std::size_t j = 0; j < cols.size(); ++j) {
+          const std::int64_t gj = cb + cols[j];
+          out(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j)) =
+              std::ldexp(m.comoment(gi, gj) / n, ei + sb - m.exponent[static_cast<std::size_t>(gj)]);
+        }
+      }
+      return out;
+    }
     // sqrt(M_jj / n) 2^(s - e_j) per column: the unit's spread, scaled as its net.
     std::vector<double> col_spread(cols.size());
     for (std::size_t j = 0; j < cols.size(); ++j) {
       const std::int64_t gj = cb + cols[j];
       col_spread[j] = std::ldexp(std::sqrt(m.comoment_diagonal(gj) / n), sb - m.exponent[static_cast<std::size_t>(gj)]);
     }
-    Matrix out(static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(cols.size()));
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const std::int64_t gi = ra + rows[i];
       const double row_spread =

@@ -64,13 +64,22 @@ MemoryPlan plan_memory(const MemoryJob& job) {
   if (job.units_per_net.size() < 2) throw Error("memory plan: a study needs at least two nets");
   const std::int64_t u = std::accumulate(job.units_per_net.begin(), job.units_per_net.end(), std::int64_t{0});
   const std::int64_t rows = std::max<std::int64_t>(1, std::min(job.batch_rows, job.samples));
-  std::int64_t within = 0, largest_pair = 0, largest_net = 0;  // sums and maxima of unit-count products
+  // Sums and maxima of unit-count products; `lasso` is the largest sparse prediction (from net a to net
+  // b, host/analysis/sparse_prediction.cpp): the predictors' gram and its inverse (Ca^2 each), the target
+  // correlations and the path's weights and gradients (Cb x Ca each), and per thread a solver whose
+  // active-set factor and packed working-set gram reach Ca^2 each.
+  std::int64_t within = 0, largest_pair = 0, largest_net = 0, lasso = 0;
+  const std::int64_t threads = std::max<std::int64_t>(1, job.threads);
   for (std::size_t a = 0; a < job.units_per_net.size(); ++a) {
     const std::int64_t ua = job.units_per_net[a];
     within += square(ua);
     largest_net = std::max(largest_net, ua);
-    for (std::size_t b = a + 1; b < job.units_per_net.size(); ++b)
-      largest_pair = std::max(largest_pair, ua * job.units_per_net[b]);
+    for (std::size_t b = 0; b < job.units_per_net.size(); ++b) {
+      if (b == a) continue;
+      const std::int64_t ub = job.units_per_net[b];
+      if (b > a) largest_pair = std::max(largest_pair, ua * ub);
+      lasso = std::max(lasso, 8 * ((2 + 2 * threads) * square(ua) + 3 * ua * ub));
+    }
   }
   const std::int64_t matrix = 8 * square(u);  // one float64 U x U matrix
   MemoryPlan plan;
@@ -116,14 +125,13 @@ MemoryPlan plan_memory(const MemoryJob& job) {
       plan.device.push_back({"clustering", {{"Laplacian (float32)", 4 * square(u)}, {"eigensolver", eigensolver_bytes(u, k)}}});
   }
 
-  // Sparse prediction, one direction at a time: the predictors' gram, its inverse, the targets' block.
-  // Similarity indices: three p x p matrices per net kept for the pairs, and at the peak a net's
+  // Sparse prediction, one direction at a time (`lasso` above). Similarity indices: three p x p matrices per net kept for the pairs, and at the peak a net's
   // eigendecomposition (input, work, vectors, dsyevd's 2 p^2 workspace) or a pair's whitened SVD.
   std::int64_t analyses = 0;
   std::string analyses_name;
   if (job.sparse_prediction) {
-    analyses = 8 * (2 * square(largest_net) + largest_pair);
-    analyses_name = "sparse prediction (gram, inverse, targets)";
+    analyses = lasso;
+    analyses_name = "sparse prediction (gram, inverse, targets, path, a solver per thread)";
   }
   if (job.similarity_indices) {
     const std::int64_t indices = 8 * (3 * within + 5 * square(largest_net) + 6 * largest_pair);

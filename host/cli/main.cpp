@@ -363,6 +363,7 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       if (job.clustering && settings.clusters != "auto")
         job.eigenpairs = std::max<std::int64_t>(1, std::atoll(settings.clusters.c_str()));
       job.sparse_prediction = selection.sparse_prediction;
+      job.threads = thread_count(common.threads);
       job.similarity_indices =
           selection.linear_cka || selection.cca || selection.svcca || selection.pwcca || selection.procrustes;
       job.mutual_information = run_mi;

@@ -28,6 +28,7 @@ struct MemoryJob {
   bool clustering = true;                   // spectral clustering of all U units
   std::int64_t eigenpairs = 65;             // eigenpairs it asks for (k, or max_k + 1 for the eigengap rule)
   bool sparse_prediction = true;
+  std::int64_t threads = 1;        // CPU threads of the analyses (sparse prediction keeps a solver per thread)
   bool similarity_indices = true;  // any of linear CKA, CCA, SVCCA, PWCCA, Procrustes
   bool mutual_information = true;
   std::int64_t mi_slots = 11;                           // bin slots per unit (bins, + 1 for the zero bin)
