@@ -65,7 +65,7 @@ TEST(Study, HandingTheComomentOverChangesNoResult) {
   EXPECT_THROW(handed.moments.covariance(0, 1), Error);
   // The indices' covariances come from the comoment when kept and from corr_ij sqrt(M_ii M_jj) when
   // handed over: a few float64 roundings apart (1e-15 relative per entry), 1e-12 on the indices.
-  const auto a = similarity_indices(kept), b = similarity_indices(handed);
+  const auto a = similarity_indices(*backend, kept), b = similarity_indices(*backend, handed);
   ASSERT_EQ(a.size(), 1u);
   ASSERT_EQ(b.size(), 1u);
   EXPECT_NEAR(*a[0].linear_cka, *b[0].linear_cka, 1e-12);
