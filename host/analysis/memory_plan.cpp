@@ -99,10 +99,10 @@ MemoryPlan plan_memory(const MemoryJob& job) {
                                          {"batches", 2 * 4 * rows * u}}});
   } else {
     // The per-unit part: the accumulator's per-unit arrays and what OpenBLAS sizes by the unit count,
-    // 1 KiB a unit (measured beyond the other parts: 7.6 MiB at 16384 units, 22 MiB at 32768).
+    // 2 KiB a unit (measured beyond the other parts: 7.6 MiB at 2 x 8192, 22 MiB at 2 x 16384, 37 MiB at 4 x 8192).
     phase("streaming", {{"comoment", matrix},
                         {"batch product (float32)", 4 * square(u)},
-                        {"per-unit arrays and buffers", 1024 * u},
+                        {"per-unit arrays and buffers", 2048 * u},
                         {"batch (float32)", 4 * rows * u + 6 * 8 * chunks * u},
                         {"mapped input", mapped}});
   }
