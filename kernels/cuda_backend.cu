@@ -711,11 +711,10 @@ void set_cuda_current_device(int device) { CONVERGENT_CUDA_CHECK(cudaSetDevice(d
 
 std::shared_ptr<void> cuda_device_copy(const void* host, std::size_t bytes, int device) {
   cuda::DeviceGuard guard(device);
-  void* data = nullptr;
-  CONVERGENT_CUDA_CHECK(cudaMalloc(&data, std::max<std::size_t>(bytes, 1)));
-  std::shared_ptr<void> owned(data, [](void* p) { cudaFree(p); });
-  CONVERGENT_CUDA_CHECK(cudaMemcpy(data, host, bytes, cudaMemcpyHostToDevice));
-  return owned;
+  const auto size = static_cast<std::int64_t>(std::max<std::size_t>(bytes, 1));
+  auto buffer = std::make_shared<cuda::DeviceBuffer<std::byte>>(size);
+  CONVERGENT_CUDA_CHECK(cudaMemcpy(buffer->data(), host, bytes, cudaMemcpyHostToDevice));
+  return std::shared_ptr<void>(buffer, buffer->data());
 }
 
 }  // namespace convergent::detail

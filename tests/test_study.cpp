@@ -251,6 +251,12 @@ TEST(Study, TooFewSamplesAndZeroUnitsAreErrors) {
   ScratchDir dir;
   testing::write_array(dir.file("one.npy"), std::vector<float>(3, 1.0f), {1, 3});
   EXPECT_NE(study_error({{"a", dir.file("one.npy")}, {"b", dir.file("one.npy")}}).find("at least 2"), std::string::npos);
+  // Wide and empty: refused from the headers, before the pass would ask for 2 x 100000 units squared (320 GB).
+  // The fuzzer found this one (fuzz/corpus/npy_reader/wide_no_samples.npy).
+  testing::write_array(dir.file("wide_empty.npy"), std::vector<float>{}, {0, 100000});
+  EXPECT_NE(study_error({{"a", dir.file("wide_empty.npy")}, {"b", dir.file("wide_empty.npy")}})
+                .find("wide_empty.npy: 0 sample(s); correlations need at least 2"),
+            std::string::npos);
   testing::write_array(dir.file("none.npy"), std::vector<float>{}, {10, 0});
   testing::write_array(dir.file("ok.npy"), std::vector<float>(10, 1.0f), {10, 1});
   EXPECT_NE(study_error({{"a", dir.file("ok.npy")}, {"b", dir.file("none.npy")}}).find("none.npy: shape (10, 0) has zero units"),

@@ -30,13 +30,19 @@ void check_finite(const Study& study) {
                             std::to_string(c(i, j)));
 }
 
-// The files of a study, opened and checked against each other (headers only), the nets they hold and the
-// rows per batch.
+// The files of a study, opened and checked against each other (headers only), the nets they hold, the
+// rows per batch and the inputs the pass covers.
 struct OpenedStudy {
   std::vector<ActivationFile> files;
   StudyInputs inputs;
   std::int64_t whole_images = 1;  // rows per input of every net: batches are a multiple of it
+  InputRange range;               // StudyOptions::inputs, or every input
+  std::int64_t range_rows() const { return (range.end - range.begin) * whole_images; }
 };
+
+Error too_few_samples(const std::string& path, std::int64_t rows) {
+  return Error(path + ": " + std::to_string(rows) + " sample(s); correlations need at least 2");
+}
 
 OpenedStudy open_study(const std::vector<NetSource>& sources, const StudyOptions& options) {
   if (sources.size() < 2) throw Error("a study needs at least two nets");
@@ -76,6 +82,13 @@ OpenedStudy open_study(const std::vector<NetSource>& sources, const StudyOptions
   for (const auto& file : files) opened.whole_images = std::lcm(opened.whole_images, file.pixels());
   const std::int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : automatic_batch_rows(offset);
   inputs.batch_rows = std::max<std::int64_t>(1, batch_rows / opened.whole_images) * opened.whole_images;
+
+  const std::int64_t whole_inputs = first.samples() / opened.whole_images;
+  opened.range = options.inputs.value_or(InputRange{0, whole_inputs});
+  if (opened.range.begin < 0 || opened.range.end < opened.range.begin || opened.range.end > whole_inputs)
+    throw Error(first.path() + ": inputs " + std::to_string(opened.range.begin) + ":" +
+                std::to_string(opened.range.end) + " are not a range within its " + std::to_string(whole_inputs) +
+                " inputs");
   return opened;
 }
 
@@ -94,10 +107,17 @@ std::int64_t automatic_batch_rows(std::int64_t units) {
 }
 
 StudyInputs inspect_study(const std::vector<NetSource>& sources, const StudyOptions& options) {
-  return open_study(sources, options).inputs;
+  OpenedStudy opened = open_study(sources, options);
+  if (opened.range_rows() < 2) throw too_few_samples(opened.files.front().path(), opened.range_rows());
+  return std::move(opened.inputs);
 }
 
-Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
+namespace {
+
+// The pass of accumulate_study. A whole study (correlations_follow) refuses a range of fewer than 2 sample
+// rows before the accumulator takes its units^2 storage: finish_study would refuse it after the pass.
+Study accumulate_pass(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options,
+                      bool correlations_follow) {
   OpenedStudy opened = open_study(sources, options);
   const std::vector<ActivationFile>& files = opened.files;
   const ActivationFile& first = files.front();
@@ -108,10 +128,8 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
   for (const NetInfo& net : study.nets) units_per_net.push_back(net.units);
   study.rows_per_input = whole_images;
   study.inputs = first.samples() / whole_images;
-  study.range = options.inputs.value_or(InputRange{0, study.inputs});
-  if (study.range.begin < 0 || study.range.end < study.range.begin || study.range.end > study.inputs)
-    throw Error(first.path() + ": inputs " + std::to_string(study.range.begin) + ":" + std::to_string(study.range.end) +
-                " are not a range within its " + std::to_string(study.inputs) + " inputs");
+  study.range = opened.range;
+  if (correlations_follow && opened.range_rows() < 2) throw too_few_samples(first.path(), opened.range_rows());
   std::int64_t batch_rows = opened.inputs.batch_rows;
   std::optional<detail::ImageCkaAccumulator> images;
   if (options.samples == Samples::images) {
@@ -161,11 +179,17 @@ Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, 
   return study;
 }
 
+}  // namespace
+
+Study accumulate_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
+  return accumulate_pass(backend, sources, options, false);
+}
+
 void finish_study(Backend& backend, Study& study, double dead_threshold, ComomentAfterStudy comoment) {
   const std::string& first = study.nets.front().path;
   const std::int64_t rows = study.moments.samples + study.skipped_rows;
   if (study.moments.samples < 2 && study.skipped_rows == 0)
-    throw Error(first + ": " + std::to_string(rows) + " sample(s); correlations need at least 2");
+    throw too_few_samples(first, rows);
   if (study.moments.samples < 2)
     throw Error(first + ": only " + std::to_string(study.moments.samples) + " of " + std::to_string(rows) +
                 " sample rows are free of NaN/infinity; correlations need at least 2");
@@ -176,7 +200,7 @@ void finish_study(Backend& backend, Study& study, double dead_threshold, Comomen
 }
 
 Study run_study(Backend& backend, const std::vector<NetSource>& sources, const StudyOptions& options) {
-  Study study = accumulate_study(backend, sources, options);
+  Study study = accumulate_pass(backend, sources, options, true);
   finish_study(backend, study, options.dead_threshold);
   return study;
 }

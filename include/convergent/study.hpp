@@ -113,11 +113,13 @@ struct StudyInputs {
   std::int64_t batch_rows = 0;
 };
 
-// Opens and checks the files as run_study does (headers only; same errors), for a plan before the pass.
+// Opens and checks the files as run_study does (headers only; same errors, fewer than 2 sample rows
+// included), for a plan before the pass.
 StudyInputs inspect_study(const std::vector<NetSource>& nets, const StudyOptions& options);
 
 // Opens and checks every file before any work, then makes one streaming pass. Throws Error naming the
-// file and the problem for bad input. accumulate_study and then finish_study.
+// file and the problem for bad input, and before the pass when the inputs hold fewer than 2 sample rows.
+// accumulate_study and then finish_study.
 Study run_study(Backend& backend, const std::vector<NetSource>& nets, const StudyOptions& options);
 
 // The pass alone: nets, Moments and skipped rows over options.inputs (every input when empty); a range may
