@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
 #include "convergent/error.hpp"
+#include "analysis/live_units.hpp"
 #include "convergent/similarity_indices.hpp"
 #include "test_analysis_util.hpp"
 #include "test_util.hpp"
@@ -365,6 +367,18 @@ TEST(SimilarityIndices, InputMagnitudeDoesNotMatter) {
   EXPECT_NEAR(s.svcca->cca.mean, reference.svcca->cca.mean, 1e-5);
   EXPECT_NEAR(s.pwcca->value, reference.pwcca->value, 1e-5);
   EXPECT_NEAR(s.procrustes->similarity, reference.procrustes->similarity, 1e-5);
+}
+
+// The covariance blocks the indices read are scaled by powers of two without std::ldexp's call; the bits
+// must be ldexp's, subnormal and overflowing results included (the oracle: std::ldexp itself).
+TEST(SimilarityIndices, PowerOfTwoScalingHasTheBitsOfLdexp) {
+  const double xs[] = {1.0, -1.5, 0.1, 3.0e-300, 1.7e300, std::nextafter(1.0, 2.0), 4.9e-324, 2.2250738585072014e-308,
+                       -0.0, 0.0};
+  for (const double x : xs)
+    for (int k = -2200; k <= 2200; ++k) {
+      const double expected = std::ldexp(x, k), got = detail::times_power_of_two(x, k);
+      ASSERT_EQ(std::memcmp(&expected, &got, sizeof got), 0) << x << " x 2^" << k << ": " << got << " vs " << expected;
+    }
 }
 
 // Image-level CKA (--samples images): every input one sample of its flattened C x H x W features. Two

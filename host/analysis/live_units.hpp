@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,16 @@ inline Matrix correlation_block(const Study& study, int a, const std::vector<std
   return m;
 }
 
+// x 2^k with the bits of std::ldexp(x, k), without its library call where 2^k is a normal double: the
+// product is then rounded once, as ldexp rounds (only a subnormal result rounds at all).
+inline double times_power_of_two(double x, int k) {
+  if (k < -1022 || k > 1023) return std::ldexp(x, k);
+  const std::uint64_t bits = static_cast<std::uint64_t>(k + 1023) << 52;
+  double power;
+  std::memcpy(&power, &bits, sizeof power);
+  return x * power;
+}
+
 // Covariances in the input's units up to one power of two per net: every unit of net k is multiplied by
 // 2^scale_k, with scale_k the smallest comoment exponent among its live units. Indices that are invariant
 // to a global scale of each net (CKA, CCA, SVCCA, PWCCA, Procrustes after normalisation) read these; the
@@ -73,14 +84,16 @@ class ScaledCovariance {
     const double n = static_cast<double>(m.samples);
     Matrix out(static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(cols.size()));
     if (m.comoment.rows() == m.units()) {
+      std::vector<int> col_exponent(cols.size());
+      for (std::size_t j = 0; j < cols.size(); ++j)
+        col_exponent[j] = sb - m.exponent[static_cast<std::size_t>(cb + cols[j])];
       for (std::size_t i = 0; i < rows.size(); ++i) {
         const std::int64_t gi = ra + rows[i];
         const int ei = sa - m.exponent[static_cast<std::size_t>(gi)];
-        for (std::size_t j = 0; j < cols.size(); ++j) {
-          const std::int64_t gj = cb + cols[j];
-          out(static_cast<std::int64_t>(i), static_cast<std::int64_t>(j)) =
-              std::ldexp(m.comoment(gi, gj) / n, ei + sb - m.exponent[static_cast<std::size_t>(gj)]);
-        }
+        const double* comoment = m.comoment.data() + gi * m.comoment.cols();
+        double* row = &out(static_cast<std::int64_t>(i), 0);
+        for (std::size_t j = 0; j < cols.size(); ++j)
+          row[j] = times_power_of_two(comoment[cb + cols[j]] / n, ei + col_exponent[j]);
       }
       return out;
     }
