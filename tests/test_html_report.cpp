@@ -238,6 +238,61 @@ TEST(LayerResults, ASummaryWithoutAnalysesStillReports) {
   EXPECT_NE(html.html.find("Not in this run's outputs"), std::string::npos);
 }
 
+// The message of the Error that `f` throws ("" when none).
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(WriteReport, GoesBesideASingleInputAndLeavesNoFileOnError) {
+  ScratchDir dir;
+  std::filesystem::create_directories(dir.file("fc"));
+  write_text(dir.file("fc/summary.json"),
+             R"({"samples": 10, "nets": [{"name": "a", "units": 2, "mean": [1, 2]}, {"name": "b", "units": 2, "mean": [2, 1]}],
+                 "pairs": [{"a": "a", "b": "b", "semi_matching": {"mean_corr": 0.5}, "matching": {"mean_corr": 0.25}}]})");
+  const report::WrittenReport beside = report::write_report({dir.file("fc")}, "", {});
+  EXPECT_EQ(beside.path, dir.file("fc/report.html"));
+  EXPECT_EQ(beside.bytes, static_cast<std::int64_t>(std::filesystem::file_size(beside.path)));
+  ASSERT_EQ(beside.layers.size(), 1u);
+  EXPECT_EQ(beside.layers[0].name, "fc");
+  EXPECT_GT(beside.figures, 0);
+  write_text(dir.file("study.json"), R"({"layers": [{"name": "first", "dir": "fc"}]})");
+  EXPECT_EQ(report::write_report({dir.file("study.json")}, "", {}).path, dir.file("report.html"));
+  report::ReportOptions titled;
+  titled.title = "two & more";
+  const report::WrittenReport named = report::write_report({"x=" + dir.file("fc"), dir.file("study.json")},
+                                                           dir.file("new/r.html"), titled);
+  EXPECT_EQ(named.layers[0].name, "x");
+  EXPECT_EQ(named.layers[1].name, "first");
+  EXPECT_NE(read_text(dir.file("new/r.html")).find("<title>two &amp; more</title>"), std::string::npos);
+
+  // Nothing is written on error; each message names what to fix.
+  const std::string out = dir.file("never/report.html");
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("fc"), dir.file("fc")}, "", {}); }).find("--out FILE"),
+            std::string::npos);
+  std::filesystem::create_directories(dir.file("empty"));
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("empty")}, out, {}); }).find(dir.file("empty") + ": no summary.json"),
+            std::string::npos);
+  write_text(dir.file("missing.json"), R"({"layers": ["gone"]})");
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("missing.json")}, out, {}); }).find(dir.file("gone")),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("nowhere")}, out, {}); }).find(dir.file("nowhere")),
+            std::string::npos);
+  report::ReportOptions tiny;
+  tiny.max_image_side = report::min_image_side - 1;
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("fc")}, out, tiny); }).find("max_image_side 15"), std::string::npos);
+  EXPECT_NE(error_of([&] { report::write_report({}, out, {}); }).find("no layers"), std::string::npos);
+  report::ReportOptions no_vega;
+  no_vega.vega_dir = dir.file("no-vega");
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("fc")}, out, no_vega); }).find("libjs-vega"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("never")));
+}
+
 TEST(LayerResults, RefusesWhatIsNotAnAlignOutput) {
   ScratchDir dir;
   EXPECT_THROW(report::load_layer("x", report::directory_files(dir.path().string())), Error);  // no summary

@@ -480,26 +480,14 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
 
 // `convergent report`: report.html over finished align outputs (one directory per layer, or manifests),
 // and the paper's table on stdout.
-int run_report(const std::vector<std::string>& inputs, std::string out_path, const ReportArguments& arguments) {
-  report::require_vega(report::vega_directory());
-  const std::vector<report::LayerResults> layers = report::load_study(inputs);
-  if (out_path.empty()) {
-    // One directory or one manifest: the report goes beside it; several inputs have no obvious home.
-    std::string input = inputs.front();
-    if (const auto equals = input.find('='); equals != std::string::npos && input.substr(0, equals).find('/') == std::string::npos)
-      input = input.substr(equals + 1);
-    if (inputs.size() != 1) throw Error("report over several inputs: say where it goes with --out FILE");
-    out_path = std::filesystem::is_directory(input) ? (std::filesystem::path(input) / "report.html").string()
-                                                    : (std::filesystem::path(input).parent_path() / "report.html").string();
-  }
+int run_report(const std::vector<std::string>& inputs, const std::string& out_path, const ReportArguments& arguments) {
   report::ReportOptions options;
   if (!arguments.title.empty()) options.title = arguments.title;
   options.max_image_side = arguments.max_image_side;
-  const report::HtmlReport html = report::html_report(layers, options);
-  write_file_atomically(out_path, html.html);
-  std::cout << report::format_study_table(report::study_table(layers)) << "\nreport: " << out_path << " ("
-            << (html.html.size() + 512) / 1024 << " KiB, " << html.figures << " figures, " << layers.size()
-            << (layers.size() == 1 ? " layer" : " layers") << ")\n";
+  const report::WrittenReport written = report::write_report(inputs, out_path, options);
+  std::cout << report::format_study_table(report::study_table(written.layers)) << "\nreport: " << written.path
+            << " (" << (written.bytes + 512) / 1024 << " KiB, " << written.figures << " figures, "
+            << written.layers.size() << (written.layers.size() == 1 ? " layer" : " layers") << ")\n";
   return 0;
 }
 
@@ -642,7 +630,7 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
   report_command
       ->add_option("--max-image-side", report_arguments.max_image_side,
                    "Matrices with more units are drawn at this many pixels a side, each pixel the strongest entry of its block")
-      ->check(CLI::Range(std::int64_t{16}, std::int64_t{8192}))
+      ->check(CLI::Range(report::min_image_side, report::max_image_side_limit))
       ->capture_default_str();
 
   std::string rows, stats_out;

@@ -7,12 +7,14 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 
 #include "convergent/error.hpp"
+#include "io/outputs.hpp"
 #include "io/study_outputs.hpp"
 
 #include "report/png.hpp"
@@ -649,6 +651,9 @@ figure { margin: 0.4em 0; width: min-content; } figcaption { min-width: 200px; f
 
 HtmlReport html_report(const std::vector<LayerResults>& layers, const ReportOptions& options) {
   if (layers.empty()) throw Error("the report needs at least one layer");
+  if (options.max_image_side < min_image_side || options.max_image_side > max_image_side_limit)
+    throw Error("max_image_side " + std::to_string(options.max_image_side) + ": expected " +
+                std::to_string(min_image_side) + " to " + std::to_string(max_image_side_limit) + " pixels");
   const std::string vega = vega_scripts(vega_directory(options.vega_dir));
   const std::vector<LayerRow> rows = study_table(layers);
   Page page;
@@ -669,6 +674,26 @@ HtmlReport html_report(const std::vector<LayerResults>& layers, const ReportOpti
                 " figures&hellip;</p>\n<script type=\"application/json\" id=\"specs\">" + page.specs_json() +
                 "</script>\n<script>" + page_script + "</script>\n</body></html>\n";
   return report;
+}
+
+WrittenReport write_report(const std::vector<std::string>& arguments, const std::string& out_path,
+                           const ReportOptions& options) {
+  if (arguments.empty()) throw Error("report: no layers given (align output directories or study manifests)");
+  require_vega(vega_directory(options.vega_dir));
+  WrittenReport written;
+  written.layers = load_study(arguments);
+  written.path = out_path;
+  if (written.path.empty()) {
+    // One directory or one manifest: the report goes beside it; several inputs have no obvious home.
+    if (arguments.size() != 1) throw Error("report over several inputs: say where it goes with --out FILE");
+    const std::filesystem::path input = split_layer_argument(arguments.front()).second;
+    written.path = ((std::filesystem::is_directory(input) ? input : input.parent_path()) / "report.html").string();
+  }
+  const HtmlReport html = html_report(written.layers, options);
+  write_file_atomically(written.path, html.html);
+  written.bytes = static_cast<std::int64_t>(html.html.size());
+  written.figures = html.figures;
+  return written;
 }
 
 }  // namespace convergent::report

@@ -119,10 +119,18 @@ const NetResult* LayerResults::net(const std::string& net_name) const {
   return nullptr;
 }
 
+namespace {
+
+// `where` (a layer or a directory) holds no summary.json.
+Error no_summary(const std::string& where) {
+  return Error(where + ": no summary.json; give the output directory of a finished `convergent align`");
+}
+
+}  // namespace
+
 LayerResults load_layer(const std::string& name, const FileLocator& files) {
   const std::string summary_path = files("summary.json");
-  if (summary_path.empty())
-    throw Error("layer " + name + ": no summary.json; give the output directory of a finished `convergent align`");
+  if (summary_path.empty()) throw no_summary("layer " + name);
   json summary;
   try {
     summary = json::parse(read_text(summary_path));
@@ -223,6 +231,13 @@ std::string layer_name_of(const std::string& dir) {
 
 namespace {
 
+// The layer of a finished output directory; Error naming the directory when it holds no summary.json.
+LayerResults load_directory(const std::string& name, const std::string& dir) {
+  FileLocator files = directory_files(dir);
+  if (files("summary.json").empty()) throw no_summary(dir);
+  return load_layer(name, files);
+}
+
 void add_manifest(const std::string& path, std::vector<LayerResults>& layers) {
   json manifest;
   try {
@@ -244,24 +259,26 @@ void add_manifest(const std::string& path, std::vector<LayerResults>& layers) {
       throw Error(path + ": each entry of \"layers\" is a directory or {\"name\": ..., \"dir\": ...}, not " + entry.dump());
     }
     const std::string resolved = std::filesystem::path(dir).is_absolute() ? dir : (base / dir).string();
-    layers.push_back(load_layer(name.empty() ? layer_name_of(dir) : name, directory_files(resolved)));
+    layers.push_back(load_directory(name.empty() ? layer_name_of(dir) : name, resolved));
   }
 }
 
 }  // namespace
 
+std::pair<std::string, std::string> split_layer_argument(const std::string& argument) {
+  const auto equals = argument.find('=');
+  if (equals != std::string::npos && argument.substr(0, equals).find('/') == std::string::npos)
+    return {argument.substr(0, equals), argument.substr(equals + 1)};
+  return {"", argument};
+}
+
 std::vector<LayerResults> load_study(const std::vector<std::string>& arguments) {
   std::vector<LayerResults> layers;
   for (const std::string& argument : arguments) {
-    std::string name, dir = argument;
-    const auto equals = argument.find('=');
-    if (equals != std::string::npos && argument.substr(0, equals).find('/') == std::string::npos) {
-      name = argument.substr(0, equals);
-      dir = argument.substr(equals + 1);
-    }
+    const auto [name, dir] = split_layer_argument(argument);
     std::error_code ec;
     if (std::filesystem::is_directory(dir, ec)) {
-      layers.push_back(load_layer(name.empty() ? layer_name_of(dir) : name, directory_files(dir)));
+      layers.push_back(load_directory(name.empty() ? layer_name_of(dir) : name, dir));
     } else if (std::filesystem::is_regular_file(dir, ec)) {
       add_manifest(dir, layers);
     } else {

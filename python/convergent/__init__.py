@@ -11,6 +11,7 @@ PyTorch tensors (no activations on disk), then correlate, match and analyse thei
     m = study.moments()                    # means, stds, covariance, correlation as numpy arrays
     results = study.analyse()              # the summary.json of align as a dict, matrices as numpy arrays
     study.save("out/conv1")                # what align writes, report.html included
+    convergent.report(["out/conv1", "out/conv2"], out="out/report.html")   # convergent report: all layers
 
 ``convergent.hooks.run_models`` feeds a study from forward hooks on several ``torch.nn.Module``\\ s.
 Every error is a ``convergent.Error`` carrying the C++ library's message.
@@ -25,7 +26,7 @@ import numpy as np
 from ._core import Error, __version__
 from . import _core
 
-__all__ = ["Error", "Moments", "Results", "Study", "backends", "match", "study_table", "__version__"]
+__all__ = ["Error", "Moments", "Results", "Study", "backends", "match", "report", "study_table", "__version__"]
 
 
 def match(corr, threads=0):
@@ -53,9 +54,43 @@ def study_table(layers):
     assignments, linear CKA and the share of units in mixed clusters. ``layers``: {layer name: directory
     written by ``Study.save``} (in order), or a list of directories (named by their last component).
     Raises ``Error`` for a directory that holds no align outputs."""
+    return _core.study_table(_layer_arguments(layers))
+
+
+def report(layers, out=None, title=None, max_image_side=512):
+    """``convergent report``: one self-contained report.html over the layers of a study, each layer a
+    finished align output (``Study.save`` or the CLI's ``align --out``). The page holds the paper's table
+    and figure-3 curves across layers (Li et al. 2016), then per layer the correlation matrix in
+    spectral-cluster order, the sorted mean activations and sparse prediction against alpha, and per pair
+    of nets the sorted matching correlations, the between-net correlation matrix with B permuted by the
+    one-to-one matching, and mutual information against correlation; charts whose analysis did not run are
+    left out. Vega is inlined (from Debian's libjs-vega, or $CONVERGENT_VEGA_DIR), so the file opens offline.
+
+    ``layers``: in page order, a list of output directories (a layer is named by its directory's last
+    component, or ``'NAME=DIR'``) and study manifests (JSON ``{"layers": [{"name": ..., "dir": ...}]}``,
+    directories relative to it), as the CLI takes them; or {layer name: directory}. ``out``: the HTML file
+    to write; ``None`` puts report.html beside a single layer (in its directory, or the manifest's) and is
+    an error for several. ``title``: the page's title (``None``: 'convergent report'). ``max_image_side``:
+    matrices with more units a side are drawn at this many pixels (16 to 8192), each pixel the entry of
+    largest magnitude in its block of units.
+
+    Returns the path written. The file is written under a temporary name and renamed when whole, so on
+    error none is left. Raises ``Error`` with the CLI's message: for a path that is neither an output
+    directory nor a manifest, or a directory without align's summary.json (naming it), for several layers
+    without ``out``, when Vega is not found (``apt-get install libjs-vega``), and when ``out`` cannot be
+    written."""
+    return _core.report(_layer_arguments(layers), "" if out is None else os.fspath(out), title or "",
+                        max_image_side)
+
+
+def _layer_arguments(layers):
+    """Layers as the CLI takes them: [NAME=]DIR or manifest paths, from a list, a dict {name: dir} or one
+    path."""
+    if isinstance(layers, (str, os.PathLike)):
+        layers = [layers]
     if isinstance(layers, dict):
-        layers = [f"{name}={os.fspath(d)}" for name, d in layers.items()]
-    return _core.study_table([os.fspath(d) for d in layers])
+        return [f"{name}={os.fspath(d)}" for name, d in layers.items()]
+    return [os.fspath(d) for d in layers]
 
 
 class Moments:

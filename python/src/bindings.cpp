@@ -19,6 +19,7 @@
 #include "convergent/convergent.hpp"
 #include "cpu/parallel.hpp"
 #include "dlpack_block.hpp"
+#include "report/html_report.hpp"
 #include "report/study_table.hpp"
 #include "report/vega_bundle.hpp"
 
@@ -608,6 +609,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("study_table", [](const std::vector<std::string>& layers) {
     return report::format_study_table(report::study_table(report::load_study(layers)));
   }, py::arg("layers"));
+
+  m.def("report", [](const std::vector<std::string>& layers, const std::string& out, const std::string& title,
+                     std::int64_t max_image_side) {
+    report::ReportOptions options;
+    if (!title.empty()) options.title = title;
+    options.max_image_side = max_image_side;
+    py::gil_scoped_release release;
+    return report::write_report(layers, out, options).path;
+  }, py::arg("layers"), py::arg("out"), py::arg("title"), py::arg("max_image_side"));
 
   m.def("match", [](const py::array_t<double, py::array::c_style | py::array::forcecast>& corr, int threads) {
     if (corr.ndim() != 2) throw Error("match: expected a 2-D correlation matrix, not " + std::to_string(corr.ndim()) + "-D");
