@@ -354,12 +354,17 @@ TEST(ReportCli, WithoutVegaAlignStopsBeforeTheWorkAndSaysWhatToInstall) {
   const auto r = run_cli("align " + dir.file("a.npy") + " " + dir.file("b.npy") + " --out " + dir.file("out"));
   const auto without_report =
       run_cli("align " + dir.file("a.npy") + " " + dir.file("b.npy") + " --out " + dir.file("out2") + " --no-report");
+  // `convergent report` has no --no-report to offer: the report is its whole job.
+  const auto report = run_cli("report " + dir.file("out2"));
   ::unsetenv("CONVERGENT_VEGA_DIR");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("libjs-vega"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--no-report"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("out")));  // nothing written
   EXPECT_EQ(without_report.exit_code, 0) << without_report.output;
+  EXPECT_EQ(report.exit_code, 1);
+  EXPECT_NE(report.output.find("libjs-vega"), std::string::npos) << report.output;
+  EXPECT_EQ(report.output.find("--no-report"), std::string::npos) << report.output;
 }
 
 }  // namespace

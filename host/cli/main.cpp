@@ -343,7 +343,7 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
     check_align_settings(settings);  // a bad list fails now, not after the long pass
     const AnalysisSelection selection = parse_analyses(settings.analyses);
     if (common.check_only) return 0;
-    if (!report_arguments.skip) report::require_vega(report::vega_directory());  // before the long pass
+    if (!report_arguments.skip) report::require_vega(report::vega_directory(), "skip the report with --no-report");  // before the long pass
     // One GPU per rank on a node (local rank modulo the devices); without a GPU the CPU.
     const int device = world.local_rank() % std::max(1, detail::cuda_device_count());
     backend = make_backend(backend_choice(backend_name), {common.threads, device});

@@ -65,7 +65,7 @@ std::string vega_directory(const std::string& dir) {
   return "/usr/share/javascript/vega";
 }
 
-void require_vega(const std::string& directory) {
+void require_vega(const std::string& directory, const std::string& how_to_skip) {
   if (exists(directory + "/vega.min.js")) return;
   std::string missing;
   for (const auto& [name, file] : modules())
@@ -73,7 +73,7 @@ void require_vega(const std::string& directory) {
   if (missing.empty()) return;
   throw Error("report.html needs Vega, which was not found in " + directory + " (missing " + missing +
               "); install it with `apt-get install libjs-vega` (Debian/Ubuntu), or point CONVERGENT_VEGA_DIR at a "
-              "directory holding vega.min.js, or skip the report with --no-report");
+              "directory holding vega.min.js" + (how_to_skip.empty() ? std::string() : ", or " + how_to_skip));
 }
 
 std::string vega_scripts(const std::string& directory) {

@@ -13,8 +13,9 @@ namespace convergent::report {
 std::string vega_directory(const std::string& dir = "");
 
 // Checks that `directory` holds Vega (vega.min.js, or every module the report needs). Throws Error naming
-// the directory, what is missing and how to install it (apt-get install libjs-vega) or skip the report.
-void require_vega(const std::string& directory);
+// the directory, what is missing and how to install it (apt-get install libjs-vega), ending with
+// ", or " + how_to_skip where the caller can do without the report (e.g. "skip the report with --no-report").
+void require_vega(const std::string& directory, const std::string& how_to_skip = "");
 
 // The <script> elements that define the global `vega` (with vega.parse and vega.View), Vega's own code
 // inlined. Throws Error as require_vega does.

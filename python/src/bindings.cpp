@@ -373,7 +373,7 @@ class Study {
     std::optional<report::ReportOptions> report_options;
     const std::string layer = report::layer_name_of(dir);
     if (report) {
-      report::require_vega(report::vega_directory());
+      report::require_vega(report::vega_directory(), "skip the report with save(..., report=False)");
       report_options.emplace();
       report_options->title = title.empty() ? "convergent report: " + layer : title;
       report_options->max_image_side = max_image_side;

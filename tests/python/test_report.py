@@ -104,4 +104,5 @@ def test_several_layers_need_out_and_bad_options_are_errors(layers, tmp_path, mo
     monkeypatch.setenv("CONVERGENT_VEGA_DIR", str(tmp_path / "no-vega"))
     message = error_of(lambda: convergent.report(layers, out=out))
     assert "libjs-vega" in message and str(tmp_path / "no-vega") in message
+    assert "--no-report" not in message  # an align flag, no way out of a report that is the whole job
     assert list(tmp_path.iterdir()) == []
