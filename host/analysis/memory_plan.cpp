@@ -67,7 +67,8 @@ MemoryPlan plan_memory(const MemoryJob& job) {
   // Sums and maxima of unit-count products; `lasso` is the largest sparse prediction (from net a to net
   // b, host/analysis/sparse_prediction.cpp): the predictors' gram and its inverse (Ca^2 each), the target
   // correlations and the path's weights and gradients (Cb x Ca each), and per thread a solver whose
-  // active-set factor and packed working-set gram reach Ca^2 each.
+  // active-set factor and packed working-set gram reach Ca^2 each, and the lock-step solves' factors
+  // (32 targets' blocks of H = R^-1 outside their supports, each under Ca / 2 + 1/8 slack, at most 32 MiB).
   std::int64_t within = 0, largest_pair = 0, largest_net = 0, lasso = 0;
   const std::int64_t threads = std::max<std::int64_t>(1, job.threads);
   for (std::size_t a = 0; a < job.units_per_net.size(); ++a) {
@@ -78,7 +79,8 @@ MemoryPlan plan_memory(const MemoryJob& job) {
       if (b == a) continue;
       const std::int64_t ub = job.units_per_net[b];
       if (b > a) largest_pair = std::max(largest_pair, ua * ub);
-      lasso = std::max(lasso, 8 * ((2 + 2 * threads) * square(ua) + 3 * ua * ub));
+      const std::int64_t lock_step = std::min<std::int64_t>(std::int64_t{32} << 20, 8 * 10 * square(ua));
+      lasso = std::max(lasso, 8 * ((2 + 2 * threads) * square(ua) + 3 * ua * ub) + threads * lock_step);
     }
   }
   const std::int64_t matrix = 8 * square(u);  // one float64 U x U matrix

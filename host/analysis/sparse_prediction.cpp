@@ -181,15 +181,122 @@ void triangular_solves(const double* l, lapack_int ld, double* x, lapack_int n) 
   cblas_dtrsv(CblasColMajor, CblasLower, CblasTrans, CblasNonUnit, n, l, ld, x, 1);
 }
 
-// x <- m^-1 x for a symmetric positive definite n x n m (overwritten by its factor); false when the
-// Cholesky fails.
-bool cholesky_solve(double* m, double* x, std::int64_t n) {
-  if (n == 0) return true;
-  const auto size = static_cast<lapack_int>(n);
-  if (LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', size, m, size) != 0) return false;  // symmetric: either order
-  triangular_solves(m, size, x, size);
-  return true;
-}
+// The Cholesky factor M_FF = U^T U of a symmetric positive definite p x p matrix M on a set F of its
+// indices, carried from solve to solve while F changes a little: indices that leave are deleted (the column
+// removed, the Hessenberg rest made triangular again by Givens rotations of neighbouring rows) and new ones
+// appended (a triangular solve for the new column), each O(|F|^2); when more than 1/8 of F changes, M is
+// another matrix, or an update meets a pivot that is not positive, the block is factored anew (LAPACK).
+// U is row-major with rows ld_ apart, which is the column-major lower L = U^T that LAPACK and the
+// triangular solves take. Its bits depend on the sets it was brought through, so each fit starts afresh
+// (clear) and its bits do not depend on the fits solved before it.
+class SetCholesky {
+ public:
+  // Brings the factor to F = set (kept in the order of order()) of M = m; false when M_FF is not
+  // numerically positive definite (the next call then factors anew).
+  bool factor(MatrixView<const double> m, const std::vector<std::int64_t>& set) {
+    const auto k = static_cast<std::int64_t>(set.size());
+    in_.resize(static_cast<std::size_t>(m.rows));
+    if (m.data == matrix_) {
+      std::fill(in_.begin(), in_.end(), 0);
+      for (const std::int64_t j : set) in_[j] = 1;
+      std::int64_t kept = 0;
+      for (const std::int64_t j : order_) kept += in_[j];
+      const std::int64_t changes = static_cast<std::int64_t>(order_.size()) - kept + (k - kept);
+      if (8 * changes <= k) {
+        bool ok = true;
+        for (auto q = static_cast<std::int64_t>(order_.size()) - 1; q >= 0; --q)
+          if (!in_[order_[q]]) remove(q);
+        for (const std::int64_t j : order_) in_[j] = 2;  // already in the factor
+        for (std::int64_t t = 0; t < k && ok; ++t)
+          if (in_[set[t]] == 1) ok = append(m, set[t]);
+        if (ok) return true;
+      }
+    }
+    order_.clear();
+    reserve(k, m.rows);
+    matrix_ = m.data;
+    order_ = set;
+    for (std::int64_t a = 0; a < k; ++a) {
+      const double* row = m.row(set[a]);
+      double* out = u_.data() + a * ld_;
+      for (std::int64_t b = 0; b < k; ++b) out[b] = row[set[b]];
+    }
+    const bool ok = k == 0 || LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', static_cast<lapack_int>(k), u_.data(),
+                                                 static_cast<lapack_int>(ld_)) == 0;
+    if (!ok) clear();
+    return ok;
+  }
+  // x <- M_FF^-1 x, x in the order of order().
+  void solve(double* x) const {
+    triangular_solves(u_.data(), static_cast<lapack_int>(ld_), x, static_cast<lapack_int>(order_.size()));
+  }
+  const std::vector<std::int64_t>& order() const { return order_; }
+  void clear() {
+    order_.clear();
+    matrix_ = nullptr;
+  }
+
+ private:
+  // Room for n rows and columns (and a few appends more, up to the p of M), the factor's rows moved to
+  // the new spacing.
+  void reserve(std::int64_t n, std::int64_t p) {
+    if (n <= ld_) return;
+    const std::int64_t ld = std::min(p, n + n / 8 + 1);
+    std::vector<double> grown(static_cast<std::size_t>(ld * ld));
+    const auto held = static_cast<std::int64_t>(order_.size());
+    for (std::int64_t i = 0; i < std::min(held, ld_); ++i)
+      std::copy(u_.data() + i * ld_, u_.data() + i * ld_ + std::min(held, ld_), grown.data() + i * ld);
+    u_.swap(grown);
+    ld_ = ld;
+  }
+
+  // Removes position q: M without row and column q = U~^T U~ for U~ = U without column q, upper
+  // Hessenberg from row q on; rotations of rows (j, j + 1) for j = q.. clear its subdiagonal.
+  void remove(std::int64_t q) {
+    const auto n = static_cast<std::int64_t>(order_.size());
+    double* u = u_.data();
+    for (std::int64_t i = 0; i < n; ++i) std::copy(u + i * ld_ + q + 1, u + i * ld_ + n, u + i * ld_ + q);
+    for (std::int64_t j = q; j + 1 < n; ++j) {
+      double* top = u + j * ld_;
+      double* bottom = u + (j + 1) * ld_;
+      const double a = top[j], b = bottom[j], r = std::hypot(a, b), c = a / r, s = b / r;
+      top[j] = r;
+      bottom[j] = 0.0;
+      for (std::int64_t l = j + 1; l + 1 < n; ++l) {
+        const double x = top[l], y = bottom[l];
+        top[l] = c * x + s * y;
+        bottom[l] = c * y - s * x;
+      }
+    }
+    order_.erase(order_.begin() + q);
+  }
+
+  // Appends index j: U^T u = M_Fj (forward substitution), pivot sqrt(M_jj - u.u). Returns false when the
+  // pivot is not positive (to 1e-10 of M_jj), leaving the factor as it was.
+  bool append(MatrixView<const double> m, std::int64_t j) {
+    const auto n = static_cast<std::int64_t>(order_.size());
+    reserve(n + 1, m.rows);
+    double* u = u_.data();
+    const double* row = m.row(j);
+    column_.resize(static_cast<std::size_t>(n));
+    for (std::int64_t t = 0; t < n; ++t) column_[t] = row[order_[t]];
+    if (n > 0)
+      cblas_dtrsv(CblasColMajor, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<int>(n), u, static_cast<int>(ld_),
+                  column_.data(), 1);
+    const double pivot = row[j] - detail::dot(column_.data(), column_.data(), n);
+    if (!(pivot > 1e-10 * row[j])) return false;
+    for (std::int64_t t = 0; t < n; ++t) u[t * ld_ + n] = column_[t];  // column n of U
+    u[n * ld_ + n] = std::sqrt(pivot);
+    order_.push_back(j);
+    return true;
+  }
+
+  const double* matrix_ = nullptr;  // the M the factor is of (nullptr: none)
+  std::vector<std::int64_t> order_;
+  std::vector<double> u_, column_;
+  std::int64_t ld_ = 0;
+  std::vector<char> in_;
+};
 
 // The Schur-complement solve of TargetSolver::solve_on is the cheaper of two exact ways for a support of k
 // predictors out of p (d = p - k outside): a d x d Cholesky and products with H = R^-1, against a k x k one.
@@ -229,6 +336,9 @@ constexpr std::int64_t chunk_targets = 32, block_predictors = 64, max_batch_swee
 // Lock-step solves per target and alpha (dense_active_set): most fits are accepted by the third or fourth;
 // the few that cycle go on in their own solver, which sweeps between its solves.
 constexpr int max_lock_step_solves = 4;
+// The lock-step solves' factors kept from round to round: about this many doubles (32 MiB) a worker
+// (host/analysis/memory_plan.cpp counts them).
+constexpr std::int64_t lock_step_factor_doubles = std::int64_t{1} << 22;
 
 // Lock-step active-set solves for the settled targets of a chunk near the dense end of the path, where
 // the Schur complement of H = R^-1 is the cheaper exact solve (see TargetSolver::solve_on). Each round takes
@@ -256,8 +366,13 @@ void dense_active_set(MatrixView<const double> gram, const Matrix& inverse, Matr
     best[i] = start.objective;
     if (start.gap > options.tolerance * start.objective) open.push_back(i);
   }
-  std::vector<double> b(static_cast<std::size_t>(slots * p)), y(b.size()), block, z;
+  std::vector<double> b(static_cast<std::size_t>(slots * p)), y(b.size()), z;
   std::vector<std::int64_t> round, outside;
+  // Each target's factor of H_DD carries over from round to round (a new guess moves few predictors in or
+  // out of D, and updating the factor costs |D|^2 a move instead of |D|^3 / 3), within a budget: a larger
+  // block is factored anew each round in `spill`.
+  std::vector<SetCholesky> factors(static_cast<std::size_t>(slots));
+  SetCholesky spill;
   for (int solve = 0; solve < std::min(max_lock_step_solves, options.active_set_solves) && !open.empty(); ++solve) {
     round.clear();
     for (const std::int64_t i : open) {  // the guesses; b row by row for this round's targets
@@ -293,16 +408,16 @@ void dense_active_set(MatrixView<const double> gram, const Matrix& inverse, Matr
       for (std::int64_t j = 0; j < p; ++j)
         if (!mask[j]) outside.push_back(j);
       const auto d = static_cast<std::int64_t>(outside.size());
-      block.resize(static_cast<std::size_t>(d * d));
-      z.resize(static_cast<std::size_t>(d));
-      for (std::int64_t a = 0; a < d; ++a) {
-        z[a] = -cand[outside[a]];
-        const double* h = inverse.data() + outside[a] * p;
-        for (std::int64_t e = 0; e < d; ++e) block[a * d + e] = h[outside[e]];
-      }
       ++state.solves[t], ++state.sweeps[t];
-      if (!cholesky_solve(block.data(), z.data(), d)) continue;  // leaves
-      detail::add_rows(inverse.data(), p, outside.data(), z.data(), d, cand);
+      const bool kept = (d + d / 8 + 1) * (d + d / 8 + 1) * chunk_targets <= lock_step_factor_doubles;
+      SetCholesky& factor = kept ? factors[i] : spill;
+      if (!kept) spill.clear();
+      if (!factor.factor(inverse.view(), outside)) continue;  // leaves
+      const std::vector<std::int64_t>& order = factor.order();
+      z.resize(static_cast<std::size_t>(d));
+      for (std::int64_t a = 0; a < d; ++a) z[a] = -cand[order[a]];
+      factor.solve(z.data());
+      detail::add_rows(inverse.data(), p, order.data(), z.data(), d, cand);
       for (const std::int64_t j : outside) cand[j] = 0.0;
       std::copy(cand, cand + p, b.data() + solved_rows * p);
       round[solved_rows++] = i;
@@ -432,7 +547,7 @@ class TargetSolver {
   // row of state.w and state.g, updated).
   LassoFit solve(const double* c, double alpha, std::int64_t target, PathState& state) {
     c_ = c;
-    factor_order_.clear();  // each fit starts from a fresh factor: its bits do not depend on the order
+    factor_.clear();  // each fit starts from a fresh factor: its bits do not depend on the order
     double* w = state.w.data() + target * p_;
     double* g = state.g.data() + target * p_;
     std::copy(w, w + p_, w_.begin());
@@ -642,24 +757,21 @@ class TargetSolver {
       y_valid_ = true;
       cand_w_ = y_;
       if (d > 0) {
-        block_.resize(static_cast<std::size_t>(d * d));
-        z_.resize(static_cast<std::size_t>(d));
-        for (std::int64_t i = 0; i < d; ++i) {
-          z_[i] = -y_[outside_[i]];
-          const double* row = inverse_.data() + outside_[i] * p_;
-          for (std::int64_t j = 0; j < d; ++j) block_[i * d + j] = row[outside_[j]];
-        }
-        if (!cholesky_solve(block_.data(), z_.data(), d)) return false;
-        detail::add_rows(inverse_.data(), p_, outside_.data(), z_.data(), d, cand_w_.data());  // y - H_AD H_DD^-1 y_D
+        if (!factor_.factor(inverse_.view(), outside_)) return false;
+        const std::vector<std::int64_t>& order = factor_.order();
+        rhs_.resize(static_cast<std::size_t>(d));
+        for (std::int64_t t = 0; t < d; ++t) rhs_[t] = -y_[order[t]];
+        factor_.solve(rhs_.data());
+        detail::add_rows(inverse_.data(), p_, order.data(), rhs_.data(), d, cand_w_.data());  // y - H_AD H_DD^-1 y_D
       }
       for (const std::int64_t j : outside_) cand_w_[j] = 0.0;
     } else {
-      if (!factor_active_set()) return false;
-      const auto n = static_cast<lapack_int>(k), ld = static_cast<lapack_int>(p_);
+      if (!factor_.factor(gram_, active_)) return false;
+      const std::vector<std::int64_t>& order = factor_.order();
       rhs_.resize(static_cast<std::size_t>(k));
-      for (std::int64_t t = 0; t < k; ++t) rhs_[t] = b_[factor_order_[t]];
-      triangular_solves(factor_.data(), ld, rhs_.data(), n);
-      for (std::int64_t t = 0; t < k; ++t) cand_w_[factor_order_[t]] = rhs_[t];
+      for (std::int64_t t = 0; t < k; ++t) rhs_[t] = b_[order[t]];
+      factor_.solve(rhs_.data());
+      for (std::int64_t t = 0; t < k; ++t) cand_w_[order[t]] = rhs_[t];
     }
     // g_D = c_D - R_DA w_A: by rows of the gram outside A (w is zero outside A), or, when A is the
     // smaller side, all of g from the rows of A (*exact: g_A too comes from the gram).
@@ -670,85 +782,6 @@ class TargetSolver {
     }
     cand_g_.resize(static_cast<std::size_t>(p_));
     for (const std::int64_t j : outside_) cand_g_[j] = c_[j] - detail::dot(gram_.row(j), cand_w_.data(), p_);
-    return true;
-  }
-
-  // Brings the Cholesky factor R_FF = U^T U (U upper, row-major with rows p apart; F = factor_order_)
-  // to F = active_ (in some order): predictors that left are deleted (the column removed, the Hessenberg
-  // rest made triangular again by Givens rotations of neighbouring rows) and new ones appended (a
-  // triangular solve for the new column), each O(|F|^2); when more than 1/8 of F changes, or an update
-  // meets a pivot that is not positive, the block is factored anew (LAPACK). The factor carries over
-  // from solve to solve and from fit to fit of one target (each target starts afresh, so that its bits
-  // do not depend on the targets its thread solved before). Returns false when R_AA is not numerically
-  // positive definite.
-  bool factor_active_set() {
-    const auto k = static_cast<std::int64_t>(active_.size());
-    factor_.resize(static_cast<std::size_t>(p_ * p_));
-    in_active_.assign(static_cast<std::size_t>(p_), 0);
-    for (const std::int64_t j : active_) in_active_[j] = 1;
-    std::int64_t kept = 0;
-    for (const std::int64_t j : factor_order_) kept += in_active_[j];
-    const std::int64_t changes = static_cast<std::int64_t>(factor_order_.size()) - kept + (k - kept);
-    if (8 * changes <= k) {
-      bool ok = true;
-      for (auto q = static_cast<std::int64_t>(factor_order_.size()) - 1; q >= 0; --q)
-        if (!in_active_[factor_order_[q]]) delete_from_factor(q);
-      for (const std::int64_t j : factor_order_) in_active_[j] = 2;  // already in the factor
-      for (std::int64_t t = 0; t < k && ok; ++t)
-        if (in_active_[active_[t]] == 1) ok = append_to_factor(active_[t]);
-      if (ok) return true;
-    }
-    factor_order_ = active_;
-    for (std::int64_t a = 0; a < k; ++a) {
-      const double* row = gram_.row(active_[a]);
-      double* out = factor_.data() + a * p_;
-      for (std::int64_t b = 0; b < k; ++b) out[b] = row[active_[b]];
-    }
-    // Row-major upper U is column-major lower L = U^T.
-    const bool ok = k == 0 || LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', static_cast<lapack_int>(k), factor_.data(),
-                                                 static_cast<lapack_int>(p_)) == 0;
-    if (!ok) factor_order_.clear();
-    return ok;
-  }
-
-  // Removes position q from the factor: R without row and column q = U~^T U~ for U~ = U without column
-  // q, upper Hessenberg from row q on; rotations of rows (j, j + 1) for j = q.. clear its subdiagonal.
-  void delete_from_factor(std::int64_t q) {
-    const auto n = static_cast<std::int64_t>(factor_order_.size());
-    double* u = factor_.data();
-    for (std::int64_t i = 0; i < n; ++i) std::copy(u + i * p_ + q + 1, u + i * p_ + n, u + i * p_ + q);
-    for (std::int64_t j = q; j + 1 < n; ++j) {
-      double* top = u + j * p_;
-      double* bottom = u + (j + 1) * p_;
-      const double a = top[j], b = bottom[j], r = std::hypot(a, b), c = a / r, s = b / r;
-      top[j] = r;
-      bottom[j] = 0.0;
-      for (std::int64_t l = j + 1; l + 1 < n; ++l) {
-        const double x = top[l], y = bottom[l];
-        top[l] = c * x + s * y;
-        bottom[l] = c * y - s * x;
-      }
-    }
-    factor_order_.erase(factor_order_.begin() + q);
-  }
-
-  // Appends predictor j: U^T u = R_Fj (forward substitution), pivot sqrt(1 - u.u) (unit diagonal).
-  // Returns false when the pivot is not positive (to 1e-10), leaving the factor as it was.
-  bool append_to_factor(std::int64_t j) {
-    const auto n = static_cast<std::int64_t>(factor_order_.size());
-    double* u = factor_.data();
-    const double* row = gram_.row(j);
-    for (std::int64_t t = 0; t < n; ++t) u[t * p_ + n] = row[factor_order_[t]];  // column n of U
-    column_.resize(static_cast<std::size_t>(n));
-    for (std::int64_t t = 0; t < n; ++t) column_[t] = u[t * p_ + n];
-    if (n > 0)
-      cblas_dtrsv(CblasColMajor, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<int>(n), u, static_cast<int>(p_),
-                  column_.data(), 1);
-    const double pivot = 1.0 - detail::dot(column_.data(), column_.data(), n);
-    if (!(pivot > 1e-10)) return false;
-    for (std::int64_t t = 0; t < n; ++t) u[t * p_ + n] = column_[t];
-    u[n * p_ + n] = std::sqrt(pivot);
-    factor_order_.push_back(j);
     return true;
   }
 
@@ -792,11 +825,8 @@ class TargetSolver {
   // The active-set phase: the guess and its signs, the candidate and its gradient, the best point, the
   // Schur products y = H b kept within a phase, and the solves' scratch.
   std::vector<std::int64_t> active_, guess_, outside_, changed_;
-  std::vector<double> sign_, guess_sign_, cand_w_, cand_g_, best_w_, b_, y_, y_b_, delta_, rhs_, block_, z_;
-  // The Cholesky factor of the gram on factor_order_ (factor_active_set), and its scratch.
-  std::vector<std::int64_t> factor_order_;
-  std::vector<double> factor_, column_;
-  std::vector<char> in_active_;
+  std::vector<double> sign_, guess_sign_, cand_w_, cand_g_, best_w_, b_, y_, y_b_, delta_, rhs_;
+  SetCholesky factor_;  // of R_AA or, for the Schur complement, H_DD
   bool y_valid_ = false;
   std::vector<std::pair<double, std::int64_t>> ranked_;  // the fit's non-zeros, (-|w_j|, j)
 };
