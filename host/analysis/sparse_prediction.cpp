@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <mutex>
 #include <numeric>
 #include <string>
 
@@ -152,20 +153,34 @@ Gap dense_gap(const double* c, const double* w, const double* g, std::int64_t p,
   return duality_gap(sums[0], sums[1], sums[2], sums[3], alpha);
 }
 
-// The inverse of the gram matrix, for the Schur-complement solves of dense supports (TargetSolver::
-// solve_on): empty when the gram is not numerically positive definite (Cholesky fails), and then every
-// solve factors its own block.
-Matrix gram_inverse(MatrixView<const double> gram) {
-  const std::int64_t p = gram.rows;
-  Matrix h(p, p);
-  for (std::int64_t i = 0; i < p; ++i) std::copy(gram.row(i), gram.row(i) + p, h.data() + i * p);
-  const auto n = static_cast<lapack_int>(std::max<std::int64_t>(1, p));
-  if (p == 0 || LAPACKE_dpotrf_work(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0 ||
-      LAPACKE_dpotri_work(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0)
-    return {};
-  fill_lower_triangle(h);
-  return h;
-}
+// The inverse H = R^-1 of the gram matrix, for the Schur-complement solves of dense supports (TargetSolver::
+// solve_on, dense_active_set): empty when the gram is not numerically positive definite (Cholesky fails),
+// and then every solve factors its own block. Computed by the first worker that needs it (on one OpenBLAS
+// thread, so the bits are the same whichever), while the others go on with the sparse end of their paths
+// instead of waiting on a serial p^3 before any work starts.
+class GramInverse {
+ public:
+  explicit GramInverse(MatrixView<const double> gram) : gram_(gram) {}
+  const Matrix& get() {
+    std::call_once(computed_, [this] {
+      const std::int64_t p = gram_.rows;
+      Matrix h(p, p);
+      for (std::int64_t i = 0; i < p; ++i) std::copy(gram_.row(i), gram_.row(i) + p, h.data() + i * p);
+      const auto n = static_cast<lapack_int>(std::max<std::int64_t>(1, p));
+      if (p == 0 || LAPACKE_dpotrf_work(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0 ||
+          LAPACKE_dpotri_work(LAPACK_ROW_MAJOR, 'U', n, h.data(), n) != 0)
+        return;
+      fill_lower_triangle(h);
+      inverse_ = std::move(h);
+    });
+    return inverse_;
+  }
+
+ private:
+  MatrixView<const double> gram_;
+  std::once_flag computed_;
+  Matrix inverse_;
+};
 
 // Coordinate descent hands over to the active-set solves once at most 1/settled_fraction of the
 // working set changed sign in a sweep, after at least min_sweeps_before_solve sweeps.
@@ -350,7 +365,7 @@ constexpr std::int64_t lock_step_factor_doubles = std::int64_t{1} << 22;
 // for the Schur side, or whose block is not positive definite leaves, and so does every target after
 // max_lock_step_solves rounds; each keeps in state its point of lowest objective (with its exact
 // gradient), from which its own solver goes on.
-void dense_active_set(MatrixView<const double> gram, const Matrix& inverse, MatrixView<const double> target_corr,
+void dense_active_set(MatrixView<const double> gram, GramInverse& gram_inverse, MatrixView<const double> target_corr,
                       double alpha, const LassoOptions& options, const std::vector<std::int64_t>& targets,
                       PathState& state) {
   const std::int64_t p = gram.rows;
@@ -395,6 +410,8 @@ void dense_active_set(MatrixView<const double> gram, const Matrix& inverse, Matr
     }
     const auto m = static_cast<std::int64_t>(round.size());
     if (m == 0) break;
+    const Matrix& inverse = gram_inverse.get();
+    if (inverse.rows() == 0) break;
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(p), static_cast<int>(p),
                 1.0, b.data(), static_cast<int>(p), inverse.data(), static_cast<int>(p), 0.0, y.data(),
                 static_cast<int>(p));  // H symmetric: B H = B H^T
@@ -455,7 +472,7 @@ void dense_active_set(MatrixView<const double> gram, const Matrix& inverse, Matr
 // them; its gradient is then recomputed exactly, g = c - W R, for every member, again as one product, the
 // settled targets whose supports are near dense take their first active-set solves in lock step
 // (dense_active_set), and each target's own solver goes on from there (active-set phases, the full gap).
-void batch_descent(MatrixView<const double> gram, const Matrix& inverse, MatrixView<const double> target_corr,
+void batch_descent(MatrixView<const double> gram, GramInverse& inverse, MatrixView<const double> target_corr,
                    double alpha, const LassoOptions& options, PathState& state) {
   const std::int64_t p = gram.rows;
   std::vector<std::int64_t> members;
@@ -525,7 +542,7 @@ void batch_descent(MatrixView<const double> gram, const Matrix& inverse, MatrixV
               static_cast<int>(p));  // R symmetric: W R = W R^T
   for (std::int64_t i = 0; i < n; ++i)
     std::copy(g.data() + i * p, g.data() + (i + 1) * p, state.g.data() + members[i] * p);
-  if (inverse.rows() == 0 || options.active_set_solves == 0) return;
+  if (options.active_set_solves == 0) return;
   members.erase(std::remove_if(members.begin(), members.end(), [&](std::int64_t t) { return !state.settled[t]; }),
                 members.end());
   dense_active_set(gram, inverse, target_corr, alpha, options, members, state);
@@ -539,7 +556,7 @@ void batch_descent(MatrixView<const double> gram, const Matrix& inverse, MatrixV
 // never the answer's guarantee.
 class TargetSolver {
  public:
-  TargetSolver(MatrixView<const double> gram, const Matrix& inverse, const LassoOptions& options)
+  TargetSolver(MatrixView<const double> gram, GramInverse& inverse, const LassoOptions& options)
       : gram_(gram), inverse_(inverse), options_(options), p_(gram.rows), w_(static_cast<std::size_t>(p_)),
         g_(w_.size()), in_set_(w_.size()) {}
 
@@ -743,7 +760,8 @@ class TargetSolver {
       if (t < k && active_[t] == j) b_[j] = c_[j] - alpha * sign_[t], ++t;
       else outside_.push_back(j);
     cand_w_.assign(static_cast<std::size_t>(p_), 0.0);
-    if (inverse_.rows() > 0 && schur_is_cheaper(k, p_)) {
+    if (schur_is_cheaper(k, p_) && inverse_.get().rows() > 0) {
+      const Matrix& inverse = inverse_.get();
       changed_.clear(), delta_.clear();
       if (!y_valid_) {
         y_.assign(static_cast<std::size_t>(p_), 0.0);
@@ -751,18 +769,18 @@ class TargetSolver {
       }
       for (std::int64_t j = 0; j < p_; ++j)
         if (b_[j] != y_b_[j]) changed_.push_back(j), delta_.push_back(b_[j] - y_b_[j]);
-      detail::add_rows(inverse_.data(), p_, changed_.data(), delta_.data(), static_cast<std::int64_t>(changed_.size()),
+      detail::add_rows(inverse.data(), p_, changed_.data(), delta_.data(), static_cast<std::int64_t>(changed_.size()),
                        y_.data());  // H symmetric: rows = columns
       y_b_ = b_;
       y_valid_ = true;
       cand_w_ = y_;
       if (d > 0) {
-        if (!factor_.factor(inverse_.view(), outside_)) return false;
+        if (!factor_.factor(inverse.view(), outside_)) return false;
         const std::vector<std::int64_t>& order = factor_.order();
         rhs_.resize(static_cast<std::size_t>(d));
         for (std::int64_t t = 0; t < d; ++t) rhs_[t] = -y_[order[t]];
         factor_.solve(rhs_.data());
-        detail::add_rows(inverse_.data(), p_, order.data(), rhs_.data(), d, cand_w_.data());  // y - H_AD H_DD^-1 y_D
+        detail::add_rows(inverse.data(), p_, order.data(), rhs_.data(), d, cand_w_.data());  // y - H_AD H_DD^-1 y_D
       }
       for (const std::int64_t j : outside_) cand_w_[j] = 0.0;
     } else {
@@ -810,7 +828,7 @@ class TargetSolver {
   }
 
   MatrixView<const double> gram_;
-  const Matrix& inverse_;  // gram_inverse(gram_), possibly empty
+  GramInverse& inverse_;  // H = R^-1, possibly empty
   const LassoOptions& options_;
   std::int64_t p_;
   const double* c_ = nullptr;
@@ -876,7 +894,7 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
   // OpenBLAS single-threaded while the solvers' own threads call LAPACK: its threads inside ours only
   // contend, and one thread makes each factorisation's bits independent of the thread count.
   const OneOpenBlasThread one_openblas_thread;
-  const Matrix inverse = gram_inverse(gram);
+  GramInverse inverse(gram);
   const std::int64_t p = gram.rows;
   // Each chunk of targets runs its whole path at once (batched descent, then each target's own solver, alpha
   // by alpha): chunks are independent, so they are handed out to the workers as they come free, and a
