@@ -649,11 +649,15 @@ figure { margin: 0.4em 0; width: min-content; } figcaption { min-width: 200px; f
 
 }  // namespace
 
-HtmlReport html_report(const std::vector<LayerResults>& layers, const ReportOptions& options) {
-  if (layers.empty()) throw Error("the report needs at least one layer");
+void check_report_options(const ReportOptions& options) {
   if (options.max_image_side < min_image_side || options.max_image_side > max_image_side_limit)
     throw Error("max_image_side " + std::to_string(options.max_image_side) + ": expected " +
                 std::to_string(min_image_side) + " to " + std::to_string(max_image_side_limit) + " pixels");
+}
+
+HtmlReport html_report(const std::vector<LayerResults>& layers, const ReportOptions& options) {
+  if (layers.empty()) throw Error("the report needs at least one layer");
+  check_report_options(options);
   const std::string vega = vega_scripts(vega_directory(options.vega_dir));
   const std::vector<LayerRow> rows = study_table(layers);
   Page page;

@@ -26,6 +26,10 @@ struct ReportOptions {
   std::string vega_dir;  // where Vega is; "" for vega_directory()'s default
 };
 
+// Throws Error for options html_report would refuse (max_image_side out of its range), so that a caller
+// can check them before the work whose results the report shows.
+void check_report_options(const ReportOptions& options);
+
 struct HtmlReport {
   std::string html;
   std::int64_t figures = 0;  // Vega views on the page

@@ -377,6 +377,7 @@ class Study {
       report_options.emplace();
       report_options->title = title.empty() ? "convergent report: " + layer : title;
       report_options->max_image_side = max_image_side;
+      report::check_report_options(*report_options);  // now, not after the analyses
     }
     OutputDir out(dir);
     const convergent::Study s = study();

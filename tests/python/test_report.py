@@ -106,3 +106,22 @@ def test_several_layers_need_out_and_bad_options_are_errors(layers, tmp_path, mo
     assert "libjs-vega" in message and str(tmp_path / "no-vega") in message
     assert "--no-report" not in message  # an align flag, no way out of a report that is the whole job
     assert list(tmp_path.iterdir()) == []
+
+
+def test_study_save_refuses_a_bad_image_side_before_the_analyses(tmp_path):
+    study = convergent.Study(["net1", "net2"])
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((50, 4)), rng.standard_normal((50, 3))
+    study.add("net1", a)
+    study.add("net2", b)
+    replays = []  # mutual information's passes would call it after the other analyses
+
+    def replay():
+        replays.append(1)
+        return iter([{"net1": a, "net2": b}])
+
+    message = error_of(lambda: study.save(tmp_path / "out", analyses="all,mutual_information", replay=replay,
+                                          max_image_side=8))
+    assert "max_image_side 8" in message
+    assert replays == []
+    assert list(tmp_path.iterdir()) == []
