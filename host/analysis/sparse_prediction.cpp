@@ -246,22 +246,22 @@ class SetCholesky {
     triangular_solves(u_.data(), static_cast<lapack_int>(ld_), x, static_cast<lapack_int>(order_.size()));
   }
   const std::vector<std::int64_t>& order() const { return order_; }
-  void clear() {
+  void clear() {  // keeps the memory
     order_.clear();
     matrix_ = nullptr;
+    ld_ = 0;
   }
 
  private:
   // Room for n rows and columns (and a few appends more, up to the p of M), the factor's rows moved to
-  // the new spacing.
+  // the new spacing, last first (it only grows). The memory is reused from fit to fit.
   void reserve(std::int64_t n, std::int64_t p) {
     if (n <= ld_) return;
     const std::int64_t ld = std::min(p, n + n / 8 + 1);
-    std::vector<double> grown(static_cast<std::size_t>(ld * ld));
+    if (u_.size() < static_cast<std::size_t>(ld * ld)) u_.resize(static_cast<std::size_t>(ld * ld));
     const auto held = static_cast<std::int64_t>(order_.size());
-    for (std::int64_t i = 0; i < std::min(held, ld_); ++i)
-      std::copy(u_.data() + i * ld_, u_.data() + i * ld_ + std::min(held, ld_), grown.data() + i * ld);
-    u_.swap(grown);
+    for (std::int64_t i = held - 1; i >= 0; --i)
+      std::copy_backward(u_.data() + i * ld_, u_.data() + i * ld_ + held, u_.data() + i * ld + held);
     ld_ = ld;
   }
 
@@ -355,6 +355,18 @@ constexpr int max_lock_step_solves = 4;
 // (host/analysis/memory_plan.cpp counts them).
 constexpr std::int64_t lock_step_factor_doubles = std::int64_t{1} << 22;
 
+// The buffers of batch_descent and dense_active_set, one set per worker, kept from chunk to chunk
+// (allocated and zeroed per call, they were 5% of the path's time at U = 256).
+struct ChunkBuffers {
+  std::vector<double> batch_w, batch_g, block_w, block_s, delta;  // batch_descent
+  std::vector<std::int64_t> rows, sign_changes, members;
+  std::vector<double> w, g, b, y, z, best;  // dense_active_set
+  std::vector<std::int64_t> open, round, outside;
+  std::vector<char> in_a;
+  std::vector<SetCholesky> factors;
+  SetCholesky spill;
+};
+
 // Lock-step active-set solves for the settled targets of a chunk near the dense end of the path, where
 // the Schur complement of H = R^-1 is the cheaper exact solve (see TargetSolver::solve_on). Each round takes
 // every open target's guess A = {|w + g| > alpha} with signs s from its last iterate, forms y = H b for all
@@ -367,12 +379,16 @@ constexpr std::int64_t lock_step_factor_doubles = std::int64_t{1} << 22;
 // gradient), from which its own solver goes on.
 void dense_active_set(MatrixView<const double> gram, GramInverse& gram_inverse, MatrixView<const double> target_corr,
                       double alpha, const LassoOptions& options, const std::vector<std::int64_t>& targets,
-                      PathState& state) {
+                      PathState& state, ChunkBuffers& buffers) {
   const std::int64_t p = gram.rows;
   const auto slots = static_cast<std::int64_t>(targets.size());
-  std::vector<double> w(static_cast<std::size_t>(slots * p)), g(w.size()), best(static_cast<std::size_t>(slots));
-  std::vector<char> in_a(w.size(), 0);
-  std::vector<std::int64_t> open;
+  std::vector<double>&w = buffers.w, &g = buffers.g, &b = buffers.b, &y = buffers.y, &z = buffers.z, &best = buffers.best;
+  std::vector<std::int64_t>&open = buffers.open, &round = buffers.round, &outside = buffers.outside;
+  std::vector<char>& in_a = buffers.in_a;  // written at the first round before it is read
+  for (std::vector<double>* buffer : {&w, &g, &b, &y}) buffer->resize(static_cast<std::size_t>(slots * p));
+  best.resize(static_cast<std::size_t>(slots));
+  in_a.resize(w.size());
+  open.clear();
   for (std::int64_t i = 0; i < slots; ++i) {
     const std::int64_t t = targets[i];
     std::copy(state.w.data() + t * p, state.w.data() + (t + 1) * p, w.data() + i * p);
@@ -381,13 +397,13 @@ void dense_active_set(MatrixView<const double> gram, GramInverse& gram_inverse, 
     best[i] = start.objective;
     if (start.gap > options.tolerance * start.objective) open.push_back(i);
   }
-  std::vector<double> b(static_cast<std::size_t>(slots * p)), y(b.size()), z;
-  std::vector<std::int64_t> round, outside;
   // Each target's factor of H_DD carries over from round to round (a new guess moves few predictors in or
   // out of D, and updating the factor costs |D|^2 a move instead of |D|^3 / 3), within a budget: a larger
   // block is factored anew each round in `spill`.
-  std::vector<SetCholesky> factors(static_cast<std::size_t>(slots));
-  SetCholesky spill;
+  std::vector<SetCholesky>& factors = buffers.factors;
+  SetCholesky& spill = buffers.spill;
+  if (factors.size() < static_cast<std::size_t>(slots)) factors.resize(static_cast<std::size_t>(slots));
+  for (SetCholesky& factor : factors) factor.clear();
   for (int solve = 0; solve < std::min(max_lock_step_solves, options.active_set_solves) && !open.empty(); ++solve) {
     round.clear();
     for (const std::int64_t i : open) {  // the guesses; b row by row for this round's targets
@@ -473,9 +489,10 @@ void dense_active_set(MatrixView<const double> gram, GramInverse& gram_inverse, 
 // settled targets whose supports are near dense take their first active-set solves in lock step
 // (dense_active_set), and each target's own solver goes on from there (active-set phases, the full gap).
 void batch_descent(MatrixView<const double> gram, GramInverse& inverse, MatrixView<const double> target_corr,
-                   double alpha, const LassoOptions& options, PathState& state) {
+                   double alpha, const LassoOptions& options, PathState& state, ChunkBuffers& buffers) {
   const std::int64_t p = gram.rows;
-  std::vector<std::int64_t> members;
+  std::vector<std::int64_t>& members = buffers.members;
+  members.clear();
   for (std::int64_t t = 0; t < target_corr.rows; ++t) {
     state.sweeps[t] = 0, state.settled[t] = 0, state.solves[t] = 0, state.solved[t] = 0;
     const double strong = 2.0 * alpha - state.previous_alpha[t];
@@ -488,11 +505,16 @@ void batch_descent(MatrixView<const double> gram, GramInverse& inverse, MatrixVi
   const std::int64_t budget = std::min(max_batch_sweeps, options.max_sweeps - 1);
   if (members.empty() || budget < 1) return;
   auto n = static_cast<std::int64_t>(members.size());
-  std::vector<std::int64_t> rows = members;  // the target in each packed row
+  std::vector<std::int64_t>& rows = buffers.rows;  // the target in each packed row
+  rows = members;
   const auto most_lanes = static_cast<std::size_t>((n + 7) / 8 * 8);
-  std::vector<double> w(static_cast<std::size_t>(n * p)), g(w.size()), block_w(block_predictors * most_lanes),
-      block_s(block_w.size()), delta(block_w.size());
-  std::vector<std::int64_t> sign_changes(most_lanes);
+  std::vector<double>&w = buffers.batch_w, &g = buffers.batch_g, &block_w = buffers.block_w, &block_s = buffers.block_s,
+                      &delta = buffers.delta;
+  w.resize(static_cast<std::size_t>(n * p));
+  g.resize(w.size());
+  for (std::vector<double>* buffer : {&block_w, &block_s, &delta}) buffer->resize(block_predictors * most_lanes);
+  std::vector<std::int64_t>& sign_changes = buffers.sign_changes;
+  sign_changes.resize(most_lanes);
   for (std::int64_t i = 0; i < n; ++i) {
     std::copy(state.w.data() + rows[i] * p, state.w.data() + (rows[i] + 1) * p, w.data() + i * p);
     std::copy(state.g.data() + rows[i] * p, state.g.data() + (rows[i] + 1) * p, g.data() + i * p);
@@ -545,7 +567,7 @@ void batch_descent(MatrixView<const double> gram, GramInverse& inverse, MatrixVi
   if (options.active_set_solves == 0) return;
   members.erase(std::remove_if(members.begin(), members.end(), [&](std::int64_t t) { return !state.settled[t]; }),
                 members.end());
-  dense_active_set(gram, inverse, target_corr, alpha, options, members, state);
+  dense_active_set(gram, inverse, target_corr, alpha, options, members, state, buffers);
 }
 
 // One target's path. Dense w and g = c - R w over all predictors. Coordinate descent runs on the gram
@@ -903,6 +925,7 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
   std::atomic<std::int64_t> next_chunk{0};
   parallel_for(threads, threads, [&](std::int64_t) {
     TargetSolver solver(gram, inverse, options);  // one per worker, with its buffers
+    ChunkBuffers buffers;
     for (std::int64_t chunk = next_chunk++; chunk < chunks; chunk = next_chunk++) {
       const std::int64_t first = chunk * chunk_targets;
       const MatrixView<const double> corr{target_corr.row(first), std::min(chunk_targets, targets - first), p,
@@ -910,7 +933,7 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
       PathState state(corr);
       for (const std::size_t k : order) {
         const double alpha = options.alphas[k];
-        batch_descent(gram, inverse, corr, alpha, options, state);
+        batch_descent(gram, inverse, corr, alpha, options, state, buffers);
         for (std::int64_t b = 0; b < corr.rows; ++b)
           fits[k][static_cast<std::size_t>(first + b)] = solver.solve(corr.row(b), alpha, b, state);
         std::fill(state.previous_alpha.begin(), state.previous_alpha.end(), alpha);
