@@ -47,16 +47,17 @@ struct LassoFit {
 // Lasso in covariance form on standardised units: for every target b and penalty alpha, minimises over w
 //   1/2 E[(z_b - w . z_a)^2] + alpha ||w||_1 = 1/2 (1 - 2 w . c_b + w^T R w) + alpha ||w||_1,
 // which is scikit-learn's Lasso(alpha, fit_intercept=False) on z-scored data (DESIGN.md). Cyclic
-// coordinate descent on the gram matrix, working sets from the sequential strong rule (targets whose set
-// is at least half the predictors are swept together, 32 at a time, the gradient updates of each block
-// of 64 predictors as one matrix product, until their signs settle), every exclusion
-// checked against the KKT conditions of the full problem before the duality gap (scikit-learn's, in
-// covariance form) is accepted. Once the signs of the descent settle, an active-set phase (primal-dual
-// active set, Ito and Kunisch 2008) guesses the support and signs from w + g and solves the optimality
-// conditions R_AA w_A = c_A - alpha s_A exactly, up to options.active_set_solves times: by a Cholesky
-// of R_AA (updated, not refactored, when the guess changes a little) or, for dense supports, by the
-// Schur complement of the inverse gram (those first solves in lock step for the 32 targets of a chunk,
-// with the products of all of them at once). A solve is kept only when the full problem's duality gap, from
+// coordinate descent on the gram matrix, on working sets of the current non-zeros and the predictors that
+// violate their KKT conditions there (targets whose set is at least half the predictors are swept
+// together, 32 at a time, in vector lanes, the gradient updates of each block of 64 predictors as one
+// matrix product, until their signs settle), every exclusion checked against the KKT conditions of the
+// full problem before the duality gap (scikit-learn's, in covariance form) is accepted. Once the signs of
+// the descent settle, an active-set phase (primal-dual active set, Ito and Kunisch 2008) guesses the
+// support and signs from w + g and solves the optimality conditions R_AA w_A = c_A - alpha s_A exactly,
+// up to options.active_set_solves times: by a Cholesky of R_AA or, for dense supports, by the Schur
+// complement of the inverse gram (those first solves in lock step for the 32 targets of a chunk, with the
+// products of all of them at once); either factor is updated, not refactored, when the guess changes a
+// little. A solve is kept only when the full problem's duality gap, from
 // the gradient recomputed over the whole gram, accepts it; otherwise descent goes on from the best
 // point seen. Chunks of targets are independent and run in parallel; OpenBLAS runs single-threaded meanwhile
 // (its thread count is restored after), and the result does not depend on the thread count.
