@@ -155,9 +155,8 @@ Gap dense_gap(const double* c, const double* w, const double* g, std::int64_t p,
 
 // The inverse H = R^-1 of the gram matrix, for the Schur-complement solves of dense supports (TargetSolver::
 // solve_on, dense_active_set): empty when the gram is not numerically positive definite (Cholesky fails),
-// and then every solve factors its own block. Computed by the first worker that needs it (on one OpenBLAS
-// thread, so the bits are the same whichever), while the others go on with the sparse end of their paths
-// instead of waiting on a serial p^3 before any work starts.
+// and then every solve factors its own block. Computed once, by whichever worker asks first (on one
+// OpenBLAS thread, so the bits are the same whichever): see lasso_path.
 class GramInverse {
  public:
   explicit GramInverse(MatrixView<const double> gram) : gram_(gram) {}
@@ -328,7 +327,7 @@ struct PathState {
   // The start of the path for targets with correlations `corr`: w = 0, g = c.
   explicit PathState(MatrixView<const double> corr)
       : w(corr.rows, corr.cols), g(corr.rows, corr.cols), sweeps(static_cast<std::size_t>(corr.rows)),
-        settled(sweeps.size()), solves(sweeps.size()), solved(sweeps.size()) {
+        settled(sweeps.size()), solves(sweeps.size()), solved(sweeps.size()), exact(sweeps.size(), 1) {
     for (std::int64_t b = 0; b < corr.rows; ++b) std::copy(corr.row(b), corr.row(b) + corr.cols, g.data() + b * corr.cols);
   }
   Matrix w, g;
@@ -336,6 +335,7 @@ struct PathState {
   std::vector<char> settled;         // the batched descent ended by the gap or settled signs
   std::vector<std::int64_t> solves;  // lock-step active-set solves at the current alpha (among the sweeps)
   std::vector<char> solved;          // the point is a lock-step solve the full duality gap accepted
+  std::vector<char> exact;           // g is exact for w (recomputed from the gram), not the sweeps' drifted one
 };
 
 // Targets solved together (batch_descent, then each on its own): fixed chunks of this many (never split by
@@ -464,6 +464,7 @@ void dense_active_set(MatrixView<const double> gram, GramInverse& gram_inverse, 
         best[i] = gap.objective;
         std::copy(w.data() + i * p, w.data() + (i + 1) * p, state.w.data() + t * p);
         std::copy(g.data() + i * p, g.data() + (i + 1) * p, state.g.data() + t * p);
+        state.exact[t] = 1;
       }
       if (accepted) state.solved[t] = 1;
       else open.push_back(i);
@@ -537,7 +538,8 @@ void batch_descent(MatrixView<const double> gram, GramInverse& inverse, MatrixVi
                             sign_changes[i] <= p / settled_fraction);
       if (!settled && sweep < budget) continue;
       std::copy(w.data() + i * p, w.data() + (i + 1) * p, state.w.data() + rows[i] * p);
-      state.sweeps[rows[i]] = sweep, state.settled[rows[i]] = settled;
+      std::copy(g.data() + i * p, g.data() + (i + 1) * p, state.g.data() + rows[i] * p);  // drifted
+      state.sweeps[rows[i]] = sweep, state.settled[rows[i]] = settled, state.exact[rows[i]] = 0;
 
       --n;
       if (i != n) {
@@ -547,6 +549,17 @@ void batch_descent(MatrixView<const double> gram, GramInverse& inverse, MatrixVi
       }
     }
   }
+  // The settled targets' lock-step solves guess their supports from the sweeps' own gradients (the rounding
+  // the incremental updates left does not move a guess) and recompute every gradient after a solve; so
+  // the exact gradient, g = c - W R in one product, is needed only for the points no solve replaced.
+  if (options.active_set_solves > 0) {
+    rows.clear();
+    for (const std::int64_t t : members)
+      if (state.settled[t]) rows.push_back(t);
+    dense_active_set(gram, inverse, target_corr, alpha, options, rows, state, buffers);
+  }
+  members.erase(std::remove_if(members.begin(), members.end(), [&](std::int64_t t) { return state.exact[t] != 0; }),
+                members.end());
   n = static_cast<std::int64_t>(members.size());
   for (std::int64_t i = 0; i < n; ++i) {
     std::copy(state.w.data() + members[i] * p, state.w.data() + (members[i] + 1) * p, w.data() + i * p);
@@ -555,12 +568,10 @@ void batch_descent(MatrixView<const double> gram, GramInverse& inverse, MatrixVi
   cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p), static_cast<int>(p),
               -1.0, w.data(), static_cast<int>(p), gram.data, static_cast<int>(gram.stride), 1.0, g.data(),
               static_cast<int>(p));  // R symmetric: W R = W R^T
-  for (std::int64_t i = 0; i < n; ++i)
+  for (std::int64_t i = 0; i < n; ++i) {
     std::copy(g.data() + i * p, g.data() + (i + 1) * p, state.g.data() + members[i] * p);
-  if (options.active_set_solves == 0) return;
-  members.erase(std::remove_if(members.begin(), members.end(), [&](std::int64_t t) { return !state.settled[t]; }),
-                members.end());
-  dense_active_set(gram, inverse, target_corr, alpha, options, members, state, buffers);
+    state.exact[members[i]] = 1;
+  }
 }
 
 // One target's path. Dense w and g = c - R w over all predictors. Coordinate descent runs on the gram
@@ -918,7 +929,12 @@ std::vector<std::vector<LassoFit>> lasso_path(MatrixView<const double> gram, Mat
   // worker held up by the machine's other load holds up no barrier.
   const std::int64_t chunks = (targets + chunk_targets - 1) / chunk_targets;
   std::atomic<std::int64_t> next_chunk{0};
-  parallel_for(threads, threads, [&](std::int64_t) {
+  parallel_for(threads, threads, [&](std::int64_t worker) {
+    // With several workers, the first computes the inverse before its chunks while the others start theirs
+    // (computed before the workers, it left the other cores idle; computed on first need, every worker
+    // asked for it at once, about 1 ms into the path at U = 256, and all but one waited). With one it is
+    // computed only if a Schur-complement solve asks.
+    if (worker == 0 && threads > 1) inverse.get();
     TargetSolver solver(gram, inverse, options);  // one per worker, with its buffers
     ChunkBuffers buffers;
     for (std::int64_t chunk = next_chunk++; chunk < chunks; chunk = next_chunk++) {
