@@ -245,6 +245,15 @@ TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
       // Command-line mistakes exit 1 like any bad input (CLI11's own codes are 105 and up).
       {"align " + x, "nets: At least 2 required"},
       {"align " + x + " " + y + " --threads -3", "--threads: Value -3 not in range 0 to 4096"},
+      // An empty list or entry ran fewer analyses than asked for, without a word.
+      {"align " + x + " " + y + " --analyses ''", "--analyses is empty; expected all, none or a comma-separated list of"},
+      {"align " + x + " " + y + " --analyses reliability,,cca", "--analyses 'reliability,,cca': an empty entry"},
+      {"align " + x + " " + y + " --analyses none,cca", "--analyses 'none,cca': none stands alone"},
+      {"align " + x + " " + y + " --analyses all,cka", "unknown analysis 'cka'"},
+      {"align " + x + " " + y + " --analyses mutual_informaton",
+       "unknown analysis 'mutual_informaton'; expected all, none or a comma-separated list of sparse_prediction,"
+       "reliability,mean_distributions,linear_cka,cca,svcca,pwcca,procrustes,mutual_information"},
+      {"align " + x + " " + y + " --lasso-alpha 0.1,,0.3", "--lasso-alpha: '' is not a positive number"},
   };
   int n = 0;
   for (const auto& c : cases) {

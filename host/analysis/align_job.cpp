@@ -68,18 +68,28 @@ void check_align_settings(const AlignSettings& settings) {
 
 std::pair<bool, std::string> split_mutual_information(const std::string& list) {
   if (list == "all" || list == "none") return {list == "all", list};
-  bool selected = false;
+  const std::string expected = "expected all, none or a comma-separated list of " + analysis_names() + ",mutual_information";
+  if (list.empty()) throw Error("--analyses is empty; " + expected);
+  bool selected = false, all = false;
   std::string rest;
   std::size_t start = 0;
   while (start <= list.size()) {
     const std::size_t comma = std::min(list.find(',', start), list.size());
     const std::string item = list.substr(start, comma - start);
-    if (item == "mutual_information") {
+    if (item.empty()) throw Error("--analyses '" + list + "': an empty entry; " + expected);
+    if (item == "none") throw Error("--analyses '" + list + "': none stands alone, not in a list; " + expected);
+    if (item == "all") {
+      all = true;
+    } else if (item == "mutual_information") {
       selected = true;
-    } else if (!item.empty()) {
+    } else {
       rest += (rest.empty() ? "" : ",") + item;
     }
     start = comma + 1;
+  }
+  if (all) {  // "all" in a list selects every analysis; the others must still be names
+    if (!rest.empty()) parse_analyses(rest);
+    return {true, "all"};
   }
   return {selected, rest.empty() ? "none" : rest};
 }

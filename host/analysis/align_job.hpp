@@ -51,7 +51,8 @@ void check_align_settings(const AlignSettings& settings);
 
 // Mutual information is listed in --analyses as mutual_information beside the analyses of
 // parse_analyses: returns whether it is selected ("all" selects it) and the list without it ("none" when
-// nothing is left).
+// nothing is left; "all" in a list selects every analysis). Throws Error for an empty list, an empty entry,
+// none inside a list, or an unknown name beside all.
 std::pair<bool, std::string> split_mutual_information(const std::string& list);
 
 // The mutual-information options of the settings (bins, base, memory budget, threads). Throws Error for

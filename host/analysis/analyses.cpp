@@ -35,8 +35,7 @@ std::vector<std::string> split_list(const std::string& list) {
   std::vector<std::string> items;
   std::stringstream in(list);
   std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) items.push_back(item);
+  while (std::getline(in, item, ',')) items.push_back(item);  // an empty entry is kept, for the caller to refuse
   return items;
 }
 
@@ -240,7 +239,9 @@ AnalysisSelection parse_analyses(const std::string& list) {
     bool known = false;
     for (const Named& a : analyses)
       if (item == a.name) selection.*a.flag = known = true;
-    if (!known) throw Error("--analyses: unknown analysis '" + item + "'; expected all, none or a list of " + analysis_names());
+    if (!known)
+      throw Error("--analyses: unknown analysis '" + item + "'; expected all, none or a comma-separated list of " +
+                  analysis_names() + ",mutual_information");
   }
   return selection;
 }
