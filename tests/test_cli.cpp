@@ -245,6 +245,9 @@ TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
       // Command-line mistakes exit 1 like any bad input (CLI11's own codes are 105 and up).
       {"align " + x, "nets: At least 2 required"},
       {"align " + x + " " + y + " --threads -3", "--threads: Value -3 not in range 0 to 4096"},
+      // CLI11 alone took -1 as 2^64 - 1 and 2^64 as 2^64 - 1, without a word.
+      {"align " + x + " " + y + " --seed -1", "--seed: expected a whole number from 0 to 18446744073709551615, not '-1'"},
+      {"align " + x + " " + y + " --seed 18446744073709551616", "not '18446744073709551616'"},
       // An empty list or entry ran fewer analyses than asked for, without a word.
       {"align " + x + " " + y + " --analyses ''", "--analyses is empty; expected all, none or a comma-separated list of"},
       {"align " + x + " " + y + " --analyses reliability,,cca", "--analyses 'reliability,,cca': an empty entry"},

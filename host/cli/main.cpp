@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <chrono>
@@ -117,6 +118,16 @@ void start_interruption_watchdog() {
     write_stderr(message.c_str());
     ::_exit(130);
   }).detach();
+}
+
+// --seed: a whole number in [0, 2^64). CLI11 alone would take "-1" as 2^64 - 1 and a number past 2^64 as
+// 2^64 - 1, silently.
+std::string check_seed(std::string& text) {
+  const std::string refusal = "expected a whole number from 0 to 18446744073709551615, not '" + text + "'";
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return refusal;
+  errno = 0;
+  std::strtoull(text.c_str(), nullptr, 10);
+  return errno == ERANGE ? refusal : std::string();
 }
 
 // "NAME=PATH" names a net; a bare PATH is named by its file stem. Text before the first '=' is a name
@@ -572,7 +583,9 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
   align->add_option("--affinity", settings.affinity, "Affinity from correlation: abs, positive or shifted")
       ->check(CLI::IsMember({"abs", "positive", "shifted"}))
       ->capture_default_str();
-  align->add_option("--seed", settings.seed, "k-means++ seed (same seed, same clusters)")->capture_default_str();
+  align->add_option("--seed", settings.seed, "k-means++ seed (same seed, same clusters)")
+      ->check(CLI::Validator(check_seed, ""))
+      ->capture_default_str();
   align->add_option("--dead-threshold", study_options.dead_threshold,
                     "A unit is dead when constant, or when std <= this x (max - min); 0 keeps every unit that varies")
       ->check(CLI::Range(0.0, 1.0));
