@@ -333,6 +333,9 @@ Matrix read_correlation_npy(const std::string& path) {
 }
 
 void check_correlation_values(MatrixView<const double> corr, const std::string& context) {
+  if (corr.rows == 0 || corr.cols == 0)
+    throw Error(context + ": a " + std::to_string(corr.rows) + " x " + std::to_string(corr.cols) +
+                " matrix has no entries; match needs at least one unit in each net");
   for (std::int64_t r = 0; r < corr.rows; ++r)
     for (std::int64_t c = 0; c < corr.cols; ++c)
       if (!(std::abs(corr(r, c)) <= 1.0))

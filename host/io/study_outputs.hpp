@@ -113,7 +113,7 @@ Matrix read_matrix_npy(const std::string& path);
 Matrix read_correlation_npy(const std::string& path);
 
 // Every entry must lie in [-1, 1] (NaN does not): throws Error starting with `context` (the file) naming the
-// first other entry and its row and column.
+// first other entry and its row and column, or the shape of a matrix with no row or no column.
 void check_correlation_values(MatrixView<const double> corr, const std::string& context);
 
 // Stages summary.json (with its `run` section), matching_<a>_<b>.csv and semi_<a>_<b>.csv for

@@ -37,7 +37,7 @@ def match(corr, threads=0):
     assignment maximising the total correlation, Li et al. 2016 section 3), ``semi_mean_corr``,
     ``matching_mean_corr``, ``matching_total_corr`` and ``same_assignment_fraction`` (share of A units
     whose semi-match is their match), as summary.json's pair entry states them. Raises ``Error`` for
-    another rank, NaN or a value outside [-1, 1]."""
+    another rank, no row or no column, NaN or a value outside [-1, 1]."""
     return _core.match(corr, threads)
 
 

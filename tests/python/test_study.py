@@ -513,6 +513,10 @@ def test_match_finds_the_best_assignment_and_equals_the_cli(cli, tmp_path):
         convergent.match(corr)
     with pytest.raises(convergent.Error, match="expected a 2-D correlation matrix"):
         convergent.match(corr[0])
+    # As `convergent match` refuses an empty .npy: not NaN means (0 x 5), nor an internal message (5 x 0).
+    for shape in [(0, 5), (5, 0)]:
+        with pytest.raises(convergent.Error, match=f"match: a {shape[0]} x {shape[1]} matrix has no entries"):
+            convergent.match(np.zeros(shape))
 
 
 def test_stats_shards_from_python_merge_with_the_cli(cli, tmp_path):
