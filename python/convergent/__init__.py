@@ -181,7 +181,7 @@ class Study:
     CPU threads (0: all cores).
     ``dead_threshold``: a unit is dead when constant or when its std is at most this share of its range.
     ``skip_nonfinite``: drop sample rows holding a NaN or infinity instead of raising. ``batch_rows``:
-    rows per accumulation step (0: about 64 MiB of float32). ``precision``: 'fp32' (default), or the
+    rows per accumulation step (0: about 16 MiB of float32, as align's --batch-rows 0). ``precision``: 'fp32' (default), or the
     opt-in GPU tensor-core modes 'tf32' and 'bf16'.
 
     Raises ``Error`` for fewer than two nets, a name registered twice, bad names or options.
@@ -189,6 +189,9 @@ class Study:
 
     def __init__(self, nets, layout="channels-first", backend="auto", threads=0, dead_threshold=1e-6,
                  skip_nonfinite=False, batch_rows=0, precision="fp32"):
+        if isinstance(nets, (str, bytes)):
+            raise TypeError(f"Study(nets): a list of net names, not the string {nets!r} (it would name one net per "
+                            "character)")
         self._core = _core.Study(list(nets), layout, backend, threads, dead_threshold, skip_nonfinite,
                                  batch_rows, precision)
 

@@ -145,6 +145,12 @@ def test_names_that_would_meet_in_file_names_are_an_error():
         convergent.Study(["a/b", "c"])
 
 
+def test_a_string_of_names_is_refused():
+    # list("ab") would be the nets 'a' and 'b'.
+    with pytest.raises(TypeError, match="a list of net names, not the string 'ab'"):
+        convergent.Study("ab")
+
+
 def test_an_unknown_net_is_an_error():
     with pytest.raises(convergent.Error, match="unknown net 'c'; the study's nets are a, b"):
         convergent.Study(["a", "b"]).add("c", np.ones((3, 2)))
