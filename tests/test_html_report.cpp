@@ -273,7 +273,7 @@ TEST(WriteReport, GoesBesideASingleInputAndLeavesNoFileOnError) {
 
   // Nothing is written on error; each message names what to fix.
   const std::string out = dir.file("never/report.html");
-  EXPECT_NE(error_of([&] { report::write_report({dir.file("fc"), dir.file("fc")}, "", {}); }).find("--out FILE"),
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("fc"), "x=" + dir.file("fc")}, "", {}); }).find("--out FILE"),
             std::string::npos);
   std::filesystem::create_directories(dir.file("empty"));
   EXPECT_NE(error_of([&] { report::write_report({dir.file("empty")}, out, {}); }).find(dir.file("empty") + ": no summary.json"),
@@ -287,6 +287,15 @@ TEST(WriteReport, GoesBesideASingleInputAndLeavesNoFileOnError) {
   tiny.max_image_side = report::min_image_side - 1;
   EXPECT_NE(error_of([&] { report::write_report({dir.file("fc")}, out, tiny); }).find("max_image_side 15"), std::string::npos);
   EXPECT_NE(error_of([&] { report::write_report({}, out, {}); }).find("no layers"), std::string::npos);
+  // Layers of one name (two directories fc, or NAME=DIR beside a manifest's name) were two rows alike.
+  std::filesystem::create_directories(dir.file("other"));
+  std::filesystem::copy_file(dir.file("fc/summary.json"), dir.file("other/summary.json"));
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("fc"), "fc=" + dir.file("other")}, out, {}); })
+                .find("two layers are named 'fc'; name them apart with NAME=DIR"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { report::write_report({"first=" + dir.file("other"), dir.file("study.json")}, out, {}); })
+                .find("two layers are named 'first'"),
+            std::string::npos);
   report::ReportOptions no_vega;
   no_vega.vega_dir = dir.file("no-vega");
   EXPECT_NE(error_of([&] { report::write_report({dir.file("fc")}, out, no_vega); }).find("libjs-vega"), std::string::npos);

@@ -285,6 +285,12 @@ std::vector<LayerResults> load_study(const std::vector<std::string>& arguments) 
       throw Error(dir + ": no such output directory or study manifest");
     }
   }
+  // Two layers of one name would be two rows of the table that cannot be told apart.
+  for (std::size_t i = 0; i < layers.size(); ++i)
+    for (std::size_t j = i + 1; j < layers.size(); ++j)
+      if (layers[i].name == layers[j].name)
+        throw Error("two layers are named '" + layers[i].name +
+                    "'; name them apart with NAME=DIR (or \"name\" in a study manifest)");
   return layers;
 }
 

@@ -97,8 +97,8 @@ std::vector<ClusterRow> load_clusters(const LayerResults& layer);
 // The layers named on `convergent report`'s command line, in order: finished output directories (NAME=DIR
 // names the layer, a bare DIR is named by its last path component) and study manifests, JSON files
 // {"layers": [{"name": "conv1", "dir": "conv1"}, "conv2", ...]} whose directories are relative to the
-// manifest. Throws Error naming the argument that is neither, a directory without summary.json, and as
-// load_layer does.
+// manifest. Throws Error naming the argument that is neither, a directory without summary.json, two layers
+// of one name, and as load_layer does.
 std::vector<LayerResults> load_study(const std::vector<std::string>& arguments);
 
 // One of those arguments as (layer name, path): "conv1=out/c1" -> ("conv1", "out/c1"); a bare path, or one
