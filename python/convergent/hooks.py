@@ -34,7 +34,10 @@ def batch_hash(inputs):
 
 def _layer_names(models, layers):
     """{study name: {model name: layer name}} from a list of layer names shared by every model, or that
-    mapping itself."""
+    mapping itself. Raises TypeError when ``models`` is not a {name: module} dict."""
+    if not isinstance(models, dict):
+        raise TypeError(f"models: a dict {{name: torch.nn.Module}} (the names name the nets), not "
+                        f"{type(models).__name__}")
     if isinstance(layers, str):
         layers = [layers]
     if isinstance(layers, dict):

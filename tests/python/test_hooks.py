@@ -140,6 +140,12 @@ def test_a_missing_layer_is_an_error_and_no_hook_is_left():
     assert not models["net1"].fc._forward_hooks
 
 
+def test_models_not_in_a_dict_are_a_type_error():
+    # A list of models has no names for the nets; it reached Study's constructor as a list of modules.
+    with pytest.raises(TypeError, match=r"models: a dict \{name: torch.nn.Module\} .*, not list"):
+        run_models([Small(5), Small(6)], ["fc"], DataLoader(data(), batch_size=16))
+
+
 def test_a_layer_that_runs_twice_is_an_error():
     class Twice(torch.nn.Module):
         def __init__(self):
