@@ -279,7 +279,9 @@ class Study:
         settings.affinity = affinity
         settings.seed = seed
         settings.analyses = analyses
-        settings.lasso_alphas = lasso_alpha if isinstance(lasso_alpha, str) else ",".join(map(repr, lasso_alpha))
+        # repr(float(a)): numpy 2 writes repr(np.float64(0.1)) as 'np.float64(0.1)'.
+        settings.lasso_alphas = (lasso_alpha if isinstance(lasso_alpha, str)
+                                 else ",".join(repr(float(a)) for a in lasso_alpha))
         settings.save_matrices = save_matrices
         settings.matrix_dtype = matrix_dtype
         settings.mi_binning = mi_binning

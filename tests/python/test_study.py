@@ -496,6 +496,24 @@ def test_bad_analysis_options_are_errors_before_any_work(tmp_path):
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
+class Numpy2Float(float):
+    """A float whose repr is numpy 2's for np.float64: not a number's text."""
+
+    def __repr__(self):
+        return f"np.float64({float(self)})"
+
+
+def test_lasso_alphas_are_read_as_numbers_whatever_their_repr():
+    rng = np.random.default_rng(4)
+    study = convergent.Study(["a", "b"])
+    a, b = planted(rng)
+    study.add("a", a)
+    study.add("b", b)
+    alphas = [Numpy2Float(0.3), Numpy2Float(0.01)]
+    summary = study.analyse(analyses="sparse_prediction", lasso_alpha=alphas, clusters="none").summary
+    assert summary["sparse_prediction"]["alphas"] == [0.3, 0.01]
+
+
 def test_match_finds_the_best_assignment_and_equals_the_cli(cli, tmp_path):
     # The oracle: every injective map of A's 4 units into B's 5, by brute force.
     rng = np.random.default_rng(17)
