@@ -18,6 +18,7 @@ Every error is a ``convergent.Error`` carrying the C++ library's message.
 """
 
 import csv
+import numbers
 import os
 import tempfile
 
@@ -270,14 +271,17 @@ class Study:
         skipped_analyses says why) and naming it is an error.
 
         The nets' ``path`` in summary.json is '(python)', their ``shape`` the first batch's with all inputs
-        counted. Raises ``Error`` for bad options, an unwritable directory, missing Vega for the report
+        counted. Raises ``ValueError`` for a seed that is not a whole number in [0, 2**64), ``Error`` for
+        other bad options, an unwritable directory, missing Vega for the report
         (Debian's libjs-vega), replayed batches that are not those of the moments pass, and as
         ``moments()`` does.
         """
         settings = _core.AlignSettings()
         settings.clusters = str(clusters)
         settings.affinity = affinity
-        settings.seed = seed
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+            raise ValueError(f"seed: a whole number from 0 to 2**64 - 1, not {seed!r}")
+        settings.seed = int(seed)
         settings.analyses = analyses
         # repr(float(a)): numpy 2 writes repr(np.float64(0.1)) as 'np.float64(0.1)'.
         settings.lasso_alphas = (lasso_alpha if isinstance(lasso_alpha, str)

@@ -493,6 +493,10 @@ def test_bad_analysis_options_are_errors_before_any_work(tmp_path):
         study.save(tmp_path / "x", clusters="three")
     with pytest.raises(convergent.Error, match="no batches were added"):
         study.save(tmp_path / "x", report=False)
+    # As the CLI's --seed: pybind11 refused these with 'incompatible function arguments' of AlignSettings.
+    for seed in [-1, 2**64, 1.5, True]:
+        with pytest.raises(ValueError, match=f"seed: a whole number from 0 to 2\\*\\*64 - 1, not {seed!r}"):
+            study.save(tmp_path / "x", seed=seed)
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
