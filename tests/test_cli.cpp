@@ -235,6 +235,10 @@ TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
       // The pair (a, b) and the net a_b would both write corr_a_b.npy.
       {"align a=" + x + " b=" + y + " a_b=" + z, "the pair of nets 'a' and 'b' would both write files named *_a_b.*"},
       {"align .=" + x + " b=" + y, "net name '.' must use only letters"},
+      // A file stem that is no net name (a space, an accent) says how to name the net instead.
+      {"align '" + dir.file("my net.npy") + "' " + y,
+       "net name 'my net' must use only letters, digits, '_', '-' and '.', and must not start with '.'; name the "
+       "net with NAME=PATH, e.g. net1=" + dir.file("my net.npy")},
       {"align " + dir.file("t1.npy") + " " + dir.file("t2.npy"),
        "t2.npy: 20 inputs of 10 positions, but " + dir.file("t1.npy") + " has 10 inputs of 20"},
       {"align " + x + " " + y + " --dead-threshold nan", "the dead-unit threshold must be in [0, 1), not nan"},

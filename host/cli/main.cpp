@@ -138,14 +138,20 @@ std::vector<NetSource> parse_net_arguments(const std::vector<std::string>& argum
   for (const std::string& argument : arguments) {
     NetSource net;
     const auto equals = argument.find('=');
-    if (equals != std::string::npos && argument.substr(0, equals).find('/') == std::string::npos) {
+    const bool named = equals != std::string::npos && argument.substr(0, equals).find('/') == std::string::npos;
+    if (named) {
       net.name = argument.substr(0, equals);
       net.path = argument.substr(equals + 1);
     } else {
       net.path = argument;
       net.name = std::filesystem::path(argument).stem().string();
     }
-    check_net_name(net.name, net.path);
+    try {
+      check_net_name(net.name, net.path);
+    } catch (const Error& e) {
+      if (named) throw;
+      throw Error(std::string(e.what()) + "; name the net with NAME=PATH, e.g. net1=" + net.path);
+    }
     if (const auto it = seen.find(net.name); it != seen.end())
       throw Error("two nets are named '" + net.name + "' (" + it->second + " and " + net.path +
                   "); name them apart with NAME=PATH, e.g. net1=" + it->second);
