@@ -1,6 +1,7 @@
 // The command line: outputs that numpy/pandas read, and bad input that exits non-zero with a message
 // naming the file and leaves no partial output behind.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <fstream>
@@ -208,6 +209,25 @@ INSTANTIATE_TEST_SUITE_P(
                       BadInput{"unwritable_out", "good.npy/out: cannot create the output directory"},
                       BadInput{"name_collision", "two nets are named 'good'"}),
     [](const ::testing::TestParamInfo<BadInput>& info) { return info.param.name; });
+
+// A FIFO given as an input (a stale named pipe, a typo) is refused at once: opening it waited for a writer
+// forever. `timeout` turns a regression into a failure instead of a hung suite.
+TEST(Cli, AFifoIsRefusedInsteadOfWaitedOn) {
+  ScratchDir dir;
+  testing::write_random(dir.file("x.npy"), 40, 3, 1);
+  const std::string fifo = dir.file("pipe.npy");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string cli = "timeout 60 " + std::string(CONVERGENT_CLI_PATH) + " ";
+  for (const std::string& arguments :
+       {"align " + fifo + " " + dir.file("x.npy") + " --out " + dir.file("out"), "match " + fifo + " --out " + dir.file("out"),
+        "merge " + fifo + " --out " + dir.file("all.npz"), "align --from-stats " + fifo + " --out " + dir.file("out")}) {
+    const auto r = testing::run_shell(cli + arguments);
+    EXPECT_EQ(r.exit_code, 1) << arguments << "\n" << r.output;
+    EXPECT_NE(r.output.find(fifo + ": cannot read: not a regular file"), std::string::npos) << arguments << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("out"))) << arguments;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("all.npz"))) << arguments;
+  }
+}
 
 }  // namespace
 }  // namespace convergent

@@ -340,7 +340,9 @@ NpyHeader parse_npy_header(const std::string& path, const unsigned char* bytes, 
 }
 
 MappedNpy::MappedNpy(std::string path) : path_(std::move(path)) {
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO opens at once (and fstat refuses it) instead of waiting for a writer that never
+  // comes; regular files ignore the flag.
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(path_, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

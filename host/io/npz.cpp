@@ -133,7 +133,11 @@ std::vector<NpzMember> parse_npz(const std::string& path, const std::string& byt
 
 std::string read_file_bytes(const std::string& path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw Error(path + ": a directory, not a file");
+  const std::filesystem::file_status status = std::filesystem::status(path, ec);
+  if (std::filesystem::is_directory(status)) throw Error(path + ": a directory, not a file");
+  // A FIFO or a device would block or never end: refused before it is opened.
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+    throw Error(path + ": cannot read: not a regular file");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
   std::string bytes(static_cast<std::size_t>(in.tellg()), '\0');
