@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <numeric>
 #include <string>
@@ -650,15 +651,26 @@ class TargetSolver {
     result.loss = full.loss;
     result.objective = full.objective;
     result.duality_gap = full.gap;
-    // Strongest first, ties to the lower index: one sort of (-|w|, j) pairs (a stable sort through
-    // indices into w_ was a tenth of the whole path's time at U = 256).
+    // Strongest first, ties to the lower index: one sort of 128-bit keys, the complement of |w_j|'s bits
+    // (which order non-negative doubles as unsigned integers) above j, so each step is one comparison
+    // (a stable sort through indices into w_ was a tenth of the path's time at U = 256, a sort of
+    // (-|w|, j) pairs still 8%).
     ranked_.clear();
     for (std::int64_t j = 0; j < p_; ++j)
-      if (w_[j] != 0.0) ranked_.emplace_back(-std::abs(w_[j]), j);
+      if (w_[j] != 0.0) {
+        const double strength = std::abs(w_[j]);
+        std::uint64_t bits;
+        std::memcpy(&bits, &strength, sizeof bits);
+        ranked_.push_back(static_cast<unsigned __int128>(~bits) << 64 | static_cast<std::uint64_t>(j));
+      }
     std::sort(ranked_.begin(), ranked_.end());
     result.predictors.reserve(ranked_.size());
     result.weights.reserve(ranked_.size());
-    for (const auto& [strength, j] : ranked_) result.predictors.push_back(j), result.weights.push_back(w_[j]);
+    for (const unsigned __int128 key : ranked_) {
+      const auto j = static_cast<std::int64_t>(static_cast<std::uint64_t>(key));
+      result.predictors.push_back(j);
+      result.weights.push_back(w_[j]);
+    }
     return result;
   }
 
@@ -874,7 +886,7 @@ class TargetSolver {
   std::vector<double> sign_, guess_sign_, cand_w_, cand_g_, best_w_, b_, y_, y_b_, delta_, rhs_;
   SetCholesky factor_;  // of R_AA or, for the Schur complement, H_DD
   bool y_valid_ = false;
-  std::vector<std::pair<double, std::int64_t>> ranked_;  // the fit's non-zeros, (-|w_j|, j)
+  std::vector<unsigned __int128> ranked_;  // the fit's non-zeros, ranked (fit)
 };
 
 void check_finite_view(MatrixView<const double> m, const char* name) {
