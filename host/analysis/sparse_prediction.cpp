@@ -342,7 +342,7 @@ struct PathState {
 // Targets solved together (batch_descent, then each on its own): fixed chunks of this many (never split by
 // thread, so the bits do not depend on the thread count), coordinates in blocks of this many, at most this
 // many batched sweeps.
-constexpr std::int64_t chunk_targets = 32, block_predictors = 64, max_batch_sweeps = 100;
+constexpr std::int64_t chunk_targets = 32, block_predictors = 32, max_batch_sweeps = 100;
 // Lock-step solves per target and alpha (dense_active_set): most fits are accepted by the third or fourth;
 // the few that cycle go on in their own solver, which sweeps between its solves.
 constexpr int max_lock_step_solves = 4;
@@ -476,9 +476,9 @@ void dense_active_set(MatrixView<const double> gram, GramInverse& gram_inverse, 
 // Coordinate descent over every predictor for a chunk of targets (the rows of target_corr) at once, for the
 // targets whose working set (TargetSolver::fit) is at least half the predictors (near the dense end of the
 // path it is nearly all of them, and one target's sweep streams the whole gram). The same cyclic sweep as
-// TargetSolver's, blocked: within a block of 64 predictors each target updates its weights in order
+// TargetSolver's, blocked: within a block of 32 predictors each target updates its weights in order
 // (lasso_block_sweep), then all the targets' gradients take the block's weight changes in one matrix
-// product, -= delta (targets x 64) R (64 x p), so the gram is read once per block for the whole chunk
+// product, -= delta (targets x 32) R (32 x p), so the gram is read once per block for the whole chunk
 // and the work runs at level-3 BLAS speed. A target leaves once its duality gap (from this drifting
 // gradient) is below half the tolerance, or its signs settle as TargetSolver::sweep_working_set judges
 // them; its gradient is then recomputed exactly, g = c - W R, for every member, again as one product, the
@@ -613,23 +613,26 @@ class TargetSolver {
     // (|g_j| > 2 alpha - alpha_previous) keeps every predictor at the first alpha and wherever the path
     // more than halves alpha, which sent the sparse end (11 non-zeros of 256 at alpha 0.1) through dense
     // batched sweeps: a tenth of the path's time at U = 256.
+    // A settled point the gap already accepts (most often a lock-step solve's) needs none.
+    Gap full = dense_gap(w_, g_, alpha);  // g is exact at a settled point
+    const bool accepted = settled && full.gap <= options_.tolerance * full.objective;
     set_.clear();
     std::fill(in_set_.begin(), in_set_.end(), 0);
-    for (std::int64_t j = 0; j < p_; ++j)
-      if (w_[j] != 0.0 || std::abs(g_[j]) > alpha) add(j);
+    if (!accepted)
+      for (std::int64_t j = 0; j < p_; ++j)
+        if (w_[j] != 0.0 || std::abs(g_[j]) > alpha) add(j);
     LassoFit result;
     result.sweeps = sweeps;
     double target = 0.5 * options_.tolerance;  // the working-set gap aimed at, below the full one
     int phases = 0;
-    Gap full{};
     for (bool sweep = !settled;; sweep = true) {
       const bool hand_over = phases < max_active_set_phases && options_.active_set_solves > 0;
       if (sweep) {
         pack();
         result.sweeps += sweep_working_set(alpha, target, options_.max_sweeps - result.sweeps, hand_over);
         unpack_and_refresh_gradient();
+        full = dense_gap(w_, g_, alpha);
       }
-      full = dense_gap(w_, g_, alpha);
       if (full.gap <= options_.tolerance * full.objective) break;
       if (hand_over && result.sweeps < options_.max_sweeps) {
         ++phases;

@@ -49,7 +49,7 @@ struct LassoFit {
 // which is scikit-learn's Lasso(alpha, fit_intercept=False) on z-scored data (DESIGN.md). Cyclic
 // coordinate descent on the gram matrix, on working sets of the current non-zeros and the predictors that
 // violate their KKT conditions there (targets whose set is at least half the predictors are swept
-// together, 32 at a time, in vector lanes, the gradient updates of each block of 64 predictors as one
+// together, 32 at a time, in vector lanes, the gradient updates of each block of 32 predictors as one
 // matrix product, until their signs settle), every exclusion checked against the KKT conditions of the
 // full problem before the duality gap (scikit-learn's, in covariance form) is accepted. Once the signs of
 // the descent settle, an active-set phase (primal-dual active set, Ito and Kunisch 2008) guesses the
