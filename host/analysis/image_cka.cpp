@@ -8,6 +8,7 @@
 #include <cmath>
 #include <numeric>
 #include <string>
+#include <utility>
 
 #include "convergent/error.hpp"
 #include "cpu/pack.hpp"
@@ -183,13 +184,15 @@ void ImageCkaAccumulator::add(const std::vector<ActivationBlock>& batch) {
 ImageCka ImageCkaAccumulator::result() {
   State& s = *state_;
   if (s.result.estimator == ImageCka::Estimator::exact) {
-    s.result.moments = s.accumulator->moments();
+    s.result.moments = s.accumulator->take_moments();
+    s.accumulator.reset();
+    std::vector<double>().swap(s.staging);
     s.result.dead = dead_units(s.result.moments, s.dead_threshold);
   } else if (s.result.minibatches > 0) {
     for (std::int64_t i = 0; i < s.result.hsic.rows() * s.result.hsic.cols(); ++i)
       s.result.hsic.data()[i] /= static_cast<double>(s.result.minibatches);
   }
-  return s.result;
+  return std::move(s.result);
 }
 
 }  // namespace convergent::detail

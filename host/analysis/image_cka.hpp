@@ -23,6 +23,8 @@ class ImageCkaAccumulator {
   std::int64_t batch_inputs_multiple() const;
   // One batch of whole inputs, the blocks handed to the positions' accumulator.
   void add(const std::vector<ActivationBlock>& batch);
+  // The estimate, once, at the end of the pass: the exact estimator's Moments are handed over (no copy of
+  // the F x F comoment) and its accumulator and staging are freed; no add() or result() after it.
   ImageCka result();
 
  private:

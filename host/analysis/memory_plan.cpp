@@ -63,7 +63,16 @@ std::int64_t MemoryPhase::bytes() const {
 MemoryPlan plan_memory(const MemoryJob& job) {
   if (job.units_per_net.size() < 2) throw Error("memory plan: a study needs at least two nets");
   const std::int64_t u = std::accumulate(job.units_per_net.begin(), job.units_per_net.end(), std::int64_t{0});
-  const std::int64_t rows = std::max<std::int64_t>(1, std::min(job.batch_rows, job.samples));
+  // --samples images: the pass's batches hold whole minibatches (run_study's accumulate_pass).
+  const std::int64_t image_total =
+      std::accumulate(job.image_features.begin(), job.image_features.end(), std::int64_t{0});
+  const bool image_exact = image_total > 0 && image_total <= job.image_exact_features;
+  std::int64_t batch_rows = job.batch_rows;
+  if (image_total > 0 && !image_exact) {
+    const std::int64_t whole = job.rows_per_input * job.image_minibatch;
+    batch_rows = std::max<std::int64_t>(1, batch_rows / whole) * whole;
+  }
+  const std::int64_t rows = std::max<std::int64_t>(1, std::min(batch_rows, job.samples));
   // Sums and maxima of unit-count products; `lasso` is the largest sparse prediction (from net a to net
   // b, host/analysis/sparse_prediction.cpp): the predictors' gram and its inverse (Ca^2 each), the target
   // correlations and the path's weights and gradients (Cb x Ca each), and per thread a solver whose
@@ -84,9 +93,35 @@ MemoryPlan plan_memory(const MemoryJob& job) {
     }
   }
   const std::int64_t matrix = 8 * square(u);  // one float64 U x U matrix
+  // Image-level CKA (host/analysis/image_cka.cpp), counted on the host whatever the backend. Exact: inputs
+  // staged as float64 rows of all F features (64 MiB at a time) into a Moments accumulator over the
+  // features (float64 comoment, float32 product, its batch and per-feature arrays), whose Moments are
+  // handed over at the end of the pass and kept to the analyses: 12 F^2 while streaming, 8 F^2 after.
+  // Minibatch: one m x m float64 Gram per net and a chunk of m inputs' features (about 4096, or a pixel's).
+  std::vector<MemoryPart> image_streaming;
+  std::int64_t image_kept = 0;
+  if (image_exact) {
+    const std::int64_t f = image_total, staged = std::max<std::int64_t>(1, (std::int64_t{64} << 20) / (8 * f));
+    image_kept = 8 * square(f);
+    image_streaming = {{"image-level CKA: staged inputs (float64)", 8 * staged * f},
+                       {"image-level CKA: comoment and product of the features", 12 * square(f)},
+                       {"image-level CKA: batch (float32) and per-feature arrays",
+                        4 * staged * f + 6 * 8 * ((staged + 2047) / 2048) * f + 2048 * f}};
+  } else if (image_total > 0) {
+    const std::int64_t m = job.image_minibatch;
+    const std::int64_t largest = *std::max_element(job.units_per_net.begin(), job.units_per_net.end());
+    image_streaming = {{"image-level CKA: Gram matrices and a chunk of features (float64)",
+                        8 * m * m * static_cast<std::int64_t>(job.units_per_net.size()) +
+                            8 * m * std::max<std::int64_t>(4096, largest)}};
+  }
   MemoryPlan plan;
   auto phase = [&](std::string name, std::vector<MemoryPart> parts) {
     parts.insert(parts.begin(), MemoryPart{"program", program_bytes(job)});
+    if (name == "streaming") {
+      parts.insert(parts.end(), image_streaming.begin(), image_streaming.end());
+    } else if (image_kept > 0) {
+      parts.push_back({"image-level CKA: Moments of the features", image_kept});
+    }
     plan.host.push_back({std::move(name), std::move(parts)});
   };
 

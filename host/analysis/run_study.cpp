@@ -80,6 +80,7 @@ OpenedStudy open_study(const std::vector<NetSource>& sources, const StudyOptions
 
   // Batches hold whole inputs of every net, so they are a multiple of each net's pixels per input.
   for (const auto& file : files) opened.whole_images = std::lcm(opened.whole_images, file.pixels());
+  inputs.rows_per_input = opened.whole_images;
   const std::int64_t batch_rows = options.batch_rows > 0 ? options.batch_rows : automatic_batch_rows(offset);
   inputs.batch_rows = std::max<std::int64_t>(1, batch_rows / opened.whole_images) * opened.whole_images;
 

@@ -375,6 +375,12 @@ int run_align(const mpi::World& world, const std::vector<std::string>& net_argum
       }
       job.samples = inputs.samples;
       job.batch_rows = inputs.batch_rows;
+      job.rows_per_input = inputs.rows_per_input;
+      if (options.samples == Samples::images) {
+        for (const NetInfo& net : inputs.nets) job.image_features.push_back(net.units * inputs.rows_per_input);
+        job.image_exact_features = options.image_exact_features;
+        job.image_minibatch = options.image_minibatch;
+      }
       job.cuda = backend->kind() == BackendKind::cuda;
       job.clustering = settings.clusters != "none";
       if (job.clustering && settings.clusters != "auto")

@@ -37,6 +37,13 @@ struct MemoryJob {
   bool report = true;                                   // report.html (reads the written matrices back)
   SaveMatrices save_matrices = SaveMatrices::all;
   bool matrices_float32 = false;  // --matrix-dtype float32
+  // --samples images (image-level CKA in the same pass, host/analysis/image_cka.cpp): each net's flattened
+  // features (units x rows_per_input), empty for --samples positions. Exact Moments of the features up to
+  // image_exact_features in all, else minibatches of image_minibatch inputs (batches in whole minibatches).
+  std::vector<std::int64_t> image_features;
+  std::int64_t rows_per_input = 1;  // sample rows of one input (the pixels of 3-D and 4-D files)
+  std::int64_t image_exact_features = 4096;
+  std::int64_t image_minibatch = 256;
   // Resident bytes of the process when the plan is made (code and loaded libraries: the CUDA libraries
   // alone are about 200 MiB resident once loaded, even without a device); 0 when not measured.
   std::int64_t resident_bytes = 0;

@@ -111,6 +111,7 @@ struct StudyInputs {
   std::vector<NetInfo> nets;
   std::int64_t samples = 0;
   std::int64_t batch_rows = 0;
+  std::int64_t rows_per_input = 1;  // sample rows of one input: batches hold whole inputs of every net
 };
 
 // Opens and checks the files as run_study does (headers only; same errors, fewer than 2 sample rows
