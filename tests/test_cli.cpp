@@ -267,7 +267,10 @@ TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
       {"match " + dir.file("big.npy"), "big.npy: 1.500000 at row 0, column 1 is not a correlation"},
       {"match " + dir.file("inf.npy"), "inf.npy: an infinity at row 0, column 1"},
       // Command-line mistakes exit 1 like any bad input (CLI11's own codes are 105 and up).
-      {"align " + x, "nets: At least 2 required"},
+      {"align " + x, "align needs at least two nets (or --from-stats FILE)"},
+      {"stats " + x, "stats needs at least two nets"},
+      // One path beside --from-stats was 'nets: At least 2 required but received 1'.
+      {"align --from-stats " + x + " " + y, "nets excludes --from-stats"},
       {"align " + x + " " + y + " --threads -3", "--threads: Value -3 not in range 0 to 4096"},
       // CLI11 alone took -1 as 2^64 - 1 and 2^64 as 2^64 - 1, without a word.
       {"align " + x + " " + y + " --seed -1", "--seed: expected a whole number from 0 to 18446744073709551615, not '-1'"},

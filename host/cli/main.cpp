@@ -552,7 +552,7 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
   // reads (align --from-stats excludes them: the stats file records what its pass used).
   auto add_pass_options = [&](CLI::App* command) {
     auto* nets = command->add_option("nets", net_arguments, "[NAME=]PATH of each net's activations (.npy, 2-D, 3-D or 4-D)")
-                     ->expected(2, -1);
+                     ->expected(1, -1);  // fewer than 2: align's and stats's own message, which names --from-stats
     auto* layout_option =
         command
             ->add_option("--layout", layout,
