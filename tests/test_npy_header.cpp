@@ -128,7 +128,7 @@ std::vector<Mangled> mangled_headers() {
       {"list shape", with_shape("[2, 3]"), "expected a tuple for 'shape', found '[2, 3]'"},
       {"bare int shape", with_shape("6"), "expected a tuple for 'shape', found '6'"},
       {"parenthesised int", with_shape("(6)"), "'shape' '(6)' is not a tuple"},
-      {"0-d scalar", with_shape("()", 4), "shape () is a 0-d scalar"},
+      {"0-d scalar", with_shape("()", 4), "shape () is a 0-d scalar; expected an array (2-D, 3-D or 4-D)"},
       {"double comma", with_shape("(2,, 3)"), "found ','"},
       {"lone comma", with_shape("(,)"), "found ','"},
       {"missing comma", with_shape("(2 3)"), "expected ',' or ')' in 'shape', found '3'"},

@@ -217,7 +217,7 @@ class HeaderParser {
       pos_ = open;
       malformed("'shape' " + found() + " is not a tuple (a 1-D shape is written (n,))");
     }
-    if (shape.empty()) fail(path_, "header shape () is a 0-d scalar; expected an array (2-D or 4-D)");
+    if (shape.empty()) fail(path_, "header shape () is a 0-d scalar; expected an array (2-D, 3-D or 4-D)");
     return shape;
   }
 
