@@ -210,6 +210,22 @@ INSTANTIATE_TEST_SUITE_P(
                       BadInput{"name_collision", "two nets are named 'good'"}),
     [](const ::testing::TestParamInfo<BadInput>& info) { return info.param.name; });
 
+// A directory as --out of stats or merge (one file each) failed only at the final rename, after the pass.
+TEST(Cli, AnOutputFileThatIsADirectoryIsRefusedBeforeTheWork) {
+  ScratchDir dir;
+  testing::write_random(dir.file("x.npy"), 40, 3, 1);
+  testing::write_random(dir.file("y.npy"), 40, 3, 2);
+  std::filesystem::create_directories(dir.file("taken"));
+  const std::string nets = dir.file("x.npy") + " " + dir.file("y.npy");
+  ASSERT_EQ(run_cli("stats " + nets + " --out " + dir.file("s.npz")).exit_code, 0);
+  for (const std::string& arguments : {"stats " + nets, "merge " + dir.file("s.npz")}) {
+    const auto r = run_cli(arguments + " --out " + dir.file("taken"));
+    EXPECT_EQ(r.exit_code, 1) << arguments << "\n" << r.output;
+    EXPECT_NE(r.output.find(dir.file("taken") + ": is a directory; --out names the file to write"), std::string::npos)
+        << arguments << "\n" << r.output;
+  }
+}
+
 // A FIFO given as an input (a stale named pipe, a typo) is refused at once: opening it waited for a writer
 // forever. `timeout` turns a regression into a failure instead of a hung suite.
 TEST(Cli, AFifoIsRefusedInsteadOfWaitedOn) {

@@ -287,6 +287,9 @@ TEST(WriteReport, GoesBesideASingleInputAndLeavesNoFileOnError) {
   tiny.max_image_side = report::min_image_side - 1;
   EXPECT_NE(error_of([&] { report::write_report({dir.file("fc")}, out, tiny); }).find("max_image_side 15"), std::string::npos);
   EXPECT_NE(error_of([&] { report::write_report({}, out, {}); }).find("no layers"), std::string::npos);
+  EXPECT_NE(error_of([&] { report::write_report({dir.file("fc")}, dir.file("fc"), {}); })
+                .find(dir.file("fc") + ": is a directory; --out names the file to write"),
+            std::string::npos);
   // Layers of one name (two directories fc, or NAME=DIR beside a manifest's name) were two rows alike.
   std::filesystem::create_directories(dir.file("other"));
   std::filesystem::copy_file(dir.file("fc/summary.json"), dir.file("other/summary.json"));

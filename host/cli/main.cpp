@@ -263,6 +263,7 @@ int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions
   options.precision = parse_precision(precision);
   if (!rows.empty()) options.inputs = parse_input_range(rows);
   if (common.check_only) return 0;
+  check_file_output(out_path);  // now, not after the pass
   auto backend = make_backend(backend_choice(backend_name), {common.threads, 0});
   ProgressBar progress;
   options.progress = [&](std::int64_t done, std::int64_t total) {
@@ -280,6 +281,7 @@ int run_stats(const std::vector<std::string>& net_arguments, const CommonOptions
 
 // `convergent merge`: shards into one stats file, in the order of their ranges.
 int run_merge(const std::vector<std::string>& paths, const std::string& out_path) {
+  check_file_output(out_path);
   std::vector<StatsFile> shards;
   for (const std::string& path : paths) shards.push_back(read_stats_file(path));
   const StatsFile merged = merge_stats(std::move(shards), paths);

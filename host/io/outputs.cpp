@@ -187,6 +187,12 @@ void write_text_file(const std::string& path, const std::string& text) {
   if (!out) throw Error(path + ": write failed (disk full?)");
 }
 
+void check_file_output(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw Error(path + ": is a directory; --out names the file to write, not a directory");
+}
+
 void write_file_atomically(const std::string& path, const std::string& bytes) {
   const fs::path target(path);
   const fs::path temporary =

@@ -64,6 +64,10 @@ bool abandon_outputs_in_progress() noexcept;
 // Writes `text` to `path`, throwing Error naming the path on failure (a full disk included).
 void write_text_file(const std::string& path, const std::string& text);
 
+// Before the work of a job whose output is one file (stats, merge, report): throws Error naming `path` when
+// it is an existing directory, which the final rename could not replace.
+void check_file_output(const std::string& path);
+
 // Writes `bytes` to `path` through a temporary file beside it and a rename: `path` is either its earlier
 // content or the new one, never a part. Throws Error naming the path.
 void write_file_atomically(const std::string& path, const std::string& bytes);

@@ -693,6 +693,7 @@ WrittenReport write_report(const std::vector<std::string>& arguments, const std:
     const std::filesystem::path input = split_layer_argument(arguments.front()).second;
     written.path = ((std::filesystem::is_directory(input) ? input : input.parent_path()) / "report.html").string();
   }
+  check_file_output(written.path);  // before the pictures are drawn
   const HtmlReport html = html_report(written.layers, options);
   write_file_atomically(written.path, html.html);
   written.bytes = static_cast<std::int64_t>(html.html.size());
