@@ -300,6 +300,8 @@ TEST(Cli, UserMistakesAreRefusedBeforeAnyWork) {
        "unknown analysis 'mutual_informaton'; expected all, none or a comma-separated list of sparse_prediction,"
        "reliability,mean_distributions,linear_cka,cca,svcca,pwcca,procrustes,mutual_information"},
       {"align " + x + " " + y + " --lasso-alpha 0.1,,0.3", "--lasso-alpha: '' is not a positive number"},
+      // A whole number of MiB: the range was given in floats (0.001 to 1e9) on an integer option.
+      {"align " + x + " " + y + " --mi-memory 0", "--mi-memory: Value 0 not in range 1 to 1000000000"},
   };
   int n = 0;
   for (const auto& c : cases) {

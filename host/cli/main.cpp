@@ -620,7 +620,7 @@ int convergent::cli::run_command_line(int argc, char** argv, CliMode mode) {
   align->add_option("--mi-memory", settings.mi_memory_mib,
                     "MiB for the joint counts, 8 (units x bins)^2 bytes; above it the unit pairs are counted in "
                     "blocks, one pass each")
-      ->check(CLI::Range(1e-3, 1e9))
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1000000000}))
       ->capture_default_str();
   align->add_option("--lasso-alpha", settings.lasso_alphas,
                     "L1 penalties of sparse prediction, comma-separated (nearly dense to very sparse)")
