@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,6 +121,13 @@ Outcome run_with_fault(const ScratchDir& dir, const std::string& arguments, cons
   outcome.output = read_bytes(log);
   return outcome;
 }
+
+// Sends `signal` to the CLI's main thread (tgkill), not to the process: the CLI is stopped at its test
+// point, where every thread is, and a process-directed signal would go to whichever thread wakes first on
+// SIGCONT (an OpenBLAS or watchdog thread), whose handler may then run after the main thread has passed
+// the check that follows the point (under load: an earlier run committed its outputs and exited 0). The
+// main thread takes its own signal before it returns from the stop, so the check sees it.
+void signal_main_thread(pid_t pid, int signal) { ASSERT_EQ(::syscall(SYS_tgkill, pid, pid, signal), 0); }
 
 // This test process's own mount namespace, where mounts vanish with the process and the CLI it starts sees
 // them. Root only (unshare needs CAP_SYS_ADMIN); false where the machine does not allow it.
@@ -232,7 +240,7 @@ TEST_F(Faults, BadInputLeavesTheEarlierOutputUntouched) {
 TEST_F(Faults, SigintAndSigtermWhileStreamingOrWriting) {
   for (const std::string point : {"pass", "write", "commit"})
     for (const int signal : {SIGINT, SIGTERM}) {
-      const auto r = run_with_fault(dir_, align_all(), point, [&](pid_t pid) { ::kill(pid, signal); });
+      const auto r = run_with_fault(dir_, align_all(), point, [&](pid_t pid) { signal_main_thread(pid, signal); });
       EXPECT_EQ(r.exit_code, 130) << point << " " << signal << ": " << r.output;
       EXPECT_NE(r.output.find("interrupted; nothing was written"), std::string::npos) << r.output;
       expect_untouched();
@@ -384,7 +392,7 @@ TEST_F(Faults, TheOtherCommandsLeaveTheEarlierResultOnFailure) {
   ASSERT_EQ(run_cli("stats " + nets_ + " --backend cpu --out " + stats).exit_code, 0);
   const std::string stats_before = read_bytes(stats);
   auto r = run_with_fault(dir_, "stats " + nets_ + " --backend cpu --batch-rows 64 --rows 0:2000 --out " + stats,
-                          "pass", [](pid_t pid) { ::kill(pid, SIGTERM); });
+                          "pass", [](pid_t pid) { signal_main_thread(pid, SIGTERM); });
   EXPECT_EQ(r.exit_code, 130) << r.output;
   EXPECT_EQ(read_bytes(stats), stats_before);
   // merge: a write failure (the merged Moments of 96 units take 72 KiB).
