@@ -13,7 +13,7 @@ namespace {
 // The DLPack ABI (dmlc/dlpack, dlpack.h, versions 0.5 to 0.8: the unversioned "dltensor" capsule that
 // numpy, PyTorch, JAX and CuPy export). Only the fields read here; the layout is fixed by the standard.
 enum DLDeviceType : std::int32_t { kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13 };
-enum DLDataTypeCode : std::uint8_t { kDLFloat = 2 };
+enum DLDataTypeCode : std::uint8_t { kDLInt = 0, kDLUInt = 1, kDLFloat = 2, kDLBfloat = 4, kDLComplex = 5, kDLBool = 6 };
 struct DLDevice {
   std::int32_t device_type;
   std::int32_t device_id;
@@ -43,6 +43,17 @@ std::vector<std::int64_t> row_major_strides(const std::vector<std::int64_t>& sha
   std::vector<std::int64_t> strides(shape.size(), 1);
   for (int k = static_cast<int>(shape.size()) - 2; k >= 0; --k) strides[k] = strides[k + 1] * shape[k + 1];
   return strides;
+}
+
+// A DLPack dtype as numpy and torch name it (int64, bfloat16, bool8, ...; float16 x 4 for vector lanes).
+std::string dlpack_dtype_name(const DLDataType& d) {
+  const char* kind = d.code == kDLInt ? "int" : d.code == kDLUInt ? "uint" : d.code == kDLFloat ? "float"
+                     : d.code == kDLBfloat ? "bfloat" : d.code == kDLComplex ? "complex" : d.code == kDLBool ? "bool"
+                     : nullptr;
+  std::string name = kind ? kind + std::to_string(d.bits)
+                          : "of DLPack code " + std::to_string(d.code) + " (" + std::to_string(d.bits) + " bits)";
+  if (d.lanes != 1) name += " x " + std::to_string(d.lanes);
+  return name;
 }
 
 void check_strides(const std::string& what, const std::vector<std::int64_t>& strides) {
@@ -98,9 +109,8 @@ ArrayBatch dlpack_batch(const std::string& what, const py::capsule& capsule, Lay
     throw Error(what + ": DLPack device type " + std::to_string(device_type) +
                 " is not supported; tensors must be in host memory or on a CUDA device");
   if (t.dtype.code != kDLFloat || t.dtype.lanes != 1 || (t.dtype.bits != 16 && t.dtype.bits != 32 && t.dtype.bits != 64))
-    throw Error(what + ": DLPack dtype (code " + std::to_string(t.dtype.code) + ", " + std::to_string(t.dtype.bits) +
-                " bits, " + std::to_string(t.dtype.lanes) +
-                " lanes) is not supported; activations must be float16, float32 or float64 (bfloat16 too: "
+    throw Error(what + ": dtype " + dlpack_dtype_name(t.dtype) +
+                " is not supported; activations must be float16, float32 or float64 (bfloat16 too: "
                 "convert it with tensor.float())");
   batch.shape.assign(t.shape, t.shape + t.ndim);
   const std::vector<std::int64_t> strides =

@@ -120,11 +120,15 @@ def test_negative_strides_are_refused():
         study.add("a", np.ones((4, 3))[::-1])
 
 
-@pytest.mark.parametrize("bad", [np.ones((4, 3), np.int32), np.ones((4, 3), np.complex64),
-                                 torch.ones((4, 3), dtype=torch.bfloat16), torch.ones((4, 3), dtype=torch.int64)])
-def test_wrong_dtype_is_an_error(bad):
+@pytest.mark.parametrize("bad,name", [(np.ones((4, 3), np.int32), "int32"), (np.ones((4, 3), np.complex64), "complex64"),
+                                      (torch.ones((4, 3), dtype=torch.bfloat16), "bfloat16"),
+                                      (torch.ones((4, 3), dtype=torch.int64), "int64"),
+                                      (torch.ones((4, 3), dtype=torch.uint8), "uint8")])
+def test_wrong_dtype_is_an_error(bad, name):
+    # The dtype by its name (torch tensors were 'DLPack dtype (code 0, 64 bits, 1 lanes)').
     study = convergent.Study(["a", "b"])
-    with pytest.raises(convergent.Error, match="float16, float32 or float64"):
+    with pytest.raises(convergent.Error, match=f"net 'a' batch 0: dtype {name} is not supported; activations must be "
+                                               "float16, float32 or float64"):
         study.add("a", bad)
 
 
