@@ -256,7 +256,8 @@ class Study:
              mi_memory_mib=2048):
         """Writes what ``convergent align --out DIRECTORY`` writes (summary.json, the CSV tables, the .npy
         matrices, report.html unless ``report=False``), under temporary names renamed when all is
-        written. The options are align's: ``clusters`` (a number, 'auto' or 'none'), ``affinity`` ('abs',
+        written; Ctrl-C stops it at its next phase or file with KeyboardInterrupt, and nothing is written.
+        The options are align's: ``clusters`` (a number, 'auto' or 'none'), ``affinity`` ('abs',
         'positive', 'shifted'), ``seed``, ``analyses`` ('all', 'none' or a comma-separated list of
         sparse_prediction, reliability, mean_distributions, linear_cka, cca, svcca, pwcca, procrustes,
         mutual_information), ``lasso_alpha`` (comma-separated penalties), ``save_matrices`` ('all';

@@ -390,9 +390,18 @@ class Study {
       }
       source.emplace(replay, std::move(nets), layout_, s.moments.samples + s.skipped_rows);
     }
+    // Ctrl-C while the work runs without the GIL: Python's handler only notes the signal for an interpreter
+    // that is not running, so the work asks it at every phase and staged file, as align checks its own
+    // flag, and leaves with the KeyboardInterrupt: staging removed, nothing written.
+    const auto throw_if_interrupted = [] {
+      py::gil_scoped_acquire gil;
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    };
+    const PhaseStart phase = [&](const std::string&) { throw_if_interrupted(); };
+    out.set_stop_check(throw_if_interrupted);
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(mutex_);
-    const AlignResults results = align_study(*backend_, s, settings);
+    const AlignResults results = align_study(*backend_, s, settings, phase);
     std::optional<MiReport> mi_report;
     if (source)
       mi_report = align_all_pairs_by_mi(*backend_, s, results.pairs,
@@ -410,7 +419,7 @@ class Study {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     stage_align_outputs(out, s, settings, results, mi_report, skipped,
                         run_section(version, s.backend, thread_count(threads_), seconds, run_settings), layer,
-                        report_options);
+                        report_options, phase);
     out.commit();
   }
 
