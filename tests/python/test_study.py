@@ -592,6 +592,9 @@ def test_ctrl_c_during_save_stops_it_and_writes_nothing(tmp_path):
     study = convergent.Study(["a", "b"])
     study.add("a", a)
     study.add("b", b)
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs with
+    # SIGINT ignored, and Python then installs none.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     # 0.05 s into a save that takes about 0.6 s on a 2-core machine (the lasso of 512 units from 512).
     timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
@@ -601,4 +604,5 @@ def test_ctrl_c_during_save_stops_it_and_writes_nothing(tmp_path):
     finally:
         timer.cancel()
         timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
