@@ -257,6 +257,11 @@ TEST(Study, TooFewSamplesAndZeroUnitsAreErrors) {
   EXPECT_NE(study_error({{"a", dir.file("wide_empty.npy")}, {"b", dir.file("wide_empty.npy")}})
                 .find("wide_empty.npy: 0 sample(s); correlations need at least 2"),
             std::string::npos);
+  // No positions: no sample, and 0 rows per input (the fuzzer found the division by it).
+  testing::write_array(dir.file("no_positions.npy"), std::vector<float>{}, {3, 2, 4, 0});
+  EXPECT_NE(study_error({{"a", dir.file("no_positions.npy")}, {"b", dir.file("no_positions.npy")}})
+                .find("no_positions.npy: shape (3, 2, 4, 0) has zero positions"),
+            std::string::npos);
   testing::write_array(dir.file("none.npy"), std::vector<float>{}, {10, 0});
   testing::write_array(dir.file("ok.npy"), std::vector<float>(10, 1.0f), {10, 1});
   EXPECT_NE(study_error({{"a", dir.file("ok.npy")}, {"b", dir.file("none.npy")}}).find("none.npy: shape (10, 0) has zero units"),

@@ -36,6 +36,9 @@ ActivationBlock activation_axes(const std::string& what, const std::vector<std::
   block.y_stride = axis_y < 0 ? 0 : strides[axis_y];
   block.x_stride = axis_x < 0 ? 0 : strides[axis_x];
   if (block.units == 0) throw Error(what + ": shape " + shape_text(shape) + " has zero units");
+  // No position, no sample: and rows per input would be 0, which batches are multiples of.
+  if (block.height == 0 || block.width == 0)
+    throw Error(what + ": shape " + shape_text(shape) + " has zero positions (a spatial axis of length 0)");
   return block;
 }
 
